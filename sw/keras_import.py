@@ -1,0 +1,343 @@
+"""Read a Keras model into a chain of float layers the quantizer understands.
+
+Everything that does not change the function at inference is folded or dropped here, so the
+rest of the pipeline sees only convolutions, dense layers, pooling and flatten:
+``BatchNormalization`` is folded into the preceding weights, ``Rescaling``/``Normalization``
+at the input into the first weight layer, activations into flags, and ``Dropout`` and friends
+vanish. Anything else is a :class:`~sw.errors.UserError` naming the layer.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .golden import maxpool2d, windows
+from .qmodel import conv_output_size
+
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "FloatConv2D",
+    "FloatDense",
+    "FloatFlatten",
+    "FloatMaxPool2D",
+    "FloatNet",
+    "extract",
+    "load_keras_model",
+]
+
+SUPPORTED_LAYERS = (
+    "Conv2D, Dense, Flatten, Reshape (to a vector), MaxPooling2D, BatchNormalization, "
+    "Activation/ReLU (relu, linear; softmax/sigmoid last), Rescaling, Normalization, "
+    "Dropout, SpatialDropout1D/2D/3D, GaussianNoise, GaussianDropout, InputLayer"
+)
+
+_IGNORED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+            "GaussianNoise", "GaussianDropout", "AlphaDropout"}
+_FINAL_ONLY = {"softmax", "sigmoid"}
+
+
+@dataclass(eq=False)
+class FloatConv2D:
+    name: str
+    weight: np.ndarray  # (K, K, Cin, Cout)
+    bias: np.ndarray
+    stride: int = 1
+    padding: str = "valid"
+    relu: bool = False
+
+
+@dataclass(eq=False)
+class FloatDense:
+    name: str
+    weight: np.ndarray  # (inputs, outputs)
+    bias: np.ndarray
+    relu: bool = False
+
+
+@dataclass(eq=False)
+class FloatMaxPool2D:
+    name: str
+    size: int = 2
+
+
+@dataclass(eq=False)
+class FloatFlatten:
+    name: str
+
+
+@dataclass(eq=False)
+class FloatNet:
+    """A chain of float layers taking raw pixels ``0..255`` (preprocessing already folded in).
+
+    Attributes
+    ----------
+    pixel_scale : float
+        What the *Keras* model wants the pixels multiplied by before it sees them (``1/255``
+        unless the model rescales its own input), for running the Keras model itself.
+    notes : list of str
+        What was dropped or folded, for the user.
+    """
+
+    name: str
+    input_shape: tuple
+    layers: list
+    pixel_scale: float
+    notes: list = field(default_factory=list)
+
+    @property
+    def weight_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, FloatConv2D | FloatDense)]
+
+    def shapes(self):
+        """Return the output shape of every layer, checking that the chain is consistent."""
+        shape, shapes = tuple(self.input_shape), []
+        for layer in self.layers:
+            if isinstance(layer, FloatConv2D):
+                if len(shape) != 3 or shape[2] != layer.weight.shape[2]:
+                    raise UserError(f"layer {layer.name!r}: Conv2D input shape {shape} does "
+                                    f"not match its kernel {layer.weight.shape}")
+                k = layer.weight.shape[0]
+                h, w = (conv_output_size(s, k, layer.stride, layer.padding) for s in shape[:2])
+                if h < 1 or w < 1:
+                    raise UserError(f"layer {layer.name!r}: a {k}x{k} kernel does not fit "
+                                    f"the {shape[0]}x{shape[1]} input")
+                shape = (h, w, layer.weight.shape[3])
+            elif isinstance(layer, FloatMaxPool2D):
+                if len(shape) != 3 or shape[0] < layer.size or shape[1] < layer.size:
+                    raise UserError(f"layer {layer.name!r}: cannot pool a {shape} tensor")
+                shape = (shape[0] // layer.size, shape[1] // layer.size, shape[2])
+            elif isinstance(layer, FloatFlatten):
+                shape = (int(np.prod(shape)),)
+            else:
+                if len(shape) != 1 or shape[0] != layer.weight.shape[0]:
+                    raise UserError(f"layer {layer.name!r}: Dense with {layer.weight.shape[0]} "
+                                    f"inputs cannot take a {shape} tensor (add a Flatten?)")
+                shape = (layer.weight.shape[1],)
+            shapes.append(shape)
+        return shapes
+
+    def forward(self, pixels):
+        """Float reference on raw pixels; returns every layer's output (after its activation)."""
+        x = np.asarray(pixels, dtype=np.float64).reshape(len(pixels), *self.input_shape)
+        outputs = []
+        for layer in self.layers:
+            if isinstance(layer, FloatConv2D):
+                k = layer.weight.shape[0]
+                x = windows(x, k, layer.stride, layer.padding) @ layer.weight.reshape(
+                    -1, layer.weight.shape[3]) + layer.bias
+            elif isinstance(layer, FloatDense):
+                x = x @ layer.weight + layer.bias
+            elif isinstance(layer, FloatMaxPool2D):
+                x = maxpool2d(x, layer.size)
+            else:
+                x = x.reshape(len(x), -1)
+            if getattr(layer, "relu", False):
+                x = np.maximum(x, 0.0)
+            outputs.append(x)
+        return outputs
+
+
+def load_keras_model(path):
+    """Load a ``.keras`` or legacy ``.h5`` file for inference, or raise a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {str(path)!r} not found")
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise UserError(f"model file {str(path)!r}: expected a .keras or .h5 file")
+    import keras  # deferred: TensorFlow takes seconds to import
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "corrupt"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load model {str(path)!r}: {first[:200]}") from None
+
+
+def _activation_name(layer, config):
+    activation = config.get("activation", "linear")
+    if isinstance(activation, dict):
+        activation = activation.get("config", {}).get("name", activation.get("class_name"))
+    return str(activation).lower()
+
+
+def _chain(model):
+    """The model's layers in order, checking that a functional model is a single chain."""
+    layers = list(model.layers)
+    if type(model).__name__ == "Sequential":
+        return layers
+    previous = None
+    for layer in layers:
+        if type(layer).__name__ == "InputLayer":
+            previous = layer
+            continue
+        try:
+            inputs = layer.input
+        except (AttributeError, ValueError):
+            raise UserError(f"layer {layer.name!r} is used more than once; only single-chain "
+                            f"models are supported") from None
+        if isinstance(inputs, list | tuple) or (
+                previous is not None and inputs is not previous.output):
+            raise UserError(f"layer {layer.name!r} ({type(layer).__name__}) branches or merges; "
+                            f"only single-chain models are supported")
+        previous = layer
+    return layers
+
+
+def _fold_input(first, scale, offset):
+    """Fold ``x' = x * scale + offset`` (per input channel) into the first weight layer."""
+    if isinstance(first, FloatConv2D):
+        if first.padding == "same" and np.any(offset != 0):
+            raise UserError(f"layer {first.name!r}: an input offset cannot be folded into a "
+                            f"'same'-padded convolution (the padding would be shifted too)")
+        weight = first.weight * scale.reshape(1, 1, -1, 1)
+        bias = first.bias + np.einsum("hwio,i->o", first.weight, np.broadcast_to(
+            offset, first.weight.shape[2:3]))
+    else:
+        weight = first.weight * np.resize(scale, first.weight.shape[0])[:, None]
+        bias = first.bias + np.resize(offset, first.weight.shape[0]) @ first.weight
+    first.weight, first.bias = weight, bias
+
+
+def extract(model, name=None, pixel_scale=1 / 255):
+    """Turn a Keras model into a :class:`FloatNet` on raw pixels.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A Sequential or single-chain functional model.
+    name : str, optional
+        Defaults to the model's name.
+    pixel_scale : float
+        What pixels are multiplied by before the model sees them, when the model has no
+        ``Rescaling``/``Normalization`` of its own (the usual ``x / 255.0``).
+
+    Raises
+    ------
+    UserError
+        Naming the first layer that cannot be mapped.
+    """
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    if any(d is None for d in model.input_shape[1:]):
+        raise UserError(f"model {model.name!r}: input shape {model.input_shape} must be fixed")
+    layers, notes = [], []
+    channels = input_shape[-1] if len(input_shape) == 3 else 1
+    scale, offset = np.full(channels, 1.0), np.zeros(channels)
+    preprocessing = False
+    chain = _chain(model)
+    last_weighted = max((i for i, layer in enumerate(chain)
+                         if type(layer).__name__ in ("Conv2D", "Dense")), default=None)
+    if last_weighted is None:
+        raise UserError(f"model {model.name!r} has no Conv2D or Dense layer")
+
+    def last_weight_layer(layer, what):
+        for previous in reversed(layers):
+            if isinstance(previous, FloatConv2D | FloatDense):
+                return previous
+            if not isinstance(previous, FloatMaxPool2D | FloatFlatten):
+                break
+        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): {what} must follow "
+                        f"a Conv2D or Dense layer")
+
+    def apply_activation(layer, activation, index):
+        if activation == "linear":
+            return
+        if activation in _FINAL_ONLY and index >= last_weighted:
+            notes.append(f"dropped {activation} of {layer.name!r}: argmax is unchanged")
+            return
+        if activation == "relu" and index <= last_weighted:
+            target = last_weight_layer(layer, "relu")
+            if target is layers[-1] or index < last_weighted:
+                target.relu = True
+                return
+        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): activation "
+                        f"{activation!r} is not supported here (supported: relu on hidden "
+                        f"layers, linear; softmax/sigmoid on the output)")
+
+    for index, layer in enumerate(chain):
+        kind = type(layer).__name__
+        config = layer.get_config()
+        if kind in _IGNORED:
+            continue
+        if kind in ("Rescaling", "Normalization"):
+            if layers:
+                raise UserError(f"layer {layer.name!r} ({kind}) is only supported at the input")
+            if kind == "Rescaling":
+                s, o = np.asarray(config["scale"], float), np.asarray(config["offset"], float)
+            else:
+                mean = np.asarray(layer.mean, float).reshape(-1)
+                std = np.sqrt(np.maximum(np.asarray(layer.variance, float).reshape(-1), 1e-7))
+                s, o = 1 / std, -mean / std
+            scale, offset = scale * s, offset * s + o
+            preprocessing = True
+        elif kind == "Conv2D":
+            if config.get("data_format", "channels_last") != "channels_last":
+                raise UserError(f"layer {layer.name!r} (Conv2D): only channels_last is supported")
+            if tuple(config["dilation_rate"]) != (1, 1) or config.get("groups", 1) != 1:
+                raise UserError(f"layer {layer.name!r} (Conv2D): dilation and groups are not "
+                                f"supported")
+            kh, kw = config["kernel_size"]
+            sh, sw = config["strides"]
+            if kh != kw or sh != sw:
+                raise UserError(f"layer {layer.name!r} (Conv2D): only square kernels and equal "
+                                f"strides are supported, not {kh}x{kw} stride {sh}x{sw}")
+            weights = layer.get_weights()
+            bias = weights[1] if config["use_bias"] else np.zeros(weights[0].shape[-1])
+            layers.append(FloatConv2D(layer.name, weights[0].astype(np.float64),
+                                      bias.astype(np.float64), stride=sh,
+                                      padding=config["padding"]))
+            apply_activation(layer, _activation_name(layer, config), index)
+        elif kind == "Dense":
+            weights = layer.get_weights()
+            bias = weights[1] if config["use_bias"] else np.zeros(weights[0].shape[-1])
+            layers.append(FloatDense(layer.name, weights[0].astype(np.float64),
+                                     bias.astype(np.float64)))
+            apply_activation(layer, _activation_name(layer, config), index)
+        elif kind == "BatchNormalization":
+            target = layers[-1] if layers else None
+            if not isinstance(target, FloatConv2D | FloatDense) or target.relu:
+                raise UserError(f"layer {layer.name!r} (BatchNormalization) must directly follow "
+                                f"a Conv2D or Dense layer without activation to be folded")
+            gamma = layer.gamma.numpy() if layer.scale else 1.0
+            beta = layer.beta.numpy() if layer.center else 0.0
+            mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+            factor = gamma / np.sqrt(var + layer.epsilon)
+            target.weight = target.weight * factor
+            target.bias = (target.bias - mean) * factor + beta
+        elif kind in ("Activation", "ReLU"):
+            if kind == "ReLU" and (config.get("max_value") is not None
+                                   or config.get("negative_slope", 0) != 0
+                                   or config.get("threshold", 0) != 0):
+                raise UserError(f"layer {layer.name!r} (ReLU): only a plain ReLU is supported "
+                                f"(no max_value, negative_slope or threshold)")
+            activation = "relu" if kind == "ReLU" else _activation_name(layer, config)
+            apply_activation(layer, activation, index)
+        elif kind == "Softmax":
+            apply_activation(layer, "softmax", index)
+        elif kind == "MaxPooling2D":
+            pool = tuple(config["pool_size"])
+            strides = tuple(config["strides"] or pool)
+            if pool[0] != pool[1] or strides != pool or config["padding"] != "valid":
+                raise UserError(f"layer {layer.name!r} (MaxPooling2D): only square pools with "
+                                f"stride = pool size and valid padding are supported")
+            layers.append(FloatMaxPool2D(layer.name, pool[0]))
+        elif kind == "Flatten" or (kind == "Reshape" and len(config["target_shape"]) == 1):
+            layers.append(FloatFlatten(layer.name))
+        else:
+            raise UserError(f"layer {layer.name!r} ({kind}) is not supported; supported "
+                            f"layers: {SUPPORTED_LAYERS}")
+
+    net = FloatNet(name or model.name, input_shape, layers,
+                   1.0 if preprocessing else pixel_scale, notes)
+    if not isinstance(layers[-1], FloatConv2D | FloatDense):
+        raise UserError(f"model {net.name!r}: the last layer must be Conv2D or Dense (logits)")
+    if layers[-1].relu:
+        raise UserError(f"model {net.name!r}: the output layer must be linear (logits), "
+                        f"not relu")
+    net.shapes()
+    first = net.weight_layers[0]
+    _fold_input(first, scale * net.pixel_scale, offset)
+    if preprocessing:
+        notes.append("folded the model's input preprocessing into the first weight layer")
+    return net

@@ -1,0 +1,371 @@
+"""The quantized integer model: layers, validation, and the versioned ``.npz`` + JSON export.
+
+A :class:`QModel` is what every later stage consumes: the golden model runs it, the hardware
+generator builds its ROMs from it, and the export writes and reads it. See
+``docs/numerics.md`` for what every field means.
+"""
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Conv2D",
+    "Dense",
+    "Flatten",
+    "MaxPool2D",
+    "QModel",
+    "load_qmodel",
+    "save_qmodel",
+    "signed_bits",
+    "value_range",
+]
+
+FORMAT = "nnfpga-qmodel"
+VERSION = 1
+
+
+def value_range(bits, signed):
+    """Return the ``(lo, hi)`` integer range of a ``bits``-wide value."""
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def signed_bits(lo, hi):
+    """Return the smallest two's complement width that holds every integer in ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+def weight_range(bits):
+    """Return the ``(lo, hi)`` range of ``bits``-bit weights (symmetric; 1 bit is ``{-1, +1}``)."""
+    if bits == 1:
+        return -1, 1
+    return -((1 << (bits - 1)) - 1), (1 << (bits - 1)) - 1
+
+
+@dataclass(eq=False)
+class _WeightLayer:
+    """Fields shared by :class:`Conv2D` and :class:`Dense` (see ``docs/numerics.md``)."""
+
+    name: str
+    in_shape: tuple
+    out_shape: tuple
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_bits: int
+    weight_frac: np.ndarray
+    in_bits: int
+    in_signed: bool
+    in_frac: int
+    relu: bool
+    #: ``None`` for the output layer (logits are the accumulators).
+    shift: np.ndarray | None = None
+    out_bits: int = 0
+    out_signed: bool = True
+    out_frac: int = 0
+
+    @property
+    def is_output(self):
+        return self.shift is None
+
+    @property
+    def matrix(self):
+        """The weights as a ``(inputs, outputs)`` matrix, rows in the order inputs arrive."""
+        return self.weight.reshape(-1, self.weight.shape[-1])
+
+    @property
+    def fan_in(self):
+        return self.matrix.shape[0]
+
+    @property
+    def channels(self):
+        return self.weight.shape[-1]
+
+    @property
+    def macs(self):
+        """Multiply-accumulates per image."""
+        return int(np.prod(self.out_shape)) * self.fan_in
+
+    @property
+    def acc_range(self):
+        """The ``(lo, hi)`` that every partial sum and every accumulator stays within."""
+        xlo, xhi = value_range(self.in_bits, self.in_signed)
+        m = self.matrix.astype(np.int64)
+        lo = np.minimum(m * xlo, m * xhi).sum(axis=0)
+        hi = np.maximum(m * xlo, m * xhi).sum(axis=0)
+        b = self.bias.astype(np.int64)
+        return int(min(lo.min(), (lo + b).min())), int(max(hi.max(), (hi + b).max()))
+
+    @property
+    def acc_bits(self):
+        """The exact accumulator width of ``docs/numerics.md``: it never overflows."""
+        return signed_bits(*self.acc_range)
+
+    def _meta(self):
+        return {
+            "name": self.name,
+            "in_shape": list(self.in_shape),
+            "out_shape": list(self.out_shape),
+            "weight_bits": self.weight_bits,
+            "weight_frac": [int(v) for v in self.weight_frac],
+            "in_bits": self.in_bits,
+            "in_signed": self.in_signed,
+            "in_frac": self.in_frac,
+            "relu": self.relu,
+            "shift": None if self.shift is None else [int(v) for v in self.shift],
+            "out_bits": self.out_bits,
+            "out_signed": self.out_signed,
+            "out_frac": self.out_frac,
+            "acc_bits": self.acc_bits,
+        }
+
+
+@dataclass(eq=False)
+class Conv2D(_WeightLayer):
+    """A 2-D convolution; ``weight`` is Keras' ``(K, K, Cin, Cout)`` (HWIO)."""
+
+    kind = "conv2d"
+    stride: int = 1
+    padding: str = "valid"
+
+    @property
+    def kernel_size(self):
+        return self.weight.shape[0]
+
+    def meta(self):
+        return {"kind": self.kind, **self._meta(), "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding}
+
+
+@dataclass(eq=False)
+class Dense(_WeightLayer):
+    """A fully connected layer; ``weight`` is ``(inputs, outputs)``."""
+
+    kind = "dense"
+
+    def meta(self):
+        return {"kind": self.kind, **self._meta()}
+
+
+@dataclass(eq=False)
+class MaxPool2D:
+    """Max pooling, ``size x size`` with stride ``size``; partial windows are dropped."""
+
+    kind = "maxpool2d"
+    name: str
+    in_shape: tuple
+    out_shape: tuple
+    size: int
+    bits: int
+    signed: bool
+
+    def meta(self):
+        return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
+                "out_shape": list(self.out_shape), "size": self.size, "bits": self.bits,
+                "signed": self.signed}
+
+
+@dataclass(eq=False)
+class Flatten:
+    """Reorders nothing: an ``(H, W, C)`` stream is already in Keras' flatten order."""
+
+    kind = "flatten"
+    name: str
+    in_shape: tuple
+    out_shape: tuple
+
+    def meta(self):
+        return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
+                "out_shape": list(self.out_shape)}
+
+
+@dataclass(eq=False)
+class QModel:
+    """A quantized model: 8-bit pixel input, a chain of integer layers, logits out."""
+
+    name: str
+    input_shape: tuple
+    layers: list
+    weight_bits: int
+    act_bits: int
+    #: How the model was quantized (rounding, granularity, preset...), for reports.
+    config: dict = field(default_factory=dict)
+    input_bits: int = 8
+    input_frac: int = 8
+
+    @property
+    def weight_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, _WeightLayer)]
+
+    @property
+    def output_layer(self):
+        return self.layers[-1]
+
+    @property
+    def classes(self):
+        return self.output_layer.channels
+
+    @property
+    def macs(self):
+        return sum(layer.macs for layer in self.weight_layers)
+
+    def manifest(self):
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "input": {"shape": list(self.input_shape), "bits": self.input_bits,
+                      "frac": self.input_frac},
+            "weight_bits": self.weight_bits,
+            "act_bits": self.act_bits,
+            "config": self.config,
+            "macs_per_image": self.macs,
+            "layers": [layer.meta() for layer in self.layers],
+        }
+
+    def validate(self):
+        """Check that shapes chain and every integer fits its declared width.
+
+        Raises
+        ------
+        UserError
+            Naming the first layer that is inconsistent.
+        """
+        shape = tuple(self.input_shape)
+        bits, signed = self.input_bits, False
+        if not self.layers or not isinstance(self.layers[-1], _WeightLayer):
+            raise UserError(f"model {self.name!r}: the last layer must be Conv2D or Dense")
+        for index, layer in enumerate(self.layers):
+            where = f"model {self.name!r} layer {index} ({layer.name})"
+            if tuple(layer.in_shape) != shape:
+                raise UserError(f"{where}: input shape {tuple(layer.in_shape)} does not chain "
+                                f"with the previous output {shape}")
+            if isinstance(layer, _WeightLayer):
+                if (layer.in_bits, layer.in_signed) != (bits, signed):
+                    raise UserError(f"{where}: input is {layer.in_bits} bits, expected {bits}")
+                if not 1 <= layer.weight_bits <= 8:
+                    raise UserError(f"{where}: weight bits {layer.weight_bits} not in 1..8")
+                lo, hi = weight_range(layer.weight_bits)
+                w = layer.weight
+                if w.dtype.kind not in "iu" or w.min(initial=0) < lo or w.max(initial=0) > hi:
+                    raise UserError(f"{where}: weights outside the {layer.weight_bits}-bit range")
+                if layer.weight_bits == 1 and np.any(w == 0):
+                    raise UserError(f"{where}: 1-bit weights must be -1 or +1")
+                if layer.bias.shape != (layer.channels,) or layer.bias.dtype.kind not in "iu":
+                    raise UserError(f"{where}: bias must be {layer.channels} integers")
+                last = index == len(self.layers) - 1
+                if last != layer.is_output:
+                    raise UserError(f"{where}: only the last layer may (and must) lack a shift")
+                if not last:
+                    if layer.shift.shape != (layer.channels,):
+                        raise UserError(f"{where}: shift must have {layer.channels} entries")
+                    bits, signed = layer.out_bits, layer.out_signed
+                else:
+                    bits, signed = layer.acc_bits, True
+            elif isinstance(layer, MaxPool2D):
+                if (layer.bits, layer.signed) != (bits, signed):
+                    raise UserError(f"{where}: input is {layer.bits} bits, expected {bits}")
+            shape = tuple(layer.out_shape)
+        return self
+
+
+def save_qmodel(qmodel, path):
+    """Write ``qmodel`` as one ``.npz`` (arrays plus the JSON manifest as bytes).
+
+    Parameters
+    ----------
+    qmodel : QModel
+    path : str or Path
+        The ``.npz`` file; a ``manifest.json`` copy is written beside it for people to read.
+    """
+    path = Path(path)
+    manifest = qmodel.manifest()
+    arrays = {"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
+    for index, layer in enumerate(qmodel.layers):
+        if isinstance(layer, _WeightLayer):
+            arrays[f"layer{index}.weight"] = layer.weight.astype(np.int8)
+            arrays[f"layer{index}.bias"] = layer.bias.astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    (path.parent / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _layer_from_meta(meta, arrays, index):
+    kind = meta["kind"]
+    common = {"name": meta["name"], "in_shape": tuple(meta["in_shape"]),
+              "out_shape": tuple(meta["out_shape"])}
+    if kind == "flatten":
+        return Flatten(**common)
+    if kind == "maxpool2d":
+        return MaxPool2D(**common, size=meta["size"], bits=meta["bits"], signed=meta["signed"])
+    if kind not in ("conv2d", "dense"):
+        raise UserError(f"layer {index}: unknown kind {kind!r}")
+    weighted = {
+        **common,
+        "weight": arrays[f"layer{index}.weight"].astype(np.int64),
+        "bias": arrays[f"layer{index}.bias"].astype(np.int64),
+        "weight_bits": meta["weight_bits"],
+        "weight_frac": np.array(meta["weight_frac"], dtype=np.int64),
+        "in_bits": meta["in_bits"], "in_signed": meta["in_signed"], "in_frac": meta["in_frac"],
+        "relu": meta["relu"],
+        "shift": None if meta["shift"] is None else np.array(meta["shift"], dtype=np.int64),
+        "out_bits": meta["out_bits"], "out_signed": meta["out_signed"],
+        "out_frac": meta["out_frac"],
+    }
+    if kind == "conv2d":
+        return Conv2D(**weighted, stride=meta["stride"], padding=meta["padding"])
+    return Dense(**weighted)
+
+
+def load_qmodel(path):
+    """Read and validate a quantized model written by :func:`save_qmodel`.
+
+    Raises
+    ------
+    UserError
+        If the file is missing, not a valid export, of another format version, or inconsistent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"quantized model {str(path)!r} not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        manifest = json.loads(arrays["manifest"].tobytes().decode())
+        if manifest.get("format") != FORMAT:
+            raise UserError(f"{path}: not an {FORMAT} file")
+        if manifest.get("version") != VERSION:
+            raise UserError(f"{path}: format version {manifest.get('version')} is not the "
+                            f"supported {VERSION}")
+        layers = [_layer_from_meta(meta, arrays, index)
+                  for index, meta in enumerate(manifest["layers"])]
+        qmodel = QModel(name=manifest["name"], input_shape=tuple(manifest["input"]["shape"]),
+                        layers=layers, weight_bits=manifest["weight_bits"],
+                        act_bits=manifest["act_bits"], config=manifest.get("config", {}),
+                        input_bits=manifest["input"]["bits"], input_frac=manifest["input"]["frac"])
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
+        raise UserError(f"{path}: corrupt quantized model ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else 'unreadable'})") from None
+    return qmodel.validate()
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis (Keras' rule)."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1

@@ -1,0 +1,333 @@
+"""Quantize a float model to the integer model of ``docs/numerics.md``, and export it.
+
+Command line::
+
+    python -m sw.quantize --model lenet5 --bits 4 --out build/lenet5-4b
+"""
+
+import argparse
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError, cli_main
+from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatMaxPool2D
+from .qmodel import (
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    QModel,
+    save_qmodel,
+    value_range,
+    weight_range,
+)
+
+__all__ = [
+    "GRANULARITIES",
+    "PRESETS",
+    "ROUNDINGS",
+    "QuantConfig",
+    "check_bits",
+    "choose_activation_frac",
+    "main",
+    "quantize",
+    "quantize_weights",
+    "rom_words",
+    "write_exports",
+]
+
+ROUNDINGS = ("nearest", "floor", "stochastic")
+GRANULARITIES = ("channel", "tensor")
+#: Fixed weight fraction of the seed notebook's ``int(w*256)`` scheme.
+PRESETS = {"x256": {"weight_frac": 8, "rounding": "floor", "weight_bits": 8, "act_bits": 8}}
+
+
+def check_bits(bits, what="bit width"):
+    """Return ``bits`` as an int in 1..8, or raise a one-line :class:`UserError`."""
+    try:
+        value = int(bits)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} {bits!r} is not an integer in 1..8") from None
+    if str(value) != str(bits).strip() or not 1 <= value <= 8:
+        raise UserError(f"{what} {bits!r} is out of range: must be an integer in 1..8")
+    return value
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize.
+
+    Parameters
+    ----------
+    weight_bits : int
+        Signed weight width, 1..8 (1 is binarized).
+    act_bits : int, optional
+        Activation width, 1..8; defaults to ``weight_bits``.
+    rounding : {"nearest", "floor", "stochastic"}
+    granularity : {"channel", "tensor"}
+        One weight scale per output channel or per tensor (the output layer is always per
+        tensor).
+    seed : int
+        Seeds stochastic rounding.
+    preset : {"x256"}, optional
+        The seed notebook's fixed-point scheme; overrides the fields it names.
+    """
+
+    weight_bits: int = 8
+    act_bits: int | None = None
+    rounding: str = "nearest"
+    granularity: str = "channel"
+    seed: int = 0
+    preset: str | None = None
+
+    def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise UserError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+            for key, value in PRESETS[self.preset].items():
+                if key in ("weight_bits", "act_bits", "rounding"):
+                    object.__setattr__(self, key, value)
+        object.__setattr__(self, "weight_bits", check_bits(self.weight_bits, "weight bits"))
+        act = self.weight_bits if self.act_bits is None else self.act_bits
+        object.__setattr__(self, "act_bits", check_bits(act, "activation bits"))
+        if self.rounding not in ROUNDINGS:
+            raise UserError(f"unknown rounding {self.rounding!r}; known: {', '.join(ROUNDINGS)}")
+        if self.granularity not in GRANULARITIES:
+            raise UserError(f"unknown granularity {self.granularity!r}; known: "
+                            f"{', '.join(GRANULARITIES)}")
+
+    @property
+    def fixed_weight_frac(self):
+        return PRESETS[self.preset].get("weight_frac") if self.preset else None
+
+
+def _round(x, rounding, rng):
+    if rounding == "nearest":
+        return np.rint(x)
+    if rounding == "floor":
+        return np.floor(x)
+    return np.floor(x + rng.random(x.shape))
+
+
+def _quantize_at(w, frac, bits, rounding, rng):
+    if bits == 1:
+        return np.where(w >= 0, 1, -1).astype(np.int64)
+    lo, hi = weight_range(bits)
+    return np.clip(_round(w * 2.0 ** frac, rounding, rng), lo, hi).astype(np.int64)
+
+
+def _best_weight_frac(w, bits):
+    """The power-of-two fraction with the least squared error (nearest rounding)."""
+    magnitude = float(np.mean(np.abs(w))) if bits == 1 else float(np.max(np.abs(w)))
+    if magnitude == 0.0:
+        return 0
+    if bits == 1:
+        center = round(-math.log2(magnitude))
+        candidates = range(center - 1, center + 2)
+    else:
+        start = math.floor(math.log2(weight_range(bits)[1] / magnitude))
+        candidates = range(start, start + 4)
+
+    def error(frac):
+        q = _quantize_at(w, frac, bits, "nearest", None)
+        return float(np.sum((q * 2.0 ** -frac - w) ** 2))
+    return min(candidates, key=error)
+
+
+def quantize_weights(matrix, bits, *, rounding="nearest", per_channel=True, rng=None,
+                     fixed_frac=None):
+    """Quantize a ``(inputs, outputs)`` weight matrix to ``bits``-bit integers.
+
+    Returns
+    -------
+    q : ndarray of int64, same shape
+    frac : ndarray of int64, shape (outputs,)
+        Fractional bits of each output channel (all equal when not ``per_channel``).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    columns = matrix.shape[1]
+    if fixed_frac is not None:
+        fracs = np.full(columns, fixed_frac)
+    elif per_channel:
+        fracs = np.array([_best_weight_frac(matrix[:, c], bits) for c in range(columns)])
+    else:
+        fracs = np.full(columns, _best_weight_frac(matrix, bits))
+    q = np.stack([_quantize_at(matrix[:, c], fracs[c], bits, rounding, rng)
+                  for c in range(columns)], axis=1)
+    return q, fracs.astype(np.int64)
+
+
+def choose_activation_frac(samples, bits, signed):
+    """Calibrate an activation's fraction bits on float ``samples`` (least squared error)."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+    lo, hi = value_range(bits, signed)
+    magnitude = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if magnitude == 0.0:
+        return 0
+    start = math.floor(math.log2(max(hi, 1) / magnitude))
+
+    def error(frac):
+        q = np.clip(np.rint(samples * 2.0 ** frac), lo, hi)
+        return float(np.mean((q * 2.0 ** -frac - samples) ** 2))
+    return min(range(start - 1, start + 5), key=error)
+
+
+def quantize(fnet, calibration_pixels, config=QuantConfig()):
+    """Quantize a :class:`~sw.keras_import.FloatNet` into a validated :class:`QModel`.
+
+    Parameters
+    ----------
+    fnet : FloatNet
+    calibration_pixels : ndarray of uint8, shape (N, ...)
+        Training images for calibrating activation ranges (never test images).
+    config : QuantConfig
+    """
+    rng = np.random.default_rng(config.seed)
+    outputs = fnet.forward(calibration_pixels)
+    shapes = fnet.shapes()
+    last = fnet.layers.index(fnet.weight_layers[-1])
+    qmodel = QModel(fnet.name, tuple(fnet.input_shape), [], config.weight_bits,
+                    config.act_bits, config={**asdict(config), "notes": fnet.notes})
+    bits, signed, frac = qmodel.input_bits, False, qmodel.input_frac
+    in_shape = tuple(fnet.input_shape)
+    layers = zip(fnet.layers, outputs, shapes, strict=True)
+    for index, (flayer, output, out_shape) in enumerate(layers):
+        common = {"name": flayer.name, "in_shape": in_shape, "out_shape": out_shape}
+        if isinstance(flayer, FloatConv2D | FloatDense):
+            # The first layer's float weights act on raw pixels; the integer input means
+            # pixel * 2**-frac, so those weights are scaled by 2**frac (docs/numerics.md).
+            scale = 2.0 ** frac if flayer is fnet.weight_layers[0] else 1.0
+            matrix = flayer.weight.reshape(-1, flayer.weight.shape[-1]) * scale
+            q, wfrac = quantize_weights(
+                matrix, config.weight_bits, rounding=config.rounding, rng=rng,
+                per_channel=config.granularity == "channel" and index != last,
+                fixed_frac=config.fixed_weight_frac)
+            bias = np.rint(flayer.bias * 2.0 ** (wfrac + frac)).astype(np.int64)
+            fields = {**common, "weight": q.reshape(flayer.weight.shape), "bias": bias,
+                      "weight_bits": config.weight_bits, "weight_frac": wfrac,
+                      "in_bits": bits, "in_signed": signed, "in_frac": frac,
+                      "relu": flayer.relu}
+            if index != last:
+                out_signed = not flayer.relu
+                out_frac = choose_activation_frac(output[:4096], config.act_bits, out_signed)
+                fields.update(shift=wfrac + frac - out_frac, out_bits=config.act_bits,
+                              out_signed=out_signed, out_frac=out_frac)
+            if isinstance(flayer, FloatConv2D):
+                layer = Conv2D(**fields, stride=flayer.stride, padding=flayer.padding)
+            else:
+                layer = Dense(**fields)
+            if index != last:
+                bits, signed, frac = layer.out_bits, layer.out_signed, layer.out_frac
+        elif isinstance(flayer, FloatMaxPool2D):
+            layer = MaxPool2D(**common, size=flayer.size, bits=bits, signed=signed)
+        elif isinstance(flayer, FloatFlatten):
+            layer = Flatten(**common)
+        qmodel.layers.append(layer)
+        in_shape = out_shape
+    return qmodel.validate()
+
+
+def rom_words(matrix, bits, pe=1, simd=1):
+    """Tile a weight matrix into per-PE ROM words (FINN's layout).
+
+    Parameters
+    ----------
+    matrix : ndarray of int, shape (inputs, outputs)
+    bits : int
+        Weight width; 1-bit weights are stored as ``(q + 1) // 2``.
+    pe, simd : int
+        Output and input parallelism; they must divide ``outputs`` and ``inputs``.
+
+    Returns
+    -------
+    list of list of int
+        ``words[p][nf * SF + sf]`` holds the ``simd`` weights
+        ``matrix[sf*simd + s, nf*pe + p]``, lane ``s`` in bits ``[s*bits, (s+1)*bits)``,
+        two's complement.
+    """
+    inputs, outputs = matrix.shape
+    if outputs % pe or inputs % simd:
+        raise UserError(f"PE {pe} must divide {outputs} outputs and SIMD {simd} must divide "
+                        f"{inputs} inputs")
+    codes = (matrix + 1) // 2 if bits == 1 else matrix & ((1 << bits) - 1)
+    codes = codes.astype(np.int64)
+    nf, sf = outputs // pe, inputs // simd
+    # (sf, simd, nf, pe) -> (pe, nf, sf, simd)
+    tiles = codes.reshape(sf, simd, nf, pe).transpose(3, 2, 0, 1)
+    weights = np.left_shift(1, np.arange(simd) * bits).astype(object)
+    words = (tiles.astype(object) * weights).sum(axis=-1)
+    return [[int(v) for v in row] for row in words.reshape(pe, nf * sf)]
+
+
+def write_exports(qmodel, out, pe_simd=None):
+    """Write the model export, the seed's ``flat_weights.txt``, and ``$readmemh`` ROM files.
+
+    Parameters
+    ----------
+    qmodel : QModel
+    out : Path
+    pe_simd : dict, optional
+        ``{layer name: (pe, simd)}`` for the ROM tiling; ``(1, 1)`` where absent.
+
+    Returns
+    -------
+    list of Path
+        Every file written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "model.npz", out / "manifest.json"]
+    save_qmodel(qmodel, written[0])
+    lines = []
+    for layer in qmodel.weight_layers:
+        lines.extend(str(int(v)) for v in layer.weight.reshape(-1))
+        lines.extend(str(int(v)) for v in layer.bias)
+    (out / "flat_weights.txt").write_text("\n".join(lines) + "\n")
+    written.append(out / "flat_weights.txt")
+    for layer in qmodel.weight_layers:
+        pe, simd = (pe_simd or {}).get(layer.name, (1, 1))
+        digits = (simd * layer.weight_bits + 3) // 4
+        for p, words in enumerate(rom_words(layer.matrix, layer.weight_bits, pe, simd)):
+            path = out / f"{layer.name}.pe{p}.hex"
+            path.write_text("".join(f"{w:0{digits}x}\n" for w in words))
+            written.append(path)
+    return written
+
+
+@cli_main
+def main(argv=None):
+    from .data import load_train, parse_data_arg
+    from .models import load_float_net
+
+    parser = argparse.ArgumentParser(prog="python -m sw.quantize", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--model", default="lenet5",
+                        help="seed model name or a .keras/.h5 file (default: lenet5)")
+    parser.add_argument("--bits", default="4", help="weight bits, 1..8 (default 4)")
+    parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
+    parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
+    parser.add_argument("--calibration", type=int, default=1000,
+                        help="training images used to calibrate activations (default 1000)")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+    config = QuantConfig(weight_bits=check_bits(args.bits, "--bits"),
+                         act_bits=None if args.act_bits is None else
+                         check_bits(args.act_bits, "--act-bits"),
+                         rounding=args.rounding, granularity=args.granularity, seed=args.seed,
+                         preset=args.preset)
+    fnet = load_float_net(args.model)
+    images, _ = load_train(args.data)
+    qmodel = quantize(fnet, images[:args.calibration], config)
+    for path in write_exports(qmodel, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

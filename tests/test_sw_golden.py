@@ -1,0 +1,108 @@
+"""The golden model's arithmetic against docs/numerics.md, by brute force on small cases."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sw import golden
+from sw.qmodel import Conv2D, Dense, signed_bits, value_range
+
+
+def test_requantize_rounds_half_up_and_saturates():
+    acc = np.array([[-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 1000]]).T
+    # shift 1: x/2 rounded half up, then clamp to 0..3 (ReLU, 2 bits)
+    out = golden.requantize(acc, [1], bits=2, signed=False)
+    assert out.ravel().tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 3]
+    out = golden.requantize(acc, [1], bits=3, signed=True)
+    assert out.ravel().tolist() == [-2, -2, -1, -1, 0, 0, 1, 1, 2, 2, 3, 3, 3]
+
+
+def test_requantize_per_channel_and_left_shift():
+    acc = np.array([[7, 7, 7]])
+    out = golden.requantize(acc, [2, 0, -1], bits=8, signed=True)
+    assert out.tolist() == [[2, 7, 14]]
+
+
+def test_requantize_matches_exact_rational_rounding(rng):
+    acc = rng.integers(-2000, 2000, size=(500, 1))
+    for shift in range(1, 6):
+        expected = np.clip(np.floor(acc / 2**shift + 0.5), -128, 127)
+        assert np.array_equal(golden.requantize(acc, [shift], 8, True), expected)
+
+
+def test_windows_order_is_keras_hwio(rng):
+    x = rng.integers(0, 9, size=(2, 6, 7, 3))
+    rows = golden.windows(x, 3)
+    assert rows.shape == (2, 4, 5, 27)
+    for n, oy, ox in itertools.product(range(2), range(4), range(5)):
+        assert np.array_equal(rows[n, oy, ox], x[n, oy:oy + 3, ox:ox + 3, :].reshape(-1))
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(7, 3, 1), (7, 3, 2), (8, 4, 2), (5, 2, 1)])
+def test_same_padding_matches_tensorflow(size, kernel, stride, rng):
+    import tensorflow as tf
+
+    x = rng.integers(0, 5, size=(1, size, size, 2)).astype(np.float32)
+    w = rng.integers(-2, 3, size=(kernel, kernel, 2, 3)).astype(np.float32)
+    expected = tf.nn.conv2d(x, w, stride, "SAME").numpy()
+    rows = golden.windows(x, kernel, stride, "same")
+    assert np.array_equal(rows @ w.reshape(-1, 3), expected)
+
+
+def test_maxpool_floors_odd_sizes():
+    x = np.arange(5 * 5).reshape(1, 5, 5, 1)
+    out = golden.maxpool2d(x, 2)
+    assert out[0, :, :, 0].tolist() == [[6, 8], [16, 18]]
+
+
+def test_argmax_lowest_index_wins_ties():
+    assert golden.argmax(np.array([[3, 7, 7, 1], [0, 0, 0, 0]])).tolist() == [1, 0]
+
+
+def _dense(rng, fan_in, channels, in_bits, in_signed, weight_bits):
+    lo, hi = (-1, 1) if weight_bits == 1 else (-(2 ** (weight_bits - 1) - 1),
+                                               2 ** (weight_bits - 1) - 1)
+    weight = rng.integers(lo, hi + 1, size=(fan_in, channels))
+    if weight_bits == 1:
+        weight[weight == 0] = 1
+    return Dense(name="d", in_shape=(fan_in,), out_shape=(channels,), weight=weight,
+                 bias=rng.integers(-50, 50, size=channels), weight_bits=weight_bits,
+                 weight_frac=np.zeros(channels, int), in_bits=in_bits, in_signed=in_signed,
+                 in_frac=0, relu=False)
+
+
+@pytest.mark.parametrize("weight_bits", range(1, 9))
+def test_accumulator_width_holds_every_partial_sum(weight_bits, rng):
+    layer = _dense(rng, 12, 5, in_bits=3, in_signed=weight_bits % 2 == 0,
+                   weight_bits=weight_bits)
+    lo, hi = layer.acc_range
+    xlo, xhi = value_range(layer.in_bits, layer.in_signed)
+    m = layer.matrix
+    # Worst case per channel is reached at the input corners: check every prefix sum there.
+    worst = [np.where(m[:, c] > 0, xhi, xlo) for c in range(5)] + \
+            [np.where(m[:, c] > 0, xlo, xhi) for c in range(5)]
+    for x in worst:
+        prefix = np.cumsum(x[:, None] * m, axis=0)
+        assert prefix.min() >= lo and prefix.max() <= hi
+        assert (prefix[-1] + layer.bias).min() >= lo and (prefix[-1] + layer.bias).max() <= hi
+    assert signed_bits(lo, hi) == layer.acc_bits
+    assert layer.acc_bits == signed_bits(*layer.acc_range)
+
+
+def test_conv_golden_equals_direct_loops(rng):
+    weight = rng.integers(-7, 8, size=(3, 3, 2, 4))
+    layer = Conv2D(name="c", in_shape=(6, 6, 2), out_shape=(4, 4, 4), weight=weight,
+                   bias=rng.integers(-9, 9, size=4), weight_bits=4,
+                   weight_frac=np.zeros(4, int), in_bits=4, in_signed=False, in_frac=0,
+                   relu=True)
+    x = rng.integers(0, 16, size=(1, 6, 6, 2))
+    acc = golden.conv2d(x, layer)
+    for oy, ox, c in itertools.product(range(4), range(4), range(4)):
+        direct = layer.bias[c] + int(np.sum(x[0, oy:oy + 3, ox:ox + 3, :] * weight[..., c]))
+        assert acc[0, oy, ox, c] == direct
+
+
+def test_signed_bits():
+    assert [signed_bits(0, 0), signed_bits(-1, 0), signed_bits(0, 1), signed_bits(-128, 127),
+            signed_bits(-129, 0), signed_bits(0, 128)] == [1, 1, 2, 8, 9, 9]
