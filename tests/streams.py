@@ -155,7 +155,10 @@ def run_simulation(sim, deadline_cycles, period=1e-6):
     sim.add_clock(period)
 
     async def watchdog(ctx):
-        await ctx.tick().repeat(deadline_cycles)
+        # A plain delay, not ``tick().repeat()``: closing a process suspended inside that
+        # async generator at the end of the run warns "aclose(): asynchronous generator is
+        # already running" (a PytestUnraisableExceptionWarning per test).
+        await ctx.delay(deadline_cycles * period)
         raise TimeoutError(f"simulation did not finish within {deadline_cycles} cycles")
     sim.add_process(watchdog)
     sim.run()

@@ -1,0 +1,408 @@
+"""The folded systolic matrix-vector unit (FINN's MVAU): ``acc = bias + x @ weights``.
+
+Structure (``PE`` output lanes, ``SIMD`` input lanes, ``NF = channels / PE`` output folds,
+``SF = fan_in / SIMD`` input folds)::
+
+    i ─► issue ─► input buffer (SF words) ─► reg ─► x ─────reg─────► x ─────reg────► ...
+           │                                       │                 │
+           └─► ROM address ─────────┬──────────────│──────reg──────┬─│─────reg────► ...
+                                   ROM 0 ─► reg    │              ROM 1 ─► reg
+                                           w ─► PE 0 ◄─┘                  w ─► PE 1 ◄─┘
+                                                 │  SIMD-stage registered     │
+                                                 │  chain, accumulator,       │
+                                                 │  result register           │
+                                                 └─────► deskew ◄─────────────┘ ─► FIFO ─► o
+
+One *operation* multiplies one ``SIMD``-wide slice of the input with one ROM word per PE. The
+issue stage sends one operation per cycle: during output fold ``nf = 0`` it takes the slice
+from ``i`` (and writes it into the input buffer); for ``nf = 1 .. NF-1`` it replays the slice
+from the buffer. Everything after the issue stage runs freely (no enable from ``o.ready``):
+each operation carries a valid bit down the pipeline. Backpressure is handled by credits: a
+fold (``SF`` operations, one output transfer) is only started when the output FIFO is sure to
+have room for its result, counting the results still in flight.
+"""
+
+import math
+import operator
+
+import numpy as np
+from amaranth.hdl import Array, C, Cat, Module, Mux, Shape, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sw.qmodel import signed_bits, value_range, weight_range
+from sw.quantize import rom_words
+
+from .weight_rom import STYLES, WeightROM
+
+__all__ = ["MACArray"]
+
+
+def _check_int(value, what, minimum):
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+    return value
+
+
+def _delay(m, value, cycles, name, reset_less=True):
+    """``value`` delayed by ``cycles`` free-running registers (``value`` itself for 0).
+
+    Data registers need no reset (only valid bits do), which keeps the reset net small.
+    """
+    value = Value.cast(value)
+    for index in range(cycles):
+        register = Signal(value.shape(), name=f"{name}_d{index + 1}", reset_less=reset_less)
+        m.d.sync += register.eq(value)
+        value = register
+    return value
+
+
+def _counter(m, count, name, step):
+    """A counter ``0 .. count-1`` that wraps, advancing when ``step``; ``(value, at_last)``.
+
+    A one-value counter is the constant 0 (no zero-width signal in the Verilog).
+    """
+    if count == 1:
+        return C(0, 1), C(1, 1)
+    value = Signal(range(count), name=name)
+    last = value == count - 1
+    with m.If(step):
+        m.d.sync += value.eq(Mux(last, 0, value + 1))
+    return value, last
+
+
+class MACArray(wiring.Component):
+    """Folded systolic matrix-vector multiply-accumulate unit.
+
+    For every input vector ``x`` (``fan_in`` values, ``SF`` transfers of ``simd`` lanes,
+    element ``sf * simd + s`` in transfer ``sf``, lane ``s``) it produces ``NF`` output
+    transfers; transfer ``nf`` holds in lane ``p`` the exact accumulator
+    ``bias[c] + sum_k weights[k, c] * x[k]`` of channel ``c = nf * pe + p``. Vectors follow
+    each other back to back; at full rate one vector takes exactly :attr:`cycles_per_vector`
+    ``= NF * SF`` cycles.
+
+    Parameters
+    ----------
+    weights : array of int, shape (fan_in, channels)
+        Integer weights in the ``weight_bits`` range of ``docs/numerics.md``
+        (``-1``/``+1`` for 1 bit).
+    bias : array of int, shape (channels,)
+        Integer bias, in the accumulator's scale.
+    weight_bits : int
+        Weight width, 1..8. ROM words are :func:`sw.quantize.rom_words`; 1-bit weights use an
+        adder/subtractor instead of a multiplier.
+    in_shape : Shape
+        Shape of one input value, e.g. ``unsigned(8)`` or ``signed(4)``.
+    acc_bits : int
+        Accumulator width; at least the exact width of ``docs/numerics.md`` for these
+        weights, bias and inputs (``acc_bits`` of the :mod:`sw.qmodel` layer).
+    pe : int
+        Output lanes (processing elements); must divide ``channels``.
+    simd : int
+        Input lanes per PE; must divide ``fan_in``.
+    rom_style : {"auto", "block", "logic"}
+        Placement of the ``pe`` weight ROMs (``NF * SF`` words each), see
+        :class:`~hw.weight_rom.WeightROM`.
+
+    Attributes
+    ----------
+    i : stream.Interface, in
+        ``ArrayLayout(in_shape, simd)``.
+    o : stream.Interface, out
+        ``ArrayLayout(signed(acc_bits), pe)``.
+
+    Raises
+    ------
+    TypeError
+        If a parameter has the wrong type.
+    ValueError
+        If a parameter is out of range, ``pe``/``simd`` does not divide the matrix, or
+        ``acc_bits`` is too narrow to hold every partial sum.
+    """
+
+    def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
+                 rom_style="auto"):
+        weight_bits = _check_int(weight_bits, "weight_bits", 1)
+        if weight_bits > 8:
+            raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
+        if not isinstance(in_shape, Shape):
+            raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
+                            f"{in_shape!r}")
+        if in_shape.width < 1:
+            raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
+        acc_bits = _check_int(acc_bits, "acc_bits", 1)
+        pe = _check_int(pe, "pe", 1)
+        simd = _check_int(simd, "simd", 1)
+        if rom_style not in STYLES:
+            raise ValueError(f"rom_style must be one of {', '.join(map(repr, STYLES))}, not "
+                             f"{rom_style!r}")
+
+        weights = np.asarray(weights)
+        if weights.dtype.kind not in "iu":
+            raise TypeError(f"weights must be integers, not {weights.dtype}")
+        if weights.ndim != 2 or 0 in weights.shape:
+            raise ValueError(f"weights must be a non-empty (fan_in, channels) matrix, not shape "
+                             f"{weights.shape}")
+        weights = weights.astype(np.int64)
+        fan_in, channels = weights.shape
+        lo, hi = weight_range(weight_bits)
+        if weights.min() < lo or weights.max() > hi:
+            raise ValueError(f"weights must lie in the {weight_bits}-bit range {lo}..{hi}, found "
+                             f"{weights.min()}..{weights.max()}")
+        if weight_bits == 1 and np.any(weights == 0):
+            raise ValueError("1-bit weights must be -1 or +1, found 0")
+        bias = np.asarray(bias)
+        if bias.dtype.kind not in "iu":
+            raise TypeError(f"bias must be integers, not {bias.dtype}")
+        if bias.shape != (channels,):
+            raise ValueError(f"bias must have shape ({channels},) to match the weights, not "
+                             f"{bias.shape}")
+        bias = bias.astype(np.int64)
+        if channels % pe:
+            raise ValueError(f"pe {pe} does not divide the {channels} output channels")
+        if fan_in % simd:
+            raise ValueError(f"simd {simd} does not divide the fan-in of {fan_in} inputs")
+
+        # The exact accumulator range of docs/numerics.md: it bounds every partial sum too.
+        xlo, xhi = value_range(in_shape.width, in_shape.signed)
+        low = np.minimum(weights * xlo, weights * xhi).sum(axis=0)
+        high = np.maximum(weights * xlo, weights * xhi).sum(axis=0)
+        need = signed_bits(min(low.min(), (low + bias).min()),
+                           max(high.max(), (high + bias).max()))
+        if acc_bits < need:
+            raise ValueError(f"acc_bits {acc_bits} is too narrow: these weights, bias and "
+                             f"{in_shape!r} inputs need {need} bits")
+
+        self._weights, self._bias = weights, bias
+        self._weight_bits, self._in_shape, self._acc_bits = weight_bits, in_shape, acc_bits
+        self._pe, self._simd, self._rom_style = pe, simd, rom_style
+        self._nf, self._sf = channels // pe, fan_in // simd
+        products = [x * w for x in (xlo, xhi) for w in weight_range(weight_bits)]
+        self._product_range = min(products), max(products)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), pe))),
+        })
+
+    @property
+    def weights(self):
+        """The ``(fan_in, channels)`` weight matrix (a copy)."""
+        return self._weights.copy()
+
+    @property
+    def bias(self):
+        """The ``(channels,)`` bias (a copy)."""
+        return self._bias.copy()
+
+    @property
+    def weight_bits(self):
+        return self._weight_bits
+
+    @property
+    def in_shape(self):
+        return self._in_shape
+
+    @property
+    def acc_bits(self):
+        return self._acc_bits
+
+    @property
+    def pe(self):
+        return self._pe
+
+    @property
+    def simd(self):
+        return self._simd
+
+    @property
+    def rom_style(self):
+        return self._rom_style
+
+    @property
+    def fan_in(self):
+        return self._weights.shape[0]
+
+    @property
+    def channels(self):
+        return self._weights.shape[1]
+
+    @property
+    def nf(self):
+        """Output folds: transfers on ``o`` per input vector (``channels / pe``)."""
+        return self._nf
+
+    @property
+    def sf(self):
+        """Input folds: transfers on ``i`` per input vector (``fan_in / simd``)."""
+        return self._sf
+
+    @property
+    def product_bits(self):
+        """Width of one lane's product (exact for the weight and input ranges)."""
+        return signed_bits(*self._product_range)
+
+    @property
+    def cycles_per_vector(self):
+        """Cycles per input vector at full rate: ``nf * sf`` (one operation a cycle)."""
+        return self._nf * self._sf
+
+    @property
+    def latency(self):
+        """Cycles from the last input transfer of a vector to its first output, at full rate.
+
+        ``pe + simd + 4``: one cycle to read the input buffer and ROMs, one to register what
+        they read, ``simd`` registered chain stages, ``pe - 1`` hops to the last PE, the
+        result register after the accumulator's adder, and the output FIFO's two cycles.
+        """
+        return self._pe + self._simd + 4
+
+    @property
+    def fifo_depth(self):
+        """Output FIFO entries: enough credits that the pipeline never waits at full rate.
+
+        A fold's credit is back ``sf + latency`` cycles after the fold starts (its last
+        operation, the latency, the transfer), and a fold starts every ``sf`` cycles at full
+        rate. Depth 1 is avoided: ``SyncFIFOBuffered`` of depth 1 only passes every other cycle.
+        """
+        return max(2, math.ceil((self._sf + self.latency) / self._sf))
+
+    def elaborate(self, platform):
+        m = Module()
+        pe, simd, nf_count, sf_count = self._pe, self._simd, self._nf, self._sf
+        wbits, acc_bits = self._weight_bits, self._acc_bits
+        depth = self.fifo_depth
+
+        # ---- Issue stage: one operation (nf, sf) per cycle when allowed. -----------------
+        issue = Signal()
+        sf, sf_last = _counter(m, sf_count, "issue_sf", issue)
+        nf, _ = _counter(m, nf_count, "issue_nf", issue & sf_last)
+        address, _ = _counter(m, nf_count * sf_count, "issue_address", issue)
+        reserved = Signal(range(depth + 1))  # FIFO entries owed to started folds
+        fold_start = sf == 0
+        # Depends on registers only, so ready never waits on valid or on a long path.
+        room = ~fold_start | (reserved < depth)
+        m.d.comb += [
+            self.i.ready.eq((nf == 0) & room),
+            issue.eq(Mux(nf == 0, self.i.valid & room, room)),
+        ]
+        pop = self.o.valid & self.o.ready
+        m.d.sync += reserved.eq(reserved + (issue & fold_start) - pop)
+
+        # ---- Input slice, one cycle after issue: fresh from i (nf = 0) or replayed. ------
+        # Flat storage viewed as lanes: Yosys' ABC9 (0.70) fails on registers aliased by
+        # per-lane wires named like their bits ("x[0]"), which a Signal(layout) would get.
+        vector = data.ArrayLayout(self._in_shape, simd)
+        if nf_count == 1:
+            x = Signal(vector.size, name="x", reset_less=True)
+            m.d.sync += x.eq(self.i.payload)
+        else:
+            m.submodules.input_buffer = buffer = Memory(shape=vector.size, depth=sf_count,
+                                                        init=[])
+            write = buffer.write_port()
+            # Transparent: the slice written at nf = 0 comes out the next cycle like a replay.
+            read = buffer.read_port(transparent_for=(write,))
+            m.d.comb += [
+                write.addr.eq(sf),
+                write.data.eq(self.i.payload),
+                write.en.eq(issue & (nf == 0)),
+                read.addr.eq(sf),
+            ]
+            x = read.data
+        # Register block RAM outputs before they meet a multiplier: a block RAM's clock-to-
+        # output delay plus a multiplier would set the clock (ECP5: 5.6 + 3.9 ns).
+        x = data.View(vector, _delay(m, x, 1, "x_q"))
+
+        # Control of each operation, delayed along the PEs (entry k is k cycles after the
+        # input buffer and ROM 0 are read; the registered slice x is entry 1).
+        valid = Signal(name="op_valid")
+        m.d.sync += valid.eq(issue)
+        control = {"valid": valid}
+        if sf_count > 1:
+            control["first"] = Signal(name="op_first", reset_less=True)
+            control["last"] = Signal(name="op_last", reset_less=True)
+            m.d.sync += [control["first"].eq(sf == 0), control["last"].eq(sf_last)]
+        if nf_count > 1:
+            control["nf"] = Signal(range(nf_count), name="op_nf", reset_less=True)
+            m.d.sync += control["nf"].eq(nf)
+        controls = [control]
+        for k in range(1, simd + pe + 1):
+            controls.append({key: _delay(m, value, 1, f"{key}{k - 1}", reset_less=key != "valid")
+                             for key, value in controls[-1].items()})
+
+        # ---- Operand skew: lane s of PE p meets its weight s + p cycles after x. ---------
+        # ROM p is read p cycles after ROM 0 (its address comes along the PEs) and its word
+        # is registered like x, so weights and inputs of PE p are aligned before the skew.
+        x_lanes = [_delay(m, x[s], s, f"x_pe0_s{s}") for s in range(simd)]
+        words = rom_words(self._weights, wbits, pe, simd)
+        rom_address = address
+        results, done = [], None
+        for p in range(pe):
+            if p:
+                x_lanes = [_delay(m, lane, 1, f"x_pe{p}_s{s}") for s, lane in enumerate(x_lanes)]
+                rom_address = _delay(m, rom_address, 1, f"rom_address_pe{p}")
+            rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=simd * wbits,
+                                                       style=self._rom_style)
+            m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
+
+            word = _delay(m, rom.data, 1, f"rom_q_pe{p}")
+
+            # Registered SIMD chain: stage s adds its product to stage s-1's partial sum.
+            chain = None
+            for s in range(simd):
+                code = _delay(m, word[s * wbits:(s + 1) * wbits], s, f"w_pe{p}_s{s}")
+                lane = x_lanes[s]
+                product = Signal(signed(self.product_bits), name=f"product_pe{p}_s{s}")
+                if wbits == 1:
+                    # Bit b means weight 2b - 1: add or subtract the input, no multiplier.
+                    m.d.comb += product.eq(Mux(code[0], lane, -lane))
+                else:
+                    m.d.comb += product.eq(lane * code.as_signed())
+                lo, hi = self._product_range
+                width = min(acc_bits, signed_bits((s + 1) * lo, (s + 1) * hi))
+                partial = Signal(signed(width), name=f"partial_pe{p}_s{s}", reset_less=True)
+                m.d.sync += partial.eq(product if chain is None else chain + product)
+                chain = partial
+
+            # Accumulator over the SF input folds, starting from the bias.
+            ctrl = controls[simd + p + 1]
+            bias = [int(self._bias[n * pe + p]) for n in range(nf_count)]
+            if nf_count == 1:
+                start = C(bias[0], signed(acc_bits))
+            else:
+                # A small ROM in logic, read one cycle ahead like a synchronous port.
+                start = Signal(signed(acc_bits), name=f"bias_pe{p}", reset_less=True)
+                table = Array(C(b, signed(acc_bits)) for b in bias)
+                m.d.sync += start.eq(table[controls[simd + p]["nf"]])
+            accumulator = Signal(signed(acc_bits), name=f"acc_pe{p}", reset_less=True)
+            result = Signal(signed(acc_bits), name=f"result_pe{p}", reset_less=True)
+            first, last = ctrl.get("first", C(1)), ctrl.get("last", C(1))
+            total = Mux(first, start, accumulator) + chain
+            with m.If(ctrl["valid"]):
+                m.d.sync += accumulator.eq(total)
+            with m.If(ctrl["valid"] & last):
+                m.d.sync += result.eq(total)
+            # Deskew: result p holds for at least SF cycles and is sampled pe - 1 - p cycles
+            # after it appears, so only the part of that wait beyond SF - 1 needs registers.
+            results.append(_delay(m, result, max(0, pe - p - sf_count), f"result_pe{p}"))
+            if p == pe - 1:
+                done = Signal(name="result_done")
+                m.d.sync += done.eq(ctrl["valid"] & last)
+
+        # ---- Output FIFO: the credits above guarantee it is never written when full. -----
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=pe * acc_bits, depth=depth)
+        m.d.comb += [
+            fifo.w_en.eq(done),
+            fifo.w_data.eq(Cat(*results)),
+            self.o.valid.eq(fifo.r_rdy),
+            self.o.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o.ready),
+        ]
+        return m

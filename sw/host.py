@@ -1,0 +1,399 @@
+"""Host driver for the board's UART protocol (``docs/protocol.md``) and its command line.
+
+The pure functions (:func:`encode_request`, :func:`decode_response`, ...) hold the protocol;
+:class:`Board` runs it over anything with ``write(bytes)`` and ``read(n)``: a pyserial port
+in real use, a simulated UART in tests. Command line::
+
+    python -m sw.host --port /dev/ttyUSB1 --images 100 [--data DIR] [--baud 115200]
+"""
+
+import argparse
+import enum
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import UserError, cli_main
+
+__all__ = [
+    "CMD_CLASSIFY",
+    "DEFAULT_BAUD",
+    "MAX_PIXELS",
+    "REQUEST_HEADER_BYTES",
+    "REQUEST_MAGIC",
+    "RESPONSE_HEADER_BYTES",
+    "RESPONSE_MAGIC",
+    "Board",
+    "DeviceError",
+    "ProtocolError",
+    "Response",
+    "Status",
+    "crc8",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "logit_bytes",
+    "main",
+    "response_length",
+]
+
+#: First two bytes of every request.
+REQUEST_MAGIC = b"\xa5\x5a"
+#: First two bytes of every response (the request's, swapped: an echo is never a response).
+RESPONSE_MAGIC = b"\x5a\xa5"
+#: The one command: classify the image that follows.
+CMD_CLASSIFY = 0x01
+#: Magic (2), command (1), pixel count (2, little-endian).
+REQUEST_HEADER_BYTES = 5
+#: Magic (2), status, label, logit count, bytes per logit.
+RESPONSE_HEADER_BYTES = 6
+#: Largest image the 16-bit pixel count can announce.
+MAX_PIXELS = 0xFFFF
+DEFAULT_BAUD = 115200
+
+
+class Status(enum.IntEnum):
+    """Status byte of a response; anything but ``OK`` is an error response."""
+
+    OK = 0
+    #: A character of the request had a low stop bit (wrong baud rate, noise, a break).
+    FRAMING = 1
+    #: The line went idle for longer than the device's timeout in the middle of a request.
+    TIMEOUT = 2
+    #: The request's CRC-8 did not match its bytes.
+    CHECKSUM = 3
+    #: Unknown command byte.
+    COMMAND = 4
+    #: The request's pixel count is not the number of pixels the network takes.
+    LENGTH = 5
+
+
+_STATUS_TEXT = {
+    Status.FRAMING: "framing error on the serial line (wrong baud rate or noise?)",
+    Status.TIMEOUT: "the request stopped part-way (idle gap longer than the device's timeout)",
+    Status.CHECKSUM: "the request's checksum did not match (corrupted on the line?)",
+    Status.COMMAND: "unknown command (host and bitstream speak different protocols?)",
+    Status.LENGTH: "the image size is not the one the network on the board takes",
+}
+
+#: Statuses that come from a damaged transfer: sending the same request again may work.
+_TRANSIENT = frozenset({Status.FRAMING, Status.TIMEOUT, Status.CHECKSUM})
+
+
+class ProtocolError(UserError):
+    """No valid answer from the board: a timeout, a damaged response, or an error response."""
+
+
+class DeviceError(ProtocolError):
+    """The board answered with an error response; ``status`` holds its status code."""
+
+    def __init__(self, status):
+        self.status = int(status)
+        try:
+            name, text = Status(self.status).name, _STATUS_TEXT[Status(self.status)]
+        except (ValueError, KeyError):
+            name, text = "UNKNOWN", "status code not in this driver's protocol"
+        super().__init__(f"board reported error {self.status} ({name}): {text}")
+
+
+class Response(NamedTuple):
+    """One decoded response: ``status`` (a :class:`Status` value), ``label``, ``logits``."""
+
+    status: int
+    label: int
+    logits: list
+
+    @property
+    def ok(self):
+        """True for a classification result, false for an error response."""
+        return self.status == Status.OK
+
+
+def crc8(data, crc=0):
+    """CRC-8 with polynomial ``x^8 + x^2 + x + 1`` (0x07), no reflection, no final XOR.
+
+    This is CRC-8/SMBUS: ``crc8(b"123456789") == 0xF4``. ``crc`` continues a running CRC.
+    """
+    for byte in bytes(data):
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def logit_bytes(logit_bits):
+    """Bytes per logit in a response: the fewest whole bytes holding ``logit_bits`` bits."""
+    if isinstance(logit_bits, bool) or not isinstance(logit_bits, int) or logit_bits < 1:
+        raise ValueError(f"logit_bits must be a positive int, not {logit_bits!r}")
+    return (logit_bits + 7) // 8
+
+
+def encode_request(image):
+    """Build the classify request for one image.
+
+    Parameters
+    ----------
+    image : array_like of uint8, shape (H, W), (H, W, C) or (pixels,)
+        Sent in raster order (``image.reshape(-1)``: row by row, channels innermost).
+
+    Returns
+    -------
+    bytes
+        ``A5 5A 01``, the pixel count (16-bit little-endian), the pixels, and the CRC-8 of
+        every byte after the magic.
+    """
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        integers = array.dtype.kind in "iu"
+        if not integers or (array.size and (array.min() < 0 or array.max() > 255)):
+            raise ValueError(f"image must hold uint8 pixels (0..255), not {array.dtype} values")
+        array = array.astype(np.uint8)
+    if array.ndim not in (1, 2, 3):
+        raise ValueError(f"image must have shape (H, W), (H, W, C) or (pixels,), "
+                         f"not {array.shape}")
+    pixels = array.size
+    if not 1 <= pixels <= MAX_PIXELS:
+        raise ValueError(f"image has {pixels} pixels; the protocol carries 1..{MAX_PIXELS}")
+    body = bytes([CMD_CLASSIFY]) + pixels.to_bytes(2, "little") + array.tobytes(order="C")
+    return REQUEST_MAGIC + body + bytes([crc8(body)])
+
+
+def encode_response(status, label=0, logits=(), width=4):
+    """Build a response as the device sends it (for device models and tests).
+
+    Parameters
+    ----------
+    status : int
+        0 for a result; an error response (non-zero) carries no label and no logits.
+    label : int
+    logits : sequence of int
+        Signed; each is sent as ``width`` bytes, little-endian two's complement.
+    width : int
+        Bytes per logit, 1..8.
+    """
+    status, label = int(status), int(label)
+    if not 0 <= status <= 255:
+        raise ValueError(f"status must fit in one byte, not {status}")
+    logits = [int(value) for value in logits]
+    if status != Status.OK:
+        label, logits, width = 0, [], 0
+    elif not 1 <= width <= 8:
+        raise ValueError(f"width must be 1..8 bytes per logit, not {width}")
+    if not 0 <= label <= 255:
+        raise ValueError(f"label must fit in one byte, not {label}")
+    if len(logits) > 255:
+        raise ValueError(f"a response carries at most 255 logits, not {len(logits)}")
+    body = bytes([status, label, len(logits), width])
+    for value in logits:
+        if not -(1 << (8 * width - 1)) <= value < 1 << (8 * width - 1):
+            raise ValueError(f"logit {value} does not fit in {width} signed bytes")
+        body += value.to_bytes(width, "little", signed=True)
+    return RESPONSE_MAGIC + body + bytes([crc8(body)])
+
+
+def response_length(prefix):
+    """Total length of the response whose first 6 (or more) bytes are ``prefix``."""
+    prefix = bytes(prefix)
+    if len(prefix) < RESPONSE_HEADER_BYTES:
+        raise ValueError(f"need the {RESPONSE_HEADER_BYTES}-byte response header, "
+                         f"got {len(prefix)} bytes")
+    if prefix[:2] != RESPONSE_MAGIC:
+        raise ProtocolError(f"response does not start with {RESPONSE_MAGIC.hex(' ')}: "
+                            f"{prefix[:2].hex(' ')}")
+    return RESPONSE_HEADER_BYTES + prefix[4] * prefix[5] + 1
+
+
+def decode_response(data):
+    """Decode exactly one response.
+
+    Returns
+    -------
+    Response
+        Also for error responses (``response.ok`` false); :class:`Board` raises for those.
+
+    Raises
+    ------
+    ProtocolError
+        Bad magic, wrong length, or a CRC mismatch.
+    """
+    data = bytes(data)
+    if len(data) < RESPONSE_HEADER_BYTES + 1:
+        raise ProtocolError(f"response too short: {len(data)} bytes")
+    length = response_length(data)
+    if len(data) != length:
+        raise ProtocolError(f"response length {len(data)} bytes, its header says {length}")
+    body = data[2:-1]
+    if crc8(body) != data[-1]:
+        raise ProtocolError(f"response checksum mismatch: got {data[-1]:#04x}, "
+                            f"computed {crc8(body):#04x}")
+    status, label, count, width = body[:4]
+    logits = [int.from_bytes(body[4 + k * width:4 + (k + 1) * width], "little", signed=True)
+              for k in range(count)]
+    return Response(status, label, logits)
+
+
+class Board:
+    """A board running the accelerator behind the UART protocol.
+
+    Parameters
+    ----------
+    port : file-like
+        Has ``write(bytes)`` and ``read(n)`` (returning at most ``n`` bytes, fewer or none on
+        its own timeout), like ``serial.Serial``; ``reset_input_buffer()`` and ``flush()``
+        are used where present.
+    timeout : float
+        Seconds to wait for a whole response after sending a request. Error responses come
+        only after the device's own idle timeout, so keep this well above it.
+    retries : int
+        Times a request is sent again after a damaged exchange (framing, timeout or
+        checksum errors on either side, or no answer).
+    pixels : int, optional
+        Pixels per image the board takes; when given, images are checked before sending.
+
+    Examples
+    --------
+    >>> with Board.open("/dev/ttyUSB1") as board:              # doctest: +SKIP
+    ...     label, logits = board.classify(image)
+    """
+
+    def __init__(self, port, *, timeout=2.0, retries=0, pixels=None):
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, not {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        self.port, self.timeout, self.retries, self.pixels = port, timeout, retries, pixels
+
+    @classmethod
+    def open(cls, port, baud=DEFAULT_BAUD, timeout=2.0, **kwargs):
+        """Open serial port ``port`` (pyserial) at ``baud``, 8N1; a :class:`UserError` if not."""
+        import serial
+
+        try:
+            device = serial.serial_for_url(port, baudrate=baud, bytesize=8, parity="N",
+                                           stopbits=1, timeout=min(timeout, 0.1))
+        except (serial.SerialException, ValueError, OSError) as error:
+            raise UserError(f"cannot open serial port {port!r}: {error}") from None
+        return cls(device, timeout=timeout, **kwargs)
+
+    def close(self):
+        """Close the underlying port (if it can be closed)."""
+        close = getattr(self.port, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _read_exact(self, count, deadline):
+        data = b""
+        while len(data) < count:
+            chunk = self.port.read(count - len(data))
+            if chunk:
+                data += chunk
+            elif time.monotonic() > deadline:
+                raise ProtocolError(f"no response from the board within {self.timeout} s "
+                                    f"(is the bitstream loaded and the baud rate right?)")
+        return data
+
+    def read_response(self):
+        """Read one response, skipping any bytes before its magic; see :func:`decode_response`."""
+        deadline = time.monotonic() + self.timeout
+        window = b""
+        while window != RESPONSE_MAGIC:
+            window = (window + self._read_exact(1, deadline))[-2:]
+        header = RESPONSE_MAGIC + self._read_exact(RESPONSE_HEADER_BYTES - 2, deadline)
+        rest = self._read_exact(response_length(header) - RESPONSE_HEADER_BYTES, deadline)
+        return decode_response(header + rest)
+
+    def request(self, data):
+        """Send one encoded request and return its :class:`Response` (raising on errors)."""
+        for attempt in range(self.retries + 1):
+            reset = getattr(self.port, "reset_input_buffer", None)
+            if reset is not None:
+                reset()  # a stale or stray response must not answer this request
+            self.port.write(data)
+            flush = getattr(self.port, "flush", None)
+            if flush is not None:
+                flush()
+            try:
+                response = self.read_response()
+                if not response.ok:
+                    raise DeviceError(response.status)
+                return response
+            except DeviceError as error:
+                if error.status not in _TRANSIENT or attempt == self.retries:
+                    raise
+            except ProtocolError:
+                if attempt == self.retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def classify(self, image):
+        """Classify one image on the board.
+
+        Parameters
+        ----------
+        image : ndarray of uint8, shape (H, W) or (H, W, C)
+
+        Returns
+        -------
+        label : int
+        logits : list of int
+        """
+        data = encode_request(image)
+        if self.pixels is not None and np.asarray(image).size != self.pixels:
+            raise UserError(f"image has {np.asarray(image).size} pixels; the board's network "
+                            f"takes {self.pixels}")
+        response = self.request(data)
+        return response.label, response.logits
+
+
+@cli_main
+def main(argv=None):
+    from tqdm import tqdm
+
+    from .data import load_test
+
+    parser = argparse.ArgumentParser(prog="python -m sw.host",
+                                     description="Classify MNIST test images on a board "
+                                                 "over its UART and report the accuracy.")
+    parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    parser.add_argument("--images", type=int, default=100, help="test images to classify")
+    parser.add_argument("--data", default=None, help="directory with the MNIST test set "
+                                                     "(IDX files or mnist.npz)")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate (115200)")
+    parser.add_argument("--timeout", type=float, default=2.0,
+                        help="seconds to wait for each response")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="resends after a damaged exchange")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        raise UserError(f"--images must be positive, not {args.images}")
+    if args.baud < 1:
+        raise UserError(f"--baud must be positive, not {args.baud}")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be positive, not {args.timeout}")
+    if args.retries < 0:
+        raise UserError(f"--retries must be non-negative, not {args.retries}")
+    with Board.open(args.port, baud=args.baud, timeout=args.timeout,
+                    retries=args.retries) as board:
+        images, labels = load_test(args.data)
+        images, labels = images[:args.images], labels[:args.images]
+        correct = 0
+        start = time.monotonic()
+        for image, label in tqdm(zip(images, labels, strict=True), total=len(images),
+                                 desc="classifying", file=sys.stderr):
+            predicted, _ = board.classify(image)
+            correct += int(predicted == label)
+        elapsed = time.monotonic() - start
+    print(f"accuracy: {100 * correct / len(images):.2f}% ({correct}/{len(images)} test images "
+          f"on {args.port}, {len(images) / elapsed:.1f} images/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+# amaranth: UnusedElaboratable=no
+"""MACArray against the golden model: random shapes, all bit widths, stalls, exact timing."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.sim import Simulator
+
+from hw.mac_array import MACArray
+from sw import golden
+from sw.qmodel import Dense, weight_range
+from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+
+pytestmark = pytest.mark.hw
+
+
+def make_layer(rng, fan_in, channels, weight_bits, in_shape, bias_bits=10):
+    """A random Dense layer whose ``acc_bits`` is the exact width of docs/numerics.md."""
+    lo, hi = weight_range(weight_bits)
+    if weight_bits == 1:
+        weights = rng.choice([-1, 1], size=(fan_in, channels))
+    else:
+        weights = rng.integers(lo, hi + 1, size=(fan_in, channels))
+    bias = rng.integers(-(1 << bias_bits), 1 << bias_bits, size=channels)
+    return Dense(name="t", in_shape=(fan_in,), out_shape=(channels,), weight=weights,
+                 bias=bias, weight_bits=weight_bits, weight_frac=np.zeros(channels, np.int64),
+                 in_bits=in_shape.width, in_signed=in_shape.signed, in_frac=0, relu=False)
+
+
+def make_array(layer, pe, simd):
+    shape = signed(layer.in_bits) if layer.in_signed else unsigned(layer.in_bits)
+    return MACArray(layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
+                    acc_bits=layer.acc_bits, pe=pe, simd=simd)
+
+
+def random_inputs(rng, layer, vectors):
+    lo = -(1 << (layer.in_bits - 1)) if layer.in_signed else 0
+    hi = (1 << (layer.in_bits - 1)) - 1 if layer.in_signed else (1 << layer.in_bits) - 1
+    x = rng.integers(lo, hi + 1, size=(vectors, layer.fan_in))
+    # Include the extremes, where an off-by-one width would overflow.
+    x[0] = hi
+    if vectors > 1:
+        x[1] = lo
+    return x
+
+
+def transfer_cycles(sim, stream):
+    """Cycle numbers (from 0) at which ``stream`` transfers."""
+    cycles = []
+
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, valid, ready in ctx.tick().sample(stream.valid, stream.ready):
+            if valid and ready:
+                cycles.append(cycle)
+            cycle += 1
+    sim.add_process(monitor)
+    return cycles
+
+
+def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0):
+    """Stream ``x`` (vectors, fan_in) through ``dut``; return outputs and transfer cycles."""
+    items = [list(row[sf * dut.simd:(sf + 1) * dut.simd])
+             for row in x for sf in range(dut.sf)]
+    count = len(x) * dut.nf
+    rng = random.Random(seed)
+    sim = Simulator(dut)
+    source = StreamSource(dut.i, lambda v: pack(v, dut.in_shape.width), rng, idle)
+    sink = StreamSink(dut.o, lambda w: unpack(w, dut.pe, dut.acc_bits, True), rng, stall)
+    sent = check_protocol(sim, dut.i, "i")
+    got = check_protocol(sim, dut.o, "o")
+    times = {"i": transfer_cycles(sim, dut.i), "o": transfer_cycles(sim, dut.o)}
+    sim.add_testbench(source.run(items))
+    sim.add_testbench(sink.run(count))
+    budget = (len(items) + count * dut.sf) * (4 if idle or stall else 1) + 200
+    run_simulation(sim, budget)
+    assert len(sent) == len(items) and len(got) == count
+    return sink.received, times
+
+
+def expected_transfers(layer, x, pe):
+    acc = golden.dense(x, layer)
+    return [[int(v) for v in row[nf * pe:(nf + 1) * pe]]
+            for row in acc for nf in range(layer.channels // pe)]
+
+
+def divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_random_shapes_all_widths_with_stalls(bits):
+    """Weights of ``bits`` bits and inputs of ``bits`` bits (signed on odd widths > 1)."""
+    rng = np.random.default_rng(100 + bits)
+    in_shape = signed(bits) if bits % 2 and bits > 1 else unsigned(bits)
+    fan_in = int(rng.choice([6, 12, 18, 20, 24, 30]))
+    channels = int(rng.choice([2, 3, 4, 6, 8]))
+    pe = int(rng.choice(divisors(channels)[:4]))
+    simd = int(rng.choice([d for d in divisors(fan_in) if d <= 6]))
+    layer = make_layer(rng, fan_in, channels, bits, in_shape)
+    dut = make_array(layer, pe, simd)
+    x = random_inputs(rng, layer, 3)
+    received, _ = simulate(dut, x, seed=bits, idle=0.3, stall=0.4)
+    assert received == expected_transfers(layer, x, pe)
+
+
+@pytest.mark.parametrize(("weight_bits", "in_bits"), [(1, 8), (2, 7), (3, 1), (5, 2), (8, 8),
+                                                      (4, 6), (6, 3), (7, 5)])
+def test_mixed_widths_first_layer_style(weight_bits, in_bits):
+    """Mixed weight/input widths, including the first layer's 8-bit unsigned pixels."""
+    rng = np.random.default_rng(weight_bits * 10 + in_bits)
+    in_shape = unsigned(in_bits)
+    layer = make_layer(rng, 16, 4, weight_bits, in_shape, bias_bits=14)
+    dut = make_array(layer, pe=2, simd=4)
+    x = random_inputs(rng, layer, 3)
+    received, _ = simulate(dut, x, seed=in_bits, idle=0.2, stall=0.5)
+    assert received == expected_transfers(layer, x, 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_larger_random_shapes(seed):
+    """Fan-in up to 60 and 12 channels, random divisors, including pe=1/simd=1 and full."""
+    rng = np.random.default_rng(seed)
+    fan_in = int(rng.choice([36, 48, 60]))
+    channels = int(rng.choice([6, 10, 12]))
+    pe = int(rng.choice(divisors(channels)))
+    simd = int(rng.choice([d for d in divisors(fan_in) if d <= 12]))
+    bits = int(rng.integers(1, 9))
+    in_shape = unsigned(int(rng.integers(1, 9)))
+    layer = make_layer(rng, fan_in, channels, bits, in_shape)
+    dut = make_array(layer, pe, simd)
+    x = random_inputs(rng, layer, 2)
+    received, _ = simulate(dut, x, seed=seed, idle=0.2, stall=0.3)
+    assert received == expected_transfers(layer, x, pe)
+
+
+@pytest.mark.parametrize(("fan_in", "channels", "pe", "simd"), [
+    (12, 6, 2, 3),   # NF=3, SF=4
+    (8, 4, 4, 8),    # NF=1, SF=1: one vector a cycle
+    (8, 4, 1, 1),    # NF=4, SF=8
+    (6, 6, 1, 6),    # NF=6, SF=1: replayed from the buffer every cycle
+    (12, 8, 4, 2),   # SF > PE: no deskew registers
+    (4, 6, 6, 1),    # PE > SF: deskew registers
+])
+def test_full_rate_exact_cycles(fan_in, channels, pe, simd):
+    """II=1: back to back vectors, NF*SF cycles each, outputs at the stated latency."""
+    rng = np.random.default_rng(fan_in * channels + pe)
+    layer = make_layer(rng, fan_in, channels, 4, unsigned(4))
+    dut = make_array(layer, pe, simd)
+    vectors = 6
+    x = random_inputs(rng, layer, vectors)
+    received, times = simulate(dut, x)
+    assert received == expected_transfers(layer, x, pe)
+    period = dut.cycles_per_vector
+    assert period == dut.nf * dut.sf
+    # The input never waits: SF transfers back to back at the start of every vector (the
+    # other NF-1 folds replay the buffer).
+    assert times["i"] == [v * period + sf for v in range(vectors) for sf in range(dut.sf)]
+    # Vector v's first output comes `latency` cycles after its last input transfer...
+    for v in range(vectors):
+        last_input = (v * dut.nf) * dut.sf + dut.sf - 1
+        assert times["o"][v * dut.nf] - last_input == dut.latency
+    # ...and then one output every SF cycles, vector after vector, no gap anywhere.
+    first = dut.sf - 1 + dut.latency
+    assert times["o"] == [first + k * dut.sf for k in range(vectors * dut.nf)]
+    assert times["o"][-1] + 1 == vectors * period + dut.latency
+
+
+def test_full_rate_total_cycles_formula():
+    """V vectors take exactly V*NF*SF cycles plus a constant (latency + 1)."""
+    rng = np.random.default_rng(7)
+    layer = make_layer(rng, 24, 8, 3, unsigned(3))
+    dut = make_array(layer, pe=2, simd=3)
+    for vectors in (1, 5):
+        x = random_inputs(rng, layer, vectors)
+        received, times = simulate(dut, x)
+        assert received == expected_transfers(layer, x, 2)
+        # The last output transfers in cycle V*NF*SF - 1 + latency.
+        assert times["o"][-1] + 1 == vectors * dut.cycles_per_vector + dut.latency
+
+
+def test_output_stall_then_resume_loses_nothing():
+    """A long output stall fills the FIFO; credits stop the issue stage, nothing drops."""
+    rng = np.random.default_rng(3)
+    layer = make_layer(rng, 4, 8, 2, unsigned(5))
+    dut = make_array(layer, pe=4, simd=4)  # SF=1: most results in flight at once
+    x = random_inputs(rng, layer, 12)
+    received, _ = simulate(dut, x, seed=5, idle=0.0, stall=0.9)
+    assert received == expected_transfers(layer, x, 4)
+
+
+def test_properties():
+    rng = np.random.default_rng(0)
+    layer = make_layer(rng, 20, 6, 4, unsigned(8))
+    dut = make_array(layer, pe=3, simd=5)
+    assert (dut.pe, dut.simd, dut.nf, dut.sf) == (3, 5, 2, 4)
+    assert (dut.fan_in, dut.channels, dut.weight_bits) == (20, 6, 4)
+    assert dut.acc_bits == layer.acc_bits and dut.in_shape == unsigned(8)
+    assert dut.cycles_per_vector == 8 and dut.latency == 3 + 5 + 4
+    assert dut.product_bits == 12  # 255 * 7 needs 12 signed bits
+    assert np.array_equal(dut.weights, layer.matrix) and np.array_equal(dut.bias, layer.bias)
+    with pytest.raises(AttributeError):
+        dut.pe = 2
+
+
+def _kwargs(**changes):
+    args = {"weights": np.ones((8, 4), np.int64), "bias": np.zeros(4, np.int64),
+            "weight_bits": 2, "in_shape": unsigned(4), "acc_bits": 8, "pe": 2, "simd": 4}
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"pe": 3}, ValueError, "pe 3 does not divide the 4 output channels"),
+    ({"simd": 3}, ValueError, "simd 3 does not divide the fan-in of 8 inputs"),
+    ({"pe": 0}, ValueError, "pe must be at least 1, not 0"),
+    ({"simd": 1.5}, TypeError, "simd must be an int, not 1.5"),
+    ({"weight_bits": 9}, ValueError, "weight_bits must be in 1..8, not 9"),
+    ({"acc_bits": 7}, ValueError,
+     "acc_bits 7 is too narrow: these weights, bias and unsigned(4) inputs need 8 bits"),
+    ({"in_shape": 8}, TypeError, "in_shape must be an Amaranth Shape such as unsigned(8), not 8"),
+    ({"weights": np.full((8, 4), 2)}, ValueError,
+     "weights must lie in the 2-bit range -1..1, found 2..2"),
+    ({"weights": np.zeros((8, 4), np.int64), "weight_bits": 1}, ValueError,
+     "1-bit weights must be -1 or +1, found 0"),
+    ({"weights": np.ones((8, 4)) * 0.5}, TypeError, "weights must be integers, not float64"),
+    ({"weights": np.ones(8, np.int64)}, ValueError,
+     "weights must be a non-empty (fan_in, channels) matrix, not shape (8,)"),
+    ({"bias": np.zeros(3, np.int64)}, ValueError,
+     "bias must have shape (4,) to match the weights, not (3,)"),
+])
+def test_parameter_errors(changes, error, message):
+    with pytest.raises(error) as info:
+        MACArray(**_kwargs(**changes))
+    assert str(info.value) == message
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_synthesis_4x4(family, bits):
+    """A 4x4 array: ROMs in block RAM, 8-bit products in DSPs, registers everywhere."""
+    from hw.toolchain import synthesize
+
+    rng = np.random.default_rng(bits)
+    layer = make_layer(rng, 32, 8, bits, unsigned(bits))
+    dut = MACArray(layer.matrix, layer.bias, weight_bits=bits, in_shape=unsigned(bits),
+                   acc_bits=layer.acc_bits, pe=4, simd=4, rom_style="block")
+    counts = synthesize(dut, family)
+    assert counts["brams"] >= dut.pe, counts  # one weight ROM per PE at least
+    assert counts["luts"] > 0 and counts["ffs"] > dut.pe * dut.simd * bits, counts
+    if bits == 8 or family == "ecp5":
+        # Multipliers go to DSPs (iCE40 packs two 8x8 products into one SB_MAC16).
+        assert counts["dsps"] >= dut.pe * dut.simd // 2, counts
