@@ -11,10 +11,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from amaranth.hdl import unsigned
+
 from sw.errors import UserError
 from sw.qmodel import Conv2D, MaxPool2D
 
-from .network import check_fold, schedule
+from .network import check_fold, schedule, simd_unit
+from .window import WindowGenerator
 
 __all__ = ["DEVICES", "Device", "Resources", "auto_fold", "estimate", "load_fold"]
 
@@ -114,11 +117,15 @@ def estimate(qmodel, fold, device):
             luts += pe * math.ceil(nf * sf * simd * wbits / 16)
         brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
         if isinstance(layer, Conv2D):
-            _, width, channels = layer.in_shape
-            brams += _bram_blocks(width * channels // simd * layer.kernel_size,
-                                  simd * abits, device)
-            luts += 150
-            ffs += 100
+            height, width, channels = layer.in_shape
+            window = WindowGenerator(height=height, width=width, channels=channels,
+                                     kernel=layer.kernel_size, shape=unsigned(abits), simd=simd,
+                                     stride=layer.stride, padding=layer.padding)
+            window._MustUse__silence = True  # built only to ask its buffer geometry
+            brams += window.banks * _bram_blocks(window.buffer_depth, window.in_simd * abits,
+                                                 device)
+            luts += 150 + 20 * simd * abits // 4
+            ffs += 100 + simd * abits
     return Resources(int(luts), int(ffs), int(brams), int(dsps))
 
 
@@ -128,7 +135,7 @@ def _divisors(n):
 
 def _options(layer):
     """Every legal ``(pe, simd)`` of a layer with its cycles per image, fewest lanes first."""
-    unit = layer.in_shape[-1] if isinstance(layer, Conv2D) else layer.fan_in
+    unit = simd_unit(layer)
     positions = math.prod(layer.out_shape[:-1]) if isinstance(layer, Conv2D) else 1
     options = [(positions * (layer.channels // pe) * (layer.fan_in // simd), pe * simd, pe, simd)
                for pe in _divisors(layer.channels) for simd in _divisors(unit)]

@@ -28,7 +28,8 @@ from .requantize import Requantize
 from .width import WidthConverter
 from .window import WindowGenerator
 
-__all__ = ["Accelerator", "Stage", "check_fold", "default_fold", "schedule"]
+__all__ = ["Accelerator", "Stage", "check_fold", "default_fold", "input_lanes", "schedule",
+           "simd_unit"]
 
 
 def _shape(bits, is_signed):
@@ -40,9 +41,17 @@ def default_fold(qmodel):
     return {layer.name: (1, 1) for layer in qmodel.weight_layers}
 
 
-def _simd_unit(layer):
-    """What SIMD must divide: a pixel's channels (conv) or the input vector (dense)."""
-    return layer.in_shape[-1] if isinstance(layer, Conv2D) else layer.fan_in
+def simd_unit(layer):
+    """What SIMD must divide: one kernel row, ``K * Cin`` (conv), or the input vector (dense)."""
+    if isinstance(layer, Conv2D):
+        return layer.kernel_size * layer.in_shape[-1]
+    return layer.fan_in
+
+
+def input_lanes(layer, simd):
+    """Lanes of the stream a weight layer takes in: a conv's window generator reads
+    ``gcd(simd, Cin)`` channels a word and gathers SIMD from several pixels itself."""
+    return math.gcd(simd, layer.in_shape[-1]) if isinstance(layer, Conv2D) else simd
 
 
 def check_fold(qmodel, fold):
@@ -61,12 +70,12 @@ def check_fold(qmodel, fold):
     checked = {}
     for layer in qmodel.weight_layers:
         pe, simd = (int(v) for v in fold.get(layer.name, (1, 1)))
-        unit = _simd_unit(layer)
+        unit = simd_unit(layer)
         if pe < 1 or layer.channels % pe:
             raise UserError(f"layer {layer.name!r}: PE {pe} must divide its {layer.channels} "
                             f"output channels")
         if simd < 1 or unit % simd:
-            what = "input channels" if isinstance(layer, Conv2D) else "inputs"
+            what = "kernel-row inputs (K x Cin)" if isinstance(layer, Conv2D) else "inputs"
             raise UserError(f"layer {layer.name!r}: SIMD {simd} must divide its {unit} {what}")
         checked[layer.name] = (pe, simd)
     return checked
@@ -98,10 +107,10 @@ def schedule(qmodel, fold):
     for layer in qmodel.layers:
         if isinstance(layer, Conv2D | Dense):
             pe, simd = fold[layer.name]
-            elements = math.prod(layer.in_shape)
-            if lanes != simd:
+            elements, needed = math.prod(layer.in_shape), input_lanes(layer, simd)
+            if lanes != needed:
                 stages.append(Stage(f"{layer.name}.width", "width",
-                                    elements // min(lanes, simd)))
+                                    elements // min(lanes, needed)))
             positions = math.prod(layer.out_shape[:-1]) if isinstance(layer, Conv2D) else 1
             cycles = positions * (layer.channels // pe) * (layer.fan_in // simd)
             stages.append(Stage(layer.name, layer.kind, cycles, pe, simd, layer.macs))
@@ -198,9 +207,9 @@ class Accelerator(wiring.Component):
             name = f"l{index}_{layer.name}"
             if isinstance(layer, Conv2D | Dense):
                 pe, simd = self._fold[layer.name]
-                if lanes != simd:
+                if lanes != input_lanes(layer, simd):
                     add(f"{name}_width", WidthConverter(shape=shape, in_lanes=lanes,
-                                                        out_lanes=simd))
+                                                        out_lanes=input_lanes(layer, simd)))
                 if isinstance(layer, Dense) and layer.channels // pe > 1:
                     # The MAC array takes input only during its first pass over the outputs;
                     # a vector's worth of buffer keeps the upstream layers busy meanwhile.

@@ -51,7 +51,7 @@ async def classify_images(dut):
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     counter = CycleCounter(dut.clk)
-    cocotb.start_soon(counter.run())
+    counter.start()
     source = StreamSource(dut, "i", dut.clk, idle=idle, seed=seed)
     sink = StreamSink(dut, "o", dut.clk, stall=stall, seed=seed + 1, counter=counter)
     cocotb.start_soon(source.send(int(v) for v in images.reshape(-1)))

@@ -257,7 +257,8 @@ def rom_words(matrix, bits, pe=1, simd=1):
     nf, sf = outputs // pe, inputs // simd
     # (sf, simd, nf, pe) -> (pe, nf, sf, simd)
     tiles = codes.reshape(sf, simd, nf, pe).transpose(3, 2, 0, 1)
-    weights = np.left_shift(1, np.arange(simd) * bits).astype(object)
+    # Python integers: words of more than 64 bits (e.g. 16 lanes of 8 bits) must not wrap.
+    weights = np.array([1 << (lane * bits) for lane in range(simd)], dtype=object)
     words = (tiles.astype(object) * weights).sum(axis=-1)
     return [[int(v) for v in row] for row in words.reshape(pe, nf * sf)]
 

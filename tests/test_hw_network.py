@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from hw.network import Accelerator, schedule
+from hw.network import Accelerator, schedule, simd_unit
 from sw import golden
 from sw.keras_import import extract
 from sw.quantize import QuantConfig, quantize
@@ -59,7 +59,7 @@ def test_small_network_is_bit_exact(bits, conv, fold_seed, rng):
     choice = random.Random(fold_seed)
     fold = {}
     for layer in qmodel.weight_layers:
-        unit = layer.in_shape[-1] if layer.kind == "conv2d" else layer.fan_in
+        unit = simd_unit(layer)
         pe = choice.choice([d for d in range(1, layer.channels + 1) if layer.channels % d == 0])
         simd = choice.choice([d for d in range(1, min(unit, 8) + 1) if unit % d == 0])
         fold[layer.name] = (pe, simd)

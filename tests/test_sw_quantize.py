@@ -142,6 +142,10 @@ def test_rom_words_layout():
                     lane = (word >> (5 * s)) & 31
                     lane -= 32 if lane >= 16 else 0
                     assert lane == matrix[sf * 3 + s, nf * 2 + p]
+    wide = np.arange(-60, 68).reshape(32, 4)  # 32 lanes of 8 bits: 256-bit words
+    word = rom_words(wide, 8, pe=1, simd=32)[0][1]
+    assert [((word >> (8 * s)) & 255) - (256 if (word >> (8 * s)) & 128 else 0)
+            for s in range(32)] == wide[:, 1].tolist()
     binary = rom_words(np.array([[1, -1], [-1, 1]]), 1, pe=1, simd=2)
     assert binary == [[0b01, 0b10]]
     with pytest.raises(UserError, match="PE 3 must divide 4 outputs"):

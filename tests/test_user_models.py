@@ -1,0 +1,69 @@
+"""A user's own CNN (BatchNormalization, 'same' padding, stride 2, Rescaling), trained here on
+the offline data, through ``hw.build --target verilog`` and ``sim.regress`` with no mismatch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.sim
+
+
+def _train_user_cnn(path):
+    import keras
+
+    from sw.data import load_train
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Dropout(0.1)(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="user_bn_cnn")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = load_train(None)
+    model.fit(images[..., None].astype("float32"), labels, epochs=2, batch_size=64, verbose=0)
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("user") / "user_bn_cnn.h5"
+    _train_user_cnn(path)
+    return path
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True)
+
+
+def test_user_cnn_builds_and_matches_in_rtl(user_model, tmp_path):
+    out = tmp_path / "verilog"
+    built = _run("hw.build", "--model", str(user_model), "--bits", "4", "--target",
+                 "verilog", "--out", str(out))
+    assert built.returncode == 0, built.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "user_bn_cnn" and report["accuracy"] > 0.8
+    assert "module nnfpga_core" in (out / "core.v").read_text()
+    regress = _run("sim.regress", "--model", str(user_model), "--bits", "4", "--images", "100",
+                   "--json", str(tmp_path / "regress.json"))
+    assert regress.returncode == 0, regress.stderr[-2000:]
+    summary = json.loads((tmp_path / "regress.json").read_text())
+    assert summary["images"] == 100 and summary["mismatches"] == 0
+    assert np.isclose(summary["rtl_accuracy"], summary["golden_accuracy"])
+    assert summary["cycles_per_image"] == report["cycles_per_image"]
