@@ -86,6 +86,9 @@ class StreamSink:
             if not valid and ready and not self.stall:
                 await RisingEdge(self.valid)  # nothing to check until the next answer
                 continue
+            if valid:
+                raw = self.payload.value
+                assert raw.is_resolvable, f"{self.name}: payload has X/Z bits while valid: {raw}"
             value = int(self.payload.value) if valid else None
             if pending is not None:
                 assert valid, f"{self.name}: valid dropped before the transfer"

@@ -1,0 +1,124 @@
+"""Cost and speed of one MAC array: cells per MAC lane from Yosys, Fmax from nextpnr.
+
+Command line::
+
+    python -m hw.macbench [--bits 4,8] [--pe 4] [--simd 4] [--fan-in 64] [--channels 16]
+
+The array gets random weights of the given width and unsigned inputs of the same width. For
+place and route it sits in a harness that drives it from an LFSR and folds its outputs into
+8 registered pins, so the I/O count fits the smallest package (iCE40 UP5K sg48, ECP5 25F).
+"""
+
+import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import rtlil
+from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from sw.errors import cli_main
+from sw.qmodel import Dense, weight_range
+
+from .mac_array import MACArray
+from .toolchain import SCRIPT_AFTER_READ, synthesize, tool
+
+__all__ = ["Harness", "main", "measure"]
+
+_PNR = {
+    "ice40": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained",
+                                "--freq", "30"]),
+    "ecp5": ("NEXTPNR_ECP5", ["--25k", "--lpf-allow-unconstrained", "--freq", "100"]),
+}
+_SYNTH = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}
+
+
+class Harness(wiring.Component):
+    """Drives a MAC array from an LFSR and folds its outputs into 8 registered pins."""
+
+    out: Out(8)
+
+    def __init__(self, dut):
+        self._dut = dut
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self._dut
+        lfsr = Signal(31, init=1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[3]))
+        width = len(dut.i.payload.as_value())
+        m.d.comb += [dut.i.payload.eq(Cat(*([lfsr] * (width // 31 + 1)))[:width]),
+                     dut.i.valid.eq(lfsr[5]), dut.o.ready.eq(lfsr[9])]
+        outputs = Cat(dut.o.payload.as_value(), dut.o.valid, dut.i.ready)
+        m.d.sync += self.out.eq(Cat(*[outputs[k::8].xor() for k in range(8)]))
+        return m
+
+
+def _array(bits, pe, simd, fan_in, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    lo, hi = weight_range(bits)
+    weights = rng.integers(lo, hi + 1, size=(fan_in, channels))
+    if bits == 1:
+        weights[weights == 0] = 1
+    layer = Dense(name="bench", in_shape=(fan_in,), out_shape=(channels,), weight=weights,
+                  bias=rng.integers(-64, 64, size=channels), weight_bits=bits,
+                  weight_frac=np.zeros(channels, int), in_bits=bits, in_signed=False,
+                  in_frac=0, relu=True)
+    return MACArray(weights, layer.bias, weight_bits=bits, in_shape=unsigned(bits),
+                    acc_bits=layer.acc_bits, pe=pe, simd=simd)
+
+
+def measure(bits, pe, simd, fan_in, channels, family):
+    """Synthesize the array alone (cell counts) and place the harness (Fmax) on ``family``."""
+    cells = synthesize(_array(bits, pe, simd, fan_in, channels), family)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        (directory / "top.il").write_text(
+            rtlil.convert(Harness(_array(bits, pe, simd, fan_in, channels)), name="top"))
+        subprocess.run([tool("YOSYS"), "-q", "-p", f"read_rtlil top.il; {SCRIPT_AFTER_READ}; "
+                        f"{_SYNTH[family]} -top top -json top.json"], cwd=directory, check=True,
+                       capture_output=True)
+        variable, options = _PNR[family]
+        subprocess.run([tool(variable), "--json", "top.json", "--log", "pnr.log", "--seed", "1",
+                        *options], cwd=directory, capture_output=True)
+        log = (directory / "pnr.log").read_text(errors="replace")
+    found = re.findall(r"Max frequency for clock\s+'[^']+': ([\d.]+) MHz", log)
+    errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
+    return {**{key: cells[key] for key in ("luts", "ffs", "brams", "dsps")},
+            "fmax_mhz": float(found[-1]) if found else None,
+            "error": errors[0] if errors else None}
+
+
+@cli_main
+def main(argv=None):
+    from sw.evaluate import parse_bits
+
+    parser = argparse.ArgumentParser(prog="python -m hw.macbench",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--bits", default="4,8")
+    parser.add_argument("--pe", type=int, default=4)
+    parser.add_argument("--simd", type=int, default=4)
+    parser.add_argument("--fan-in", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=16)
+    args = parser.parse_args(argv)
+    lanes = args.pe * args.simd
+    print(f"MAC array {args.pe} PE x {args.simd} SIMD, {args.fan_in} inputs x {args.channels} "
+          f"outputs; per lane = array / {lanes}")
+    print("| bits | device | LUTs | FFs | BRAMs | DSPs | LUT/lane | FF/lane | DSP/lane | Fmax |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for bits in parse_bits(args.bits):
+        for family, device in (("ice40", "UP5K"), ("ecp5", "ECP5-25F")):
+            r = measure(bits, args.pe, args.simd, args.fan_in, args.channels, family)
+            fmax = f"{r['fmax_mhz']:.1f} MHz" if r["fmax_mhz"] else f"fails: {r['error']}"
+            print(f"| {bits} | {device} | {r['luts']} | {r['ffs']} | {r['brams']} | {r['dsps']} "
+                  f"| {r['luts'] / lanes:.1f} | {r['ffs'] / lanes:.1f} | {r['dsps'] / lanes:.2f} "
+                  f"| {fmax} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
