@@ -4,15 +4,9 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import check_int
+
 __all__ = ["Argmax"]
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
 
 
 class Argmax(wiring.Component):
@@ -47,8 +41,8 @@ class Argmax(wiring.Component):
     """
 
     def __init__(self, *, classes, shape, lanes):
-        self._classes = _positive_int("classes", classes)
-        self._lanes = _positive_int("lanes", lanes)
+        self._classes = check_int("classes", classes)
+        self._lanes = check_int("lanes", lanes)
         try:
             self._shape = Shape.cast(shape)
         except TypeError as error:

@@ -23,7 +23,6 @@ have room for its result, counting the results still in flight.
 """
 
 import math
-import operator
 
 import numpy as np
 from amaranth.hdl import Array, C, Cat, Module, Mux, Shape, Signal, Value, signed
@@ -35,21 +34,10 @@ from amaranth.lib.wiring import In, Out
 from sw.qmodel import signed_bits, value_range, weight_range
 from sw.quantize import rom_words
 
+from .params import check_int
 from .weight_rom import STYLES, WeightROM
 
 __all__ = ["MACArray"]
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, not {value}")
-    return value
 
 
 def _delay(m, value, cycles, name, reset_less=True):
@@ -130,7 +118,7 @@ class MACArray(wiring.Component):
 
     def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
                  rom_style="auto"):
-        weight_bits = _check_int(weight_bits, "weight_bits", 1)
+        weight_bits = check_int("weight_bits", weight_bits)
         if weight_bits > 8:
             raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
         if not isinstance(in_shape, Shape):
@@ -138,9 +126,9 @@ class MACArray(wiring.Component):
                             f"{in_shape!r}")
         if in_shape.width < 1:
             raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
-        acc_bits = _check_int(acc_bits, "acc_bits", 1)
-        pe = _check_int(pe, "pe", 1)
-        simd = _check_int(simd, "simd", 1)
+        acc_bits = check_int("acc_bits", acc_bits)
+        pe = check_int("pe", pe)
+        simd = check_int("simd", simd)
         if rom_style not in STYLES:
             raise ValueError(f"rom_style must be one of {', '.join(map(repr, STYLES))}, not "
                              f"{rom_style!r}")

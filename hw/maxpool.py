@@ -5,15 +5,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .params import check_int
+
 __all__ = ["MaxPool"]
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
 
 
 class MaxPool(wiring.Component):
@@ -51,11 +45,11 @@ class MaxPool(wiring.Component):
     """
 
     def __init__(self, *, height, width, channels, size, shape, lanes):
-        self._height = _positive_int("height", height)
-        self._width = _positive_int("width", width)
-        self._channels = _positive_int("channels", channels)
-        self._size = _positive_int("size", size)
-        self._lanes = _positive_int("lanes", lanes)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+        self._channels = check_int("channels", channels)
+        self._size = check_int("size", size)
+        self._lanes = check_int("lanes", lanes)
         try:
             self._shape = Shape.cast(shape)
         except TypeError as error:

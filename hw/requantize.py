@@ -1,6 +1,5 @@
 """Requantization of accumulators to activations: rounding shift, then saturation."""
 
-import operator
 
 import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
@@ -9,19 +8,9 @@ from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import value_range
 
+from .params import check_int
+
 __all__ = ["Requantize"]
-
-
-def _check_int(value, what, minimum):
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, not {value}")
-    return value
 
 
 class Requantize(wiring.Component):
@@ -72,9 +61,9 @@ class Requantize(wiring.Component):
         if shift.ndim != 1 or shift.size == 0:
             raise ValueError(f"shift must be a non-empty (channels,) vector, not shape "
                              f"{shift.shape}")
-        pe = _check_int(pe, "pe", 1)
-        acc_bits = _check_int(acc_bits, "acc_bits", 1)
-        out_bits = _check_int(out_bits, "out_bits", 1)
+        pe = check_int("pe", pe)
+        acc_bits = check_int("acc_bits", acc_bits)
+        out_bits = check_int("out_bits", out_bits)
         if not isinstance(out_signed, bool | np.bool_):
             raise TypeError(f"out_signed must be a bool, not {out_signed!r}")
         out_signed = bool(out_signed)

@@ -6,15 +6,9 @@ from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import check_int
+
 __all__ = ["WidthConverter"]
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
 
 
 def _integer_shape(shape):
@@ -67,8 +61,8 @@ class WidthConverter(wiring.Component):
 
     def __init__(self, *, shape, in_lanes, out_lanes):
         self._shape = _integer_shape(shape)
-        self._in_lanes = _positive_int("in_lanes", in_lanes)
-        self._out_lanes = _positive_int("out_lanes", out_lanes)
+        self._in_lanes = check_int("in_lanes", in_lanes)
+        self._out_lanes = check_int("out_lanes", out_lanes)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(self._shape, in_lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(self._shape, out_lanes))),

@@ -10,20 +10,14 @@ from amaranth.lib.wiring import In, Out
 from sw.golden import same_padding
 from sw.qmodel import conv_output_size
 
+from .params import check_int
+
 __all__ = ["WindowGenerator"]
 
 PADDINGS = ("valid", "same")
 
 #: Images the schedule model runs to reach its steady state (it does after one or two).
 _MODEL_IMAGES = 4
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
-    return value
 
 
 class WindowGenerator(wiring.Component):
@@ -104,12 +98,12 @@ class WindowGenerator(wiring.Component):
 
     def __init__(self, *, height, width, channels, kernel, shape, simd, stride=1,
                  padding="valid"):
-        self._height = _positive_int("height", height)
-        self._width = _positive_int("width", width)
-        self._channels = _positive_int("channels", channels)
-        self._kernel = _positive_int("kernel", kernel)
-        self._simd = _positive_int("simd", simd)
-        self._stride = _positive_int("stride", stride)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+        self._channels = check_int("channels", channels)
+        self._kernel = check_int("kernel", kernel)
+        self._simd = check_int("simd", simd)
+        self._stride = check_int("stride", stride)
         try:
             self._shape = Shape.cast(shape)
         except TypeError as error:

@@ -18,7 +18,8 @@ Typical use::
 
 from amaranth.hdl import Value
 
-__all__ = ["StreamSink", "StreamSource", "check_protocol", "pack", "run_simulation", "unpack"]
+__all__ = ["StreamSink", "StreamSource", "check_protocol", "pack", "run_simulation",
+           "transfer_cycles", "unpack"]
 
 
 def pack(values, bits):
@@ -145,6 +146,20 @@ def check_protocol(sim, stream, name):
                 pending = value
     sim.add_process(process)
     return transfers
+
+
+def transfer_cycles(sim, stream):
+    """Cycle numbers (from 0) at which ``stream`` transfers."""
+    cycles = []
+
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, valid, ready in ctx.tick().sample(stream.valid, stream.ready):
+            if valid and ready:
+                cycles.append(cycle)
+            cycle += 1
+    sim.add_process(monitor)
+    return cycles
 
 
 def run_simulation(sim, deadline_cycles, period=1e-6):

@@ -11,7 +11,15 @@ from amaranth.sim import Simulator
 from hw.mac_array import MACArray
 from sw import golden
 from sw.qmodel import Dense, weight_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import (
+    StreamSink,
+    StreamSource,
+    check_protocol,
+    pack,
+    run_simulation,
+    transfer_cycles,
+    unpack,
+)
 
 pytestmark = pytest.mark.hw
 
@@ -44,20 +52,6 @@ def random_inputs(rng, layer, vectors):
     if vectors > 1:
         x[1] = lo
     return x
-
-
-def transfer_cycles(sim, stream):
-    """Cycle numbers (from 0) at which ``stream`` transfers."""
-    cycles = []
-
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, valid, ready in ctx.tick().sample(stream.valid, stream.ready):
-            if valid and ready:
-                cycles.append(cycle)
-            cycle += 1
-    sim.add_process(monitor)
-    return cycles
 
 
 def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0):

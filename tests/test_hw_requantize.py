@@ -10,7 +10,15 @@ from amaranth.sim import Simulator
 from hw.requantize import Requantize
 from sw import golden
 from sw.qmodel import value_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import (
+    StreamSink,
+    StreamSource,
+    check_protocol,
+    pack,
+    run_simulation,
+    transfer_cycles,
+    unpack,
+)
 
 pytestmark = pytest.mark.hw
 
@@ -20,20 +28,6 @@ def synthesize():
     from hw import toolchain
 
     return toolchain.synthesize
-
-
-def transfer_cycles(sim, stream):
-    """Cycle numbers (from 0) at which ``stream`` transfers."""
-    cycles = []
-
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, valid, ready in ctx.tick().sample(stream.valid, stream.ready):
-            if valid and ready:
-                cycles.append(cycle)
-            cycle += 1
-    sim.add_process(monitor)
-    return cycles
 
 
 def random_accumulators(rng, acc_bits, vectors, channels):
