@@ -223,6 +223,14 @@ def _place_and_route(board, device, core, scratch, need, progress, BoardTop, too
             directory / "top.tim").is_file() else ""
         reason = next((line.strip() for line in log.splitlines() if "ERROR" in line),
                       "see the nextpnr log")
+        used_cells = re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", log,
+                                re.MULTILINE)
+        if used_cells:
+            print("nextpnr utilization:", file=sys.stderr)
+            for cell, count, total, percent in used_cells:
+                if int(count):
+                    print(f"  {cell:<14} {count:>6} / {total:<6} {percent:>4}%",
+                          file=sys.stderr)
         raise UserError(
             f"the design does not fit {device.name} ({reason}); estimated {need.luts} LUTs, "
             f"{need.brams} block RAMs, {need.dsps} DSPs of {device.luts}/{device.brams}/"
