@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sw.errors import UserError, cli_main
-from sw.quantize import QuantConfig, check_bits, quantize, write_exports
+from sw.quantize import METHOD_HELP, METHODS, QuantConfig, check_bits, quantize_model, write_exports
 
 from .folding import DEVICES, auto_fold, estimate, load_fold
 
@@ -52,14 +52,14 @@ class _Progress:
 
 
 def _integer_accuracy(qmodel, data):
-    from sw.data import load_test
+    from sw.data import check_images, load_test
     from sw.golden import classify
 
     try:
         images, labels = load_test(data)
     except UserError:
         return None, 0
-    classes, _ = classify(qmodel, images.reshape(len(images), *qmodel.input_shape))
+    classes, _ = classify(qmodel, check_images(images, qmodel.input_shape, qmodel.name))
     return float(np.mean(classes == labels)), len(images)
 
 
@@ -100,6 +100,7 @@ def _write_reports(directory, report, stages):
         f"{report['board']}",
         "",
         f"- target: {report['target']}",
+        f"- quantization: {report.get('quantization', 'post-training')}",
         "- integer accuracy: " + (f"{100 * report['accuracy']:.2f}% on "
                                   f"{report['test_images']} test images"
                                   if report["accuracy"] is not None else "not measured"),
@@ -131,7 +132,7 @@ def build(args, progress):
     from amaranth.back import verilog
 
     from sw.data import load_train
-    from sw.models import load_float_net
+    from sw.models import model_path
 
     from .boards import BoardTop, get_board
     from .network import Accelerator
@@ -146,10 +147,13 @@ def build(args, progress):
         raise UserError(f"fold file {args.fold!r} not found (use --fold auto or a JSON file)")
 
     progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}")
-    fnet = load_float_net(args.model)
+    model_path(args.model)  # an unknown name fails before the training images load
     train_images, _ = load_train(args.data)
-    qmodel = quantize(fnet, train_images[:args.calibration],
-                      QuantConfig(weight_bits=weight_bits, act_bits=act_bits))
+    qmodel, method = quantize_model(args.model, QuantConfig(weight_bits=weight_bits,
+                                                            act_bits=act_bits),
+                                    train_images[:args.calibration],
+                                    getattr(args, "method", "auto"))
+    print(f"    quantization: {method}", file=sys.stderr)
     accuracy, test_images = _integer_accuracy(qmodel, args.data)
 
     progress(f"folding for {board.name} ({device.name})")
@@ -171,6 +175,7 @@ def build(args, progress):
         report = {
             "board": board.name, "device": device.name, "model": qmodel.name,
             "weight_bits": weight_bits, "act_bits": act_bits, "target": args.target,
+            "quantization": method,
             "accuracy": accuracy, "test_images": test_images, "fold": fold,
             "cycles_per_image": interval, "macs_per_image": qmodel.macs,
             "multipliers": core.multipliers,
@@ -289,6 +294,7 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--calibration", type=int, default=1000,
                         help="training images for activation calibration")
+    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--program", action="store_true", help="program the board afterwards")
     args = parser.parse_args(argv)
     check_bits(args.bits, "--bits")

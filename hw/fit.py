@@ -39,7 +39,7 @@ def _cell(qmodel, board, do_build, model, bits):
     with tempfile.TemporaryDirectory() as scratch:
         args = Namespace(board=board, model=model, bits=str(bits), weight_bits=None,
                          act_bits=None, fold="auto", target="bitstream", data=None,
-                         out=str(Path(scratch) / "out"), calibration=1000)
+                         out=str(Path(scratch) / "out"), calibration=1000, method="auto")
         try:
             report = build(args, lambda message: print(f"    {message}", file=sys.stderr))
         except UserError as error:
@@ -52,15 +52,13 @@ def _cell(qmodel, board, do_build, model, bits):
 def fit_table(models, bits_list, boards, do_build=False):
     """Return ``{model: {bits: {board: cell}}}`` (see :func:`main`)."""
     from sw.data import load_train
-    from sw.models import load_float_net
-    from sw.quantize import QuantConfig, quantize
+    from sw.quantize import QuantConfig, quantize_model
 
     calibration = load_train(None)[0][:1000]
     table = {}
     for model in models:
-        fnet = load_float_net(model)
         for bits in bits_list:
-            qmodel = quantize(fnet, calibration, QuantConfig(weight_bits=bits))
+            qmodel, _ = quantize_model(model, QuantConfig(weight_bits=bits), calibration)
             for board in boards:
                 print(f"{model} {bits}-bit on {board}", file=sys.stderr)
                 table.setdefault(model, {}).setdefault(str(bits), {})[board] = _cell(

@@ -14,9 +14,9 @@ from pathlib import Path
 from amaranth.hdl import unsigned
 
 from sw.errors import UserError
-from sw.qmodel import Conv2D, MaxPool2D
+from sw.qmodel import Conv2D, Pool2D
 
-from .network import check_fold, schedule, simd_unit
+from .network import check_fold, layer_stages, schedule, simd_unit
 from .window import WindowGenerator
 
 __all__ = ["DEVICES", "Device", "Resources", "auto_fold", "estimate", "load_fold"]
@@ -91,12 +91,21 @@ def estimate(qmodel, fold, device):
     luts, ffs, brams, dsps = 0, 0, 0, 0
     image_bits = math.prod(qmodel.input_shape) * qmodel.input_bits
     brams += math.ceil(image_bits / device.bram_bits)
-    for layer in qmodel.layers:
-        if isinstance(layer, MaxPool2D):
+    for index, layer in enumerate(qmodel.layers):
+        if isinstance(layer, Pool2D):
+            [(_, pool)] = layer_stages(qmodel, fold, index)
+            pool._MustUse__silence = True  # built only to ask its widths and constants
+            bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
             width_words = layer.in_shape[1] * layer.in_shape[2]
-            brams += _bram_blocks(width_words, layer.bits, device)
-            luts += 4 * layer.bits + 40
-            ffs += 4 * layer.bits + 30
+            brams += _bram_blocks(width_words, bits, device)
+            luts += 4 * bits + 40
+            ffs += 4 * bits + 30
+            if pool.division:
+                # Per lane: the sum register, and the constant division's shift-and-add
+                # adders (as wide as the sum times the multiplier).
+                width = bits + pool.division[0].bit_length()
+                luts += pool.lanes * pool.division_terms * width
+                ffs += pool.lanes * (bits + layer.bits)
             continue
         if not hasattr(layer, "matrix"):
             continue

@@ -3,7 +3,7 @@
 Every layer gets its own hardware, and all layers work at once on successive parts of the
 image stream (FINN's dataflow style)::
 
-    pixels -> [width] -> window -> MAC array -> requantize -> [max pool] -> ...
+    pixels -> [width] -> window -> MAC array -> requantize -> [max/avg pool] -> ...
            -> [width] -> MAC array (dense) -> ... -> MAC array (logits) -> argmax -> label
 
 The folding (PE output lanes x SIMD input lanes per weight layer) sets each layer's cycles
@@ -18,18 +18,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.errors import UserError
-from sw.qmodel import Conv2D, Dense, MaxPool2D
+from sw.qmodel import Conv2D, Dense, Pool2D
 
 from .argmax import Argmax
 from .fifo import StreamFIFO
 from .mac_array import MACArray
-from .maxpool import MaxPool
+from .pool import Pool
 from .requantize import Requantize
 from .width import WidthConverter
 from .window import WindowGenerator
 
-__all__ = ["Accelerator", "Stage", "check_fold", "default_fold", "input_lanes", "schedule",
-           "simd_unit"]
+__all__ = ["Accelerator", "Stage", "check_fold", "default_fold", "input_lanes", "layer_stages",
+           "schedule", "simd_unit"]
 
 
 def _shape(bits, is_signed):
@@ -115,10 +115,75 @@ def schedule(qmodel, fold):
             cycles = positions * (layer.channels // pe) * (layer.fan_in // simd)
             stages.append(Stage(layer.name, layer.kind, cycles, pe, simd, layer.macs))
             lanes = pe
-        elif isinstance(layer, MaxPool2D):
+        elif isinstance(layer, Pool2D):
+            # One input transfer per cycle, global pooling included.
             stages.append(Stage(layer.name, layer.kind, math.prod(layer.in_shape) // lanes,
                                 lanes, lanes))
     stages.append(Stage("argmax", "argmax", qmodel.classes // lanes, lanes, lanes))
+    return stages
+
+
+def _input_formats(qmodel, fold):
+    """The element shape and lanes of the stream entering each layer."""
+    shape, lanes, formats = unsigned(qmodel.input_bits), 1, []
+    for layer in qmodel.layers:
+        formats.append((shape, lanes))
+        if isinstance(layer, Conv2D | Dense):
+            if not layer.is_output:
+                shape = _shape(layer.out_bits, layer.out_signed)
+            lanes = fold[layer.name][0]
+    return formats
+
+
+def layer_stages(qmodel, fold, index):
+    """The named stages that compute ``qmodel.layers[index]``, in stream order.
+
+    Each stage's ``o`` feeds the next one's ``i``. A ``Flatten`` has none: the stream order
+    is already HWC.
+
+    Parameters
+    ----------
+    qmodel : sw.qmodel.QModel
+    fold : dict
+        ``{weight layer name: (pe, simd)}`` (see :func:`check_fold`).
+    index : int
+        Position of the layer in ``qmodel.layers``.
+
+    Returns
+    -------
+    list of (str, wiring.Component)
+    """
+    fold = check_fold(qmodel, fold)
+    layer = qmodel.layers[index]
+    shape, lanes = _input_formats(qmodel, fold)[index]
+    name, stages = f"l{index}_{layer.name}", []
+    if isinstance(layer, Conv2D | Dense):
+        pe, simd = fold[layer.name]
+        if lanes != input_lanes(layer, simd):
+            stages.append((f"{name}_width", WidthConverter(
+                shape=shape, in_lanes=lanes, out_lanes=input_lanes(layer, simd))))
+        if isinstance(layer, Dense) and layer.channels // pe > 1:
+            # The MAC array takes input only during its first pass over the outputs;
+            # a vector's worth of buffer keeps the upstream layers busy meanwhile.
+            stages.append((f"{name}_buffer", StreamFIFO(
+                shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1)))
+        if isinstance(layer, Conv2D):
+            height, width, channels = layer.in_shape
+            stages.append((f"{name}_window", WindowGenerator(
+                height=height, width=width, channels=channels, kernel=layer.kernel_size,
+                shape=shape, simd=simd, stride=layer.stride, padding=layer.padding)))
+        stages.append((f"{name}_mac", MACArray(
+            layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
+            acc_bits=layer.acc_bits, pe=pe, simd=simd)))
+        if not layer.is_output:
+            stages.append((f"{name}_requantize", Requantize(
+                layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
+                out_signed=layer.out_signed)))
+    elif isinstance(layer, Pool2D):
+        height, width, channels = layer.in_shape
+        stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
+                                            size=layer.window, shape=shape, lanes=lanes,
+                                            op=layer.op)))
     return stages
 
 
@@ -193,47 +258,12 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        qmodel = self._qmodel
         upstream = wiring.flipped(self.i)  # the stream feeding the next stage
-        shape, lanes = unsigned(qmodel.input_bits), 1
-
-        def add(name, stage):
-            nonlocal upstream
+        stages = [stage for index in range(len(self._qmodel.layers))
+                  for stage in layer_stages(self._qmodel, self._fold, index)]
+        for name, stage in [*stages, ("argmax", self._argmax)]:
             m.submodules[name] = stage
             wiring.connect(m, upstream=upstream, downstream=stage.i)
             upstream = stage.o
-
-        for index, layer in enumerate(qmodel.layers):
-            name = f"l{index}_{layer.name}"
-            if isinstance(layer, Conv2D | Dense):
-                pe, simd = self._fold[layer.name]
-                if lanes != input_lanes(layer, simd):
-                    add(f"{name}_width", WidthConverter(shape=shape, in_lanes=lanes,
-                                                        out_lanes=input_lanes(layer, simd)))
-                if isinstance(layer, Dense) and layer.channels // pe > 1:
-                    # The MAC array takes input only during its first pass over the outputs;
-                    # a vector's worth of buffer keeps the upstream layers busy meanwhile.
-                    add(f"{name}_buffer", StreamFIFO(shape=data.ArrayLayout(shape, simd),
-                                                     depth=layer.fan_in // simd + 1))
-                if isinstance(layer, Conv2D):
-                    height, width, channels = layer.in_shape
-                    add(f"{name}_window", WindowGenerator(
-                        height=height, width=width, channels=channels,
-                        kernel=layer.kernel_size, shape=shape, simd=simd, stride=layer.stride,
-                        padding=layer.padding))
-                add(f"{name}_mac", MACArray(layer.matrix, layer.bias,
-                                            weight_bits=layer.weight_bits, in_shape=shape,
-                                            acc_bits=layer.acc_bits, pe=pe, simd=simd))
-                if not layer.is_output:
-                    shape = _shape(layer.out_bits, layer.out_signed)
-                    add(f"{name}_requantize", Requantize(
-                        layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
-                        out_signed=layer.out_signed))
-                lanes = pe
-            elif isinstance(layer, MaxPool2D):
-                height, width, channels = layer.in_shape
-                add(f"{name}_pool", MaxPool(height=height, width=width, channels=channels,
-                                            size=layer.size, shape=shape, lanes=lanes))
-        add("argmax", self._argmax)
         wiring.connect(m, upstream=upstream, downstream=wiring.flipped(self.o))
         return m

@@ -1,21 +1,14 @@
 """Simulate a generated accelerator core on images and collect its answers and timing."""
 
-import json
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-from sw.errors import UserError
-from sw.qmodel import save_qmodel
+from sw.golden import argmax, run
 
-from . import runner
+from .harness import simulate_stream
 
-__all__ = ["TOPLEVEL", "core_verilog", "simulate_core"]
+__all__ = ["TOPLEVEL", "core_verilog", "decode_output", "simulate_core"]
 
 TOPLEVEL = "nnfpga_core"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def core_verilog(qmodel, fold):
@@ -28,9 +21,19 @@ def core_verilog(qmodel, fold):
     return verilog.convert(core, name=TOPLEVEL), core
 
 
+def decode_output(word, label_bits, classes, logit_bits):
+    """Split the core's output payload into ``(label, logits)`` (StructLayout order)."""
+    label = word & ((1 << label_bits) - 1)
+    logits, mask = [], (1 << logit_bits) - 1
+    for index in range(classes):
+        value = (word >> (label_bits + index * logit_bits)) & mask
+        logits.append(value - (1 << logit_bits) if value >> (logit_bits - 1) else value)
+    return label, logits
+
+
 def simulate_core(qmodel, fold, images, *, idle=0.0, stall=0.0, seed=0,
                   simulator="verilator", workdir=None, waves=False):
-    """Run ``images`` through the RTL of the core; returns the testbench's results.
+    """Run ``images`` through the RTL of the core and compare with the golden model.
 
     Returns
     -------
@@ -41,31 +44,24 @@ def simulate_core(qmodel, fold, images, *, idle=0.0, stall=0.0, seed=0,
         than three images).
     """
     verilog, core = core_verilog(qmodel, fold)
-    directory = runner.build(verilog, TOPLEVEL, simulator, waves=waves)
-    scratch = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nnfpga-sim-"))
-    scratch.mkdir(parents=True, exist_ok=True)
-    save_qmodel(qmodel, scratch / "model.npz")
-    np.savez(scratch / "images.npz", images=np.asarray(images, dtype=np.uint8))
-    results_path = scratch / "results.json"
-    results_path.unlink(missing_ok=True)
+    images = np.asarray(images, dtype=np.uint8)
     slack = 4 * (1 + idle + stall) / max(1e-3, 1 - max(idle, stall))
     deadline = int((len(images) + 4) * core.cycles_per_image * slack + 20 * core.pixels + 10000)
-    env = {
-        "NNFPGA_QMODEL": scratch / "model.npz", "NNFPGA_IMAGES": scratch / "images.npz",
-        "NNFPGA_RESULTS": results_path, "NNFPGA_IDLE": idle, "NNFPGA_STALL": stall,
-        "NNFPGA_SEED": seed, "NNFPGA_DEADLINE": deadline,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    runner.run(directory, TOPLEVEL, "sim.tb_core", env, scratch / "run", simulator, seed=seed,
-               waves=waves)
-    if not results_path.is_file():
-        log = scratch / "run" / "sim.log"
-        raise UserError(f"the simulation of {qmodel.name} ended without results (see {log})")
-    results = json.loads(results_path.read_text())
-    times = results["times"]
+    received = simulate_stream(verilog, TOPLEVEL, images.reshape(-1).tolist(), len(images),
+                               deadline=deadline, idle=idle, stall=stall, seed=seed,
+                               simulator=simulator, workdir=workdir, waves=waves)
+    decoded = [decode_output(word, core.label_bits, core.classes, core.logit_bits)
+               for word in received["words"]]
+    labels = [label for label, _ in decoded]
+    logits = [values for _, values in decoded]
+    expected = run(qmodel, images)[-1]
+    mismatches = [index for index in range(len(images))
+                  if logits[index] != expected[index].tolist()
+                  or labels[index] != int(argmax(expected[index]))]
+    times = received["times"]
     # The first answers include the pipeline filling up; the steady state is what follows.
     steady = np.diff(times[len(times) // 2:]) if len(times) >= 3 else []
-    results["interval"] = float(np.median(steady)) if len(steady) else None
-    results["passed"] = not results["mismatches"]
-    results["cycles_per_image_predicted"] = core.cycles_per_image
-    return results
+    return {"labels": labels, "logits": logits, "times": times, "mismatches": mismatches,
+            "passed": not mismatches,
+            "interval": float(np.median(steady)) if len(steady) else None,
+            "cycles_per_image_predicted": core.cycles_per_image}

@@ -7,7 +7,8 @@ Command line::
 
 The core is folded exactly as ``python -m hw.build`` folds it for the same board, so the
 cycles per image measured here are comparable with the build report's prediction. Exits
-non-zero on any mismatch.
+non-zero on any mismatch, after simulating each layer alone on the first mismatching image to
+name the first layer whose RTL differs from the golden model (:mod:`sim.layers`).
 """
 
 import argparse
@@ -64,7 +65,11 @@ def regress(qmodel, fold, images, labels, *, jobs=2, simulator="verilator", idle
         futures = {pool.submit(_run_chunk, task): index for index, task in enumerate(tasks)}
         for future in as_completed(futures):
             index = futures[future]
-            result = future.result()
+            try:
+                result = future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # no point simulating the rest
+                raise
             logits[index] = np.array(result["logits"], dtype=np.int64)
             offset = index * chunk
             mismatches += [offset + i for i in result["mismatches"]]
@@ -92,11 +97,11 @@ def regress(qmodel, fold, images, labels, *, jobs=2, simulator="verilator", idle
 def main(argv=None):
     from hw.boards import BOARDS, get_board
     from hw.folding import DEVICES, auto_fold, load_fold
-    from sw.data import load_test, load_train, parse_data_arg
-    from sw.golden import run
-    from sw.models import load_float_net
-    from sw.quantize import QuantConfig, check_bits, quantize
+    from sw.data import check_images, load_test, load_train, parse_data_arg
+    from sw.models import model_path
+    from sw.quantize import METHOD_HELP, METHODS, QuantConfig, check_bits, quantize_model
 
+    from .layers import first_differing_layer
     from .runner import SIMULATORS
 
     parser = argparse.ArgumentParser(prog="python -m sim.regress",
@@ -113,6 +118,7 @@ def main(argv=None):
     parser.add_argument("--fold", default="auto", help="auto (for --board) or a JSON file")
     parser.add_argument("--idle", type=float, default=0.0, help="input idle probability")
     parser.add_argument("--stall", type=float, default=0.0, help="output stall probability")
+    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--json", default=None, help="write the summary here")
     args = parser.parse_args(argv)
     bits = check_bits(args.bits, "--bits")
@@ -120,17 +126,19 @@ def main(argv=None):
     if args.images < 1 or args.jobs < 1:
         raise UserError("--images and --jobs must be positive")
     board = get_board(args.board)
-    fnet = load_float_net(args.model)
+    model_path(args.model)  # an unknown name fails before the training images load
     train_images, _ = load_train(args.data)
-    qmodel = quantize(fnet, train_images[:1000], QuantConfig(weight_bits=bits, act_bits=act_bits))
+    qmodel, method = quantize_model(args.model, QuantConfig(weight_bits=bits, act_bits=act_bits),
+                                    train_images[:1000], args.method)
     images, labels = load_test(args.data)
     images, labels = images[:args.images], labels[:args.images]
-    images = images.reshape(len(images), *qmodel.input_shape)
+    images = check_images(images, qmodel.input_shape, qmodel.name)
     fold = auto_fold(qmodel, DEVICES[board.device]) if args.fold == "auto" else \
         load_fold(args.fold, qmodel)
     summary = regress(qmodel, fold, images, labels, jobs=args.jobs, simulator=args.sim,
                       idle=args.idle, stall=args.stall)
-    print(f"model            {summary['model']} W{bits}A{act_bits} ({args.sim}, "
+    summary["method"] = method
+    print(f"model            {summary['model']} W{bits}A{act_bits} {method} ({args.sim}, "
           f"{args.jobs} jobs)")
     print(f"images           {summary['images']}")
     print(f"mismatches       {summary['mismatches']}")
@@ -142,10 +150,18 @@ def main(argv=None):
           f"{summary['seconds']:.0f} s")
     if summary["mismatches"]:
         first = summary["mismatched_images"][0]
-        outputs = run(qmodel, images[first:first + 1])
-        print(f"first mismatch: image {first}; golden per-layer outputs:", file=sys.stderr)
-        for layer, output in zip(qmodel.layers, outputs, strict=True):
-            print(f"  {layer.name:<20} {output.reshape(-1)[:12].tolist()}", file=sys.stderr)
+        print(f"first mismatch: image {first}; simulating each layer alone on it ...",
+              file=sys.stderr)
+        found = first_differing_layer(qmodel, fold, images[first], simulator=args.sim)
+        summary["first_mismatch"] = {"image": first, "layer": found}
+        if found is None:
+            print("  every layer alone equals the golden model: the fault is in how the "
+                  "layers are joined", file=sys.stderr)
+        else:
+            print(f"  first differing layer: #{found['index']} {found['layer']} "
+                  f"({found['kind']}), output element {found['element']}: RTL {found['rtl']}, "
+                  f"golden {found['golden']} ({found['differing']} elements differ)",
+                  file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")

@@ -25,6 +25,10 @@ __all__ = ["SIMULATORS", "build", "prepare_environment", "run"]
 SIMULATORS = ("verilator", "icarus")
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "sim"
+#: cocotb's runner makes every signal public (``--public-flat-rw``), which keeps Verilator from
+#: optimizing the design; testbenches touch only the top-level ports.
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
+                  "--no-public-flat-rw", "--public-depth", "1"]
 
 
 def prepare_environment(simulator):
@@ -56,7 +60,7 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
 
     prepare_environment(simulator)
     dialect = ":verilog-2005" if simulator == "icarus" else ""
-    key = f"{simulator}:{toplevel}:{waves}:1ns/1ps{dialect}:{verilog}"
+    key = f"{simulator}:{toplevel}:{waves}:1ns/1ps{dialect}:{VERILATOR_ARGS}:{verilog}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     directory = CACHE / f"{toplevel}-{simulator}-{digest[:16]}"
     done = directory / "built"
@@ -68,7 +72,7 @@ def build(verilog, toplevel, simulator="verilator", waves=False):
     runner = get_runner(simulator)
     sources = [source]
     if simulator == "verilator":
-        args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"]
+        args = list(VERILATOR_ARGS)
     else:
         # The last -g wins over cocotb's -g2012 (see the module docstring).
         args = ["-g2005"]

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["load_idx", "load_test", "load_train", "parse_data_arg", "shared_test_set"]
+__all__ = ["check_images", "load_idx", "load_test", "load_train", "parse_data_arg",
+           "shared_test_set"]
 
 _IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -28,6 +29,46 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x
 def parse_data_arg(value):
     """Directory with MNIST IDX files (.gz or not) or a Keras mnist.npz."""
     return value
+
+
+def _describe(shape):
+    if len(shape) == 1:
+        return f"{shape[0]}-value vectors"
+    return "x".join(str(d) for d in shape) + " images"
+
+
+def check_images(images, input_shape, model):
+    """Return ``images`` shaped as a model's ``input_shape``, or say that they do not fit.
+
+    Images of shape ``(N, H, W)`` are ``H x W x 1``. They fit a model taking ``H x W x C``
+    (or ``H x W`` when ``C == 1``), or a vector of ``H * W * C`` values (the reshape is Keras'
+    flatten order).
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W) or (N, H, W, C)
+    input_shape : tuple of int
+        The model's input shape, without the batch axis.
+    model : str
+        The model's name, for the message.
+
+    Raises
+    ------
+    UserError
+        ``model 'x' takes 32x32x3 images but the data has 28x28x1 images``.
+    """
+    images = np.asarray(images)
+    shape, model_shape = tuple(images.shape[1:]), tuple(int(d) for d in input_shape)
+    if len(shape) == 2:
+        shape += (1,)
+
+    def squeezed(dims):  # a single channel may be left out
+        return dims[:-1] if len(dims) == 3 and dims[-1] == 1 else dims
+    flat = 1 in (len(shape), len(model_shape)) and np.prod(shape) == np.prod(model_shape)
+    if images.ndim < 2 or not (squeezed(shape) == squeezed(model_shape) or flat):
+        raise UserError(f"model {model!r} takes {_describe(model_shape)} but the data has "
+                        f"{_describe(shape)}")
+    return images.reshape(len(images), *model_shape)
 
 
 def load_idx(path):

@@ -3,7 +3,7 @@
 Command line::
 
     python -m sw.evaluate --model lenet5 --bits 8,4,2,1 --data ../shared/datasets/mnist \\
-        --json results.json [--plot accuracy.png]
+        [--method auto|qat|ptq] --json results.json [--plot accuracy.png]
 """
 
 import argparse
@@ -15,7 +15,17 @@ import numpy as np
 
 from .errors import UserError, cli_main
 from .golden import classify
-from .quantize import GRANULARITIES, PRESETS, ROUNDINGS, QuantConfig, check_bits, quantize
+from .quantize import (
+    GRANULARITIES,
+    METHOD_HELP,
+    METHODS,
+    PRESETS,
+    ROUNDINGS,
+    QuantConfig,
+    check_bits,
+    quantize,
+    quantize_model,
+)
 
 __all__ = ["evaluate", "float_accuracy", "main", "parse_bits"]
 
@@ -37,21 +47,29 @@ def float_accuracy(fnet, model, images, labels):
 
 def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
              rounding="nearest", granularity="channel", calibration=1000, progress=True,
-             preset=None):
-    """Return the ``{"float_accuracy": f, "int": {"8": acc, ...}}`` results of :func:`main`.
+             preset=None, spec=None, method="ptq"):
+    """Return the results of :func:`main`.
 
-    With ``preset``, its accuracy is added under the preset's name (e.g. ``"x256"``).
+    ``{"float_accuracy": f, "int": {"8": acc, ...}, "method": {"8": "QAT", ...}}``. With
+    ``preset``, its accuracy is added under the preset's name (e.g. ``"x256"``). With
+    ``spec`` (the model's name or file), each bit width is quantized by
+    :func:`~sw.quantize.quantize_model` with ``method`` (QAT where trained for ``auto``);
+    without it, ``fnet`` is quantized after training.
     """
     from tqdm import tqdm
 
     results = {"float_accuracy": float_accuracy(fnet, model, test_images, test_labels),
-               "int": {}}
+               "int": {}, "method": {}}
     for bits in tqdm(bits_list, desc="bit widths", disable=not progress, file=sys.stderr):
         config = QuantConfig(weight_bits=bits, act_bits=act_bits, rounding=rounding,
                              granularity=granularity)
-        qmodel = quantize(fnet, train_images[:calibration], config)
+        if spec is None:
+            qmodel = quantize(fnet, train_images[:calibration], config)
+        else:
+            qmodel, _ = quantize_model(spec, config, train_images[:calibration], method)
         classes, _ = classify(qmodel, test_images)
         results["int"][str(bits)] = float(np.mean(classes == test_labels))
+        results["method"][str(bits)] = qmodel.config["method"]
     if preset:
         qmodel = quantize(fnet, train_images[:calibration], QuantConfig(preset=preset))
         classes, _ = classify(qmodel, test_images)
@@ -80,7 +98,7 @@ def _plot(path, name, results):
 
 @cli_main
 def main(argv=None):
-    from .data import load_test, load_train, parse_data_arg
+    from .data import check_images, load_test, load_train, parse_data_arg
     from .models import load_float_net, load_model
 
     parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
@@ -92,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="also evaluate a fixed scheme (x256: the seed's int(w*256))")
+    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--images", type=int, default=None, help="test images (default all)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -103,25 +122,27 @@ def main(argv=None):
     model = load_model(args.model)
     train_images, _ = load_train(args.data)
     test_images, test_labels = load_test(args.data)
+    test_images = check_images(test_images, fnet.input_shape, fnet.name)
     if args.images is not None:
         if args.images < 1:
             raise UserError(f"--images must be positive, not {args.images}")
         test_images, test_labels = test_images[:args.images], test_labels[:args.images]
     results = evaluate(fnet, model, train_images, test_images, test_labels, bits_list,
                        act_bits=act_bits, rounding=args.rounding, granularity=args.granularity,
-                       preset=args.preset)
+                       preset=args.preset, spec=args.model, method=args.method)
     report = {"model": fnet.name, "test_images": len(test_images), **results}
     print(f"{fnet.name} on {len(test_images)} test images")
-    print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}")
+    print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}  method")
     print(f"{'float':>6} {100 * results['float_accuracy']:8.2f}%")
     for bits in bits_list:
         accuracy = results["int"][str(bits)]
         print(f"{bits:>6} {100 * accuracy:8.2f}% "
-              f"{100 * (accuracy - results['float_accuracy']):+8.2f}")
+              f"{100 * (accuracy - results['float_accuracy']):+8.2f}  "
+              f"{results['method'][str(bits)]}")
     if args.preset:
         accuracy = results[args.preset]
         print(f"{args.preset:>6} {100 * accuracy:8.2f}% "
-              f"{100 * (accuracy - results['float_accuracy']):+8.2f}")
+              f"{100 * (accuracy - results['float_accuracy']):+8.2f}  post-training")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

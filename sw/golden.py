@@ -8,14 +8,15 @@ the same code, so both agree on window order and padding by construction.
 
 import numpy as np
 
-from .qmodel import Conv2D, Flatten, MaxPool2D, conv_output_size
+from .qmodel import Conv2D, Flatten, Pool2D, conv_output_size
 
 __all__ = [
     "argmax",
+    "average",
     "classify",
     "conv2d",
     "dense",
-    "maxpool2d",
+    "pool2d",
     "requantize",
     "run",
     "same_padding",
@@ -97,12 +98,43 @@ def requantize(acc, shift, bits, signed):
     return np.clip(r, 0, (1 << bits) - 1)
 
 
-def maxpool2d(x, size):
-    """``size x size`` max pooling, stride ``size``; partial windows at the edge are dropped."""
+def average(total, count):
+    """The integer average of ``docs/numerics.md``: ``total / count`` rounded half up.
+
+    ``floor((2 * total + count) / (2 * count))``, with Python's (numpy's) floor division, so
+    negative totals round the same way (towards plus infinity on a tie) as positive ones.
+    """
+    total = np.asarray(total, dtype=np.int64)
+    return (2 * total + count) // (2 * count)
+
+
+def pool2d(x, window, op="max"):
+    """Max or average pooling, stride = window; partial windows at the edge are dropped.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+    window : int or (int, int)
+        Window rows and columns (an int for a square window); ``(H, W)`` pools globally.
+    op : {"max", "avg"}
+        The average is :func:`average` on integer ``x`` and the exact mean on float ``x``
+        (the float reference of ``sw/keras_import.py`` uses the same code).
+
+    Returns
+    -------
+    ndarray, shape (N, H // rows, W // cols, C)
+    """
+    rows, cols = (window, window) if np.isscalar(window) else window
     n, h, w, c = x.shape
-    ho, wo = h // size, w // size
-    x = x[:, :ho * size, :wo * size].reshape(n, ho, size, wo, size, c)
-    return x.max(axis=(2, 4))
+    ho, wo = h // rows, w // cols
+    x = x[:, :ho * rows, :wo * cols].reshape(n, ho, rows, wo, cols, c)
+    if op == "max":
+        return x.max(axis=(2, 4))
+    if op != "avg":
+        raise ValueError(f"unknown pooling {op!r}")
+    if np.issubdtype(x.dtype, np.integer):
+        return average(x.sum(axis=(2, 4), dtype=np.int64), rows * cols)
+    return x.mean(axis=(2, 4))
 
 
 def argmax(logits):
@@ -113,8 +145,8 @@ def argmax(logits):
 def _layer(x, layer):
     if isinstance(layer, Flatten):
         return x.reshape(len(x), -1)
-    if isinstance(layer, MaxPool2D):
-        return maxpool2d(x, layer.size)
+    if isinstance(layer, Pool2D):
+        return pool2d(x, layer.window, layer.op).reshape(len(x), *layer.out_shape)
     acc = conv2d(x, layer) if isinstance(layer, Conv2D) else dense(x, layer)
     if layer.is_output:
         return acc

@@ -1,7 +1,8 @@
 """Read a Keras model into a chain of float layers the quantizer understands.
 
 Everything that does not change the function at inference is folded or dropped here, so the
-rest of the pipeline sees only convolutions, dense layers, pooling and flatten:
+rest of the pipeline sees only convolutions, dense layers, pooling (max, average, global) and
+flatten:
 ``BatchNormalization`` is folded into the preceding weights, ``Rescaling``/``Normalization``
 at the input into the first weight layer, activations into flags, and ``Dropout`` and friends
 vanish. Anything else is a :class:`~sw.errors.UserError` naming the layer.
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .golden import maxpool2d, windows
+from .golden import pool2d, windows
 from .qmodel import conv_output_size
 
 __all__ = [
@@ -23,12 +24,14 @@ __all__ = [
     "FloatFlatten",
     "FloatMaxPool2D",
     "FloatNet",
+    "FloatPool2D",
     "extract",
     "load_keras_model",
 ]
 
 SUPPORTED_LAYERS = (
-    "Conv2D, Dense, Flatten, Reshape (to a vector), MaxPooling2D, BatchNormalization, "
+    "Conv2D, Dense, Flatten, Reshape (to a vector), MaxPooling2D, AveragePooling2D, "
+    "GlobalMaxPooling2D, GlobalAveragePooling2D, BatchNormalization, "
     "Activation/ReLU (relu, linear; softmax/sigmoid last), Rescaling, Normalization, "
     "Dropout, SpatialDropout1D/2D/3D, GaussianNoise, GaussianDropout, InputLayer"
 )
@@ -57,9 +60,23 @@ class FloatDense:
 
 
 @dataclass(eq=False)
-class FloatMaxPool2D:
+class FloatPool2D:
+    """Max or average pooling, ``size x size`` with stride ``size``, or global (``size=None``,
+    the window is the whole image; ``keepdims`` keeps a ``1 x 1`` image instead of a vector)."""
+
     name: str
-    size: int = 2
+    size: int | None = 2
+    op: str = "max"
+    keepdims: bool = False
+
+    def window(self, shape):
+        """``(rows, cols)`` of the window on an input of ``shape``."""
+        return tuple(shape[:2]) if self.size is None else (self.size, self.size)
+
+
+@dataclass(eq=False)
+class FloatMaxPool2D(FloatPool2D):
+    """A ``MaxPooling2D``: the one pooling quantization-aware training (``sw/qat.py``) knows."""
 
 
 @dataclass(eq=False)
@@ -104,10 +121,14 @@ class FloatNet:
                     raise UserError(f"layer {layer.name!r}: a {k}x{k} kernel does not fit "
                                     f"the {shape[0]}x{shape[1]} input")
                 shape = (h, w, layer.weight.shape[3])
-            elif isinstance(layer, FloatMaxPool2D):
-                if len(shape) != 3 or shape[0] < layer.size or shape[1] < layer.size:
+            elif isinstance(layer, FloatPool2D):
+                rows, cols = layer.window(shape) if len(shape) == 3 else (0, 0)
+                if not (1 <= rows <= shape[0] and 1 <= cols <= shape[1]):
                     raise UserError(f"layer {layer.name!r}: cannot pool a {shape} tensor")
-                shape = (shape[0] // layer.size, shape[1] // layer.size, shape[2])
+                if layer.size is None:
+                    shape = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
+                else:
+                    shape = (shape[0] // rows, shape[1] // cols, shape[2])
             elif isinstance(layer, FloatFlatten):
                 shape = (int(np.prod(shape)),)
             else:
@@ -129,8 +150,10 @@ class FloatNet:
                     -1, layer.weight.shape[3]) + layer.bias
             elif isinstance(layer, FloatDense):
                 x = x @ layer.weight + layer.bias
-            elif isinstance(layer, FloatMaxPool2D):
-                x = maxpool2d(x, layer.size)
+            elif isinstance(layer, FloatPool2D):
+                x = pool2d(x, layer.window(x.shape[1:]), layer.op)
+                if layer.size is None:
+                    x = x.reshape(len(x), *((1, 1) if layer.keepdims else ()), -1)
             else:
                 x = x.reshape(len(x), -1)
             if getattr(layer, "relu", False):
@@ -200,6 +223,25 @@ def _fold_input(first, scale, offset):
     first.weight, first.bias = weight, bias
 
 
+def _check_channels_last(layer, kind, config):
+    if config.get("data_format", "channels_last") != "channels_last":
+        raise UserError(f"layer {layer.name!r} ({kind}): only channels_last is supported")
+
+
+def _pool(layer, kind, config):
+    """A ``MaxPooling2D`` or ``AveragePooling2D``: square, stride = pool size, valid."""
+    _check_channels_last(layer, kind, config)
+    pool = tuple(config["pool_size"])
+    strides = tuple(config["strides"] or pool)
+    if pool[0] != pool[1] or strides != pool or config["padding"] != "valid":
+        raise UserError(f"layer {layer.name!r} ({kind}): only square pools with stride = pool "
+                        f"size and valid padding are supported, not {pool[0]}x{pool[1]} stride "
+                        f"{strides[0]}x{strides[1]} padding {config['padding']!r}")
+    if kind == "MaxPooling2D":
+        return FloatMaxPool2D(layer.name, pool[0])
+    return FloatPool2D(layer.name, pool[0], "avg")
+
+
 def extract(model, name=None, pixel_scale=1 / 255):
     """Turn a Keras model into a :class:`FloatNet` on raw pixels.
 
@@ -235,7 +277,9 @@ def extract(model, name=None, pixel_scale=1 / 255):
         for previous in reversed(layers):
             if isinstance(previous, FloatConv2D | FloatDense):
                 return previous
-            if not isinstance(previous, FloatMaxPool2D | FloatFlatten):
+            # ReLU commutes with max pooling (both monotone), not with averaging.
+            if not (isinstance(previous, FloatFlatten) or (
+                    isinstance(previous, FloatPool2D) and previous.op == "max")):
                 break
         raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): {what} must follow "
                         f"a Conv2D or Dense layer")
@@ -272,8 +316,7 @@ def extract(model, name=None, pixel_scale=1 / 255):
             scale, offset = scale * s, offset * s + o
             preprocessing = True
         elif kind == "Conv2D":
-            if config.get("data_format", "channels_last") != "channels_last":
-                raise UserError(f"layer {layer.name!r} (Conv2D): only channels_last is supported")
+            _check_channels_last(layer, kind, config)
             if tuple(config["dilation_rate"]) != (1, 1) or config.get("groups", 1) != 1:
                 raise UserError(f"layer {layer.name!r} (Conv2D): dilation and groups are not "
                                 f"supported")
@@ -315,13 +358,12 @@ def extract(model, name=None, pixel_scale=1 / 255):
             apply_activation(layer, activation, index)
         elif kind == "Softmax":
             apply_activation(layer, "softmax", index)
-        elif kind == "MaxPooling2D":
-            pool = tuple(config["pool_size"])
-            strides = tuple(config["strides"] or pool)
-            if pool[0] != pool[1] or strides != pool or config["padding"] != "valid":
-                raise UserError(f"layer {layer.name!r} (MaxPooling2D): only square pools with "
-                                f"stride = pool size and valid padding are supported")
-            layers.append(FloatMaxPool2D(layer.name, pool[0]))
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            layers.append(_pool(layer, kind, config))
+        elif kind in ("GlobalMaxPooling2D", "GlobalAveragePooling2D"):
+            _check_channels_last(layer, kind, config)
+            layers.append(FloatPool2D(layer.name, None, "max" if "Max" in kind else "avg",
+                                      bool(config.get("keepdims", False))))
         elif kind == "Flatten" or (kind == "Reshape" and len(config["target_shape"]) == 1):
             layers.append(FloatFlatten(layer.name))
         else:

@@ -17,11 +17,12 @@ from .errors import UserError
 
 __all__ = [
     "FORMAT",
+    "POOL_KINDS",
     "VERSION",
     "Conv2D",
     "Dense",
     "Flatten",
-    "MaxPool2D",
+    "Pool2D",
     "QModel",
     "load_qmodel",
     "save_qmodel",
@@ -160,17 +161,53 @@ class Dense(_WeightLayer):
         return {"kind": self.kind, **self._meta()}
 
 
-@dataclass(eq=False)
-class MaxPool2D:
-    """Max pooling, ``size x size`` with stride ``size``; partial windows are dropped."""
+#: Manifest ``kind`` of each pooling ``(op, global)``.
+POOL_KINDS = {("max", False): "maxpool2d", ("avg", False): "avgpool2d",
+              ("max", True): "globalmaxpool2d", ("avg", True): "globalavgpool2d"}
 
-    kind = "maxpool2d"
+
+@dataclass(eq=False)
+class Pool2D:
+    """Max or average pooling, ``size x size`` with stride ``size``, or global (``size=None``).
+
+    A trailing row or column that does not fill a window is dropped. Global pooling's window
+    is the whole ``H x W`` image; its output is ``(C,)``, or ``(1, 1, C)`` where the Keras layer
+    kept the dimensions. The output has the input's bits, signedness and fraction; the
+    average rounds half up (``docs/numerics.md``, Pooling).
+    """
+
     name: str
     in_shape: tuple
     out_shape: tuple
-    size: int
+    op: str
+    size: int | None
     bits: int
     signed: bool
+
+    @property
+    def kind(self):
+        return POOL_KINDS[self.op, self.size is None]
+
+    @property
+    def window(self):
+        """``(rows, cols)`` of one window (and the stride)."""
+        return tuple(self.in_shape[:2]) if self.size is None else (self.size, self.size)
+
+    @property
+    def count(self):
+        """Values per window (the divisor of the average)."""
+        return self.window[0] * self.window[1]
+
+    def expected_out_shape(self):
+        """The output shape the input shape and window imply (``None`` if they do not fit)."""
+        if len(self.in_shape) != 3:
+            return None
+        (height, width, channels), (rows, cols) = self.in_shape, self.window
+        if not 1 <= rows <= height or not 1 <= cols <= width:
+            return None
+        if self.size is None:
+            return (channels,) if len(self.out_shape) == 1 else (1, 1, channels)
+        return (height // rows, width // cols, channels)
 
     def meta(self):
         return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
@@ -275,9 +312,12 @@ class QModel:
                     bits, signed = layer.out_bits, layer.out_signed
                 else:
                     bits, signed = layer.acc_bits, True
-            elif isinstance(layer, MaxPool2D):
+            elif isinstance(layer, Pool2D):
                 if (layer.bits, layer.signed) != (bits, signed):
                     raise UserError(f"{where}: input is {layer.bits} bits, expected {bits}")
+                if tuple(layer.out_shape) != layer.expected_out_shape():
+                    raise UserError(f"{where}: {layer.kind} cannot turn {tuple(layer.in_shape)} "
+                                    f"into {tuple(layer.out_shape)}")
             shape = tuple(layer.out_shape)
         return self
 
@@ -309,8 +349,13 @@ def _layer_from_meta(meta, arrays, index):
               "out_shape": tuple(meta["out_shape"])}
     if kind == "flatten":
         return Flatten(**common)
-    if kind == "maxpool2d":
-        return MaxPool2D(**common, size=meta["size"], bits=meta["bits"], signed=meta["signed"])
+    pools = {value: key for key, value in POOL_KINDS.items()}
+    if kind in pools:
+        op, is_global = pools[kind]
+        size = meta["size"]
+        if is_global != (size is None):
+            raise UserError(f"layer {index}: {kind} with size {size!r}")
+        return Pool2D(**common, op=op, size=size, bits=meta["bits"], signed=meta["signed"])
     if kind not in ("conv2d", "dense"):
         raise UserError(f"layer {index}: unknown kind {kind!r}")
     weighted = {

@@ -2,23 +2,24 @@
 
 Command line::
 
-    python -m sw.quantize --model lenet5 --bits 4 --out build/lenet5-4b
+    python -m sw.quantize --model lenet5 --bits 4 --out build/lenet5-4b [--method auto|qat|ptq]
 """
 
 import argparse
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError, cli_main
-from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatMaxPool2D
+from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatPool2D
 from .qmodel import (
     Conv2D,
     Dense,
     Flatten,
-    MaxPool2D,
+    Pool2D,
     QModel,
     save_qmodel,
     value_range,
@@ -27,6 +28,8 @@ from .qmodel import (
 
 __all__ = [
     "GRANULARITIES",
+    "METHODS",
+    "METHOD_HELP",
     "PRESETS",
     "ROUNDINGS",
     "QuantConfig",
@@ -34,12 +37,19 @@ __all__ = [
     "choose_activation_frac",
     "main",
     "quantize",
+    "quantize_model",
     "quantize_weights",
     "rom_words",
     "write_exports",
 ]
 
 ROUNDINGS = ("nearest", "floor", "stochastic")
+#: How :func:`quantize_model` may quantize: QAT where trained (auto), or insist on one.
+METHODS = ("auto", "qat", "ptq")
+#: The ``--method`` help of every command that quantizes.
+METHOD_HELP = ("auto: the shipped quantization-aware trained model where there is one for "
+               "these bits, else post-training quantization; qat: insist on QAT; ptq: always "
+               "post-training (default auto)")
 GRANULARITIES = ("channel", "tensor")
 #: Fixed weight fraction of the seed notebook's ``int(w*256)`` scheme.
 PRESETS = {"x256": {"weight_frac": 8, "rounding": "floor", "weight_bits": 8, "act_bits": 8}}
@@ -175,7 +185,29 @@ def choose_activation_frac(samples, bits, signed):
     return min(range(start - 1, start + 5), key=error)
 
 
-def quantize(fnet, calibration_pixels, config=QuantConfig()):
+def _check_fractions(fnet, fractions):
+    """Check that fixed fractions name every weight layer of ``fnet`` and fit its shape."""
+    if fractions is None:
+        return
+    last = fnet.weight_layers[-1]
+    for flayer in fnet.weight_layers:
+        entry = fractions.get(flayer.name)
+        if entry is None:
+            raise UserError(f"the fixed fractions do not name layer {flayer.name!r} of model "
+                            f"{fnet.name!r}: they belong to another model")
+        channels = flayer.weight.shape[-1]
+        hidden = flayer is not last
+        if len(entry["weight_frac"]) != channels or (entry["out_frac"] is None) == hidden or (
+                not hidden and len(set(entry["weight_frac"])) != 1):
+            raise UserError(f"the fixed fractions of layer {flayer.name!r} do not fit it "
+                            f"({channels} channels, {'hidden' if hidden else 'output'} layer)")
+    unknown = sorted(set(fractions) - {layer.name for layer in fnet.weight_layers})
+    if unknown:
+        raise UserError(f"the fixed fractions name layer {unknown[0]!r}, which model "
+                        f"{fnet.name!r} does not have")
+
+
+def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     """Quantize a :class:`~sw.keras_import.FloatNet` into a validated :class:`QModel`.
 
     Parameters
@@ -184,13 +216,22 @@ def quantize(fnet, calibration_pixels, config=QuantConfig()):
     calibration_pixels : ndarray of uint8, shape (N, ...)
         Training images for calibrating activation ranges (never test images).
     config : QuantConfig
+    fractions : dict, optional
+        Fixed ``{layer name: {"weight_frac": [per channel], "out_frac": int or None}}`` (a
+        quantization-aware trained model's, see :mod:`sw.qat`) instead of choosing them.
     """
+    from .data import check_images
+
+    check_images(calibration_pixels, fnet.input_shape, fnet.name)
+    _check_fractions(fnet, fractions)
+    fixed = fractions or {}
     rng = np.random.default_rng(config.seed)
     outputs = fnet.forward(calibration_pixels)
     shapes = fnet.shapes()
     last = fnet.layers.index(fnet.weight_layers[-1])
     qmodel = QModel(fnet.name, tuple(fnet.input_shape), [], config.weight_bits,
-                    config.act_bits, config={**asdict(config), "notes": fnet.notes})
+                    config.act_bits, config={**asdict(config), "notes": fnet.notes,
+                                             "method": "QAT" if fractions else "post-training"})
     bits, signed, frac = qmodel.input_bits, False, qmodel.input_frac
     in_shape = tuple(fnet.input_shape)
     layers = zip(fnet.layers, outputs, shapes, strict=True)
@@ -204,7 +245,8 @@ def quantize(fnet, calibration_pixels, config=QuantConfig()):
             q, wfrac = quantize_weights(
                 matrix, config.weight_bits, rounding=config.rounding, rng=rng,
                 per_channel=config.granularity == "channel" and index != last,
-                fixed_frac=config.fixed_weight_frac)
+                fixed_frac=fixed[flayer.name]["weight_frac"] if fixed else
+                config.fixed_weight_frac)
             bias = np.rint(flayer.bias * 2.0 ** (wfrac + frac)).astype(np.int64)
             fields = {**common, "weight": q.reshape(flayer.weight.shape), "bias": bias,
                       "weight_bits": config.weight_bits, "weight_frac": wfrac,
@@ -212,7 +254,8 @@ def quantize(fnet, calibration_pixels, config=QuantConfig()):
                       "relu": flayer.relu}
             if index != last:
                 out_signed = not flayer.relu
-                out_frac = choose_activation_frac(output[:4096], config.act_bits, out_signed)
+                out_frac = fixed[flayer.name]["out_frac"] if fixed else \
+                    choose_activation_frac(output[:4096], config.act_bits, out_signed)
                 fields.update(shift=wfrac + frac - out_frac, out_bits=config.act_bits,
                               out_signed=out_signed, out_frac=out_frac)
             if isinstance(flayer, FloatConv2D):
@@ -221,13 +264,83 @@ def quantize(fnet, calibration_pixels, config=QuantConfig()):
                 layer = Dense(**fields)
             if index != last:
                 bits, signed, frac = layer.out_bits, layer.out_signed, layer.out_frac
-        elif isinstance(flayer, FloatMaxPool2D):
-            layer = MaxPool2D(**common, size=flayer.size, bits=bits, signed=signed)
+        elif isinstance(flayer, FloatPool2D):
+            layer = Pool2D(**common, op=flayer.op, size=flayer.size, bits=bits, signed=signed)
         elif isinstance(flayer, FloatFlatten):
             layer = Flatten(**common)
         qmodel.layers.append(layer)
         in_shape = out_shape
     return qmodel.validate()
+
+
+def _find_qat(spec, config):
+    """The QAT ``(.keras path, sidecar)`` for ``spec`` at ``config``, or ``(None, reason)``."""
+    from .models import SEED_MODELS
+    from .qat import load_fractions, qat_model_path, sidecar_path
+
+    bits = f"W{config.weight_bits}A{config.act_bits}"
+    if spec in SEED_MODELS:
+        path = qat_model_path(spec, config.weight_bits, config.act_bits)
+        if not path.is_file() or not sidecar_path(path).is_file():
+            return None, (f"no QAT model of {spec} at {bits} ({path.name} and its "
+                          f"{sidecar_path(path).name}); train one with python -m sw.train "
+                          f"--model {spec} --qat --bits {config.weight_bits} --act-bits "
+                          f"{config.act_bits}")
+    else:
+        path = Path(spec)
+        if not sidecar_path(path).is_file():
+            return None, f"{spec} has no QAT fractions file {sidecar_path(path).name} beside it"
+    sidecar = load_fractions(sidecar_path(path))
+    if (sidecar["weight_bits"], sidecar["act_bits"]) != (config.weight_bits, config.act_bits):
+        return None, (f"{path} was trained at W{sidecar['weight_bits']}A{sidecar['act_bits']}, "
+                      f"not {bits}")
+    if config.preset or config.rounding != "nearest" or config.granularity != "channel":
+        return None, ("QAT models are quantized with nearest rounding, per-channel scales and "
+                      "no preset")
+    return path, sidecar
+
+
+def quantize_model(spec, config, calibration_pixels, method="auto"):
+    """Quantize a model by name or file the way every command does: QAT where trained.
+
+    Parameters
+    ----------
+    spec : str
+        A seed model name or a ``.keras``/``.h5`` file. A seed name at ``W``/``A`` bits means
+        the shipped quantization-aware trained ``models/{name}-w{W}a{A}.keras`` (with its
+        ``.quant.json`` fractions) where it exists, else post-training quantization of
+        ``models/{name}.keras``. A file with a ``.quant.json`` beside it trained at these bits
+        is used with its fractions.
+    config : QuantConfig
+    calibration_pixels : ndarray of uint8
+        Training images (post-training quantization calibrates activations on them).
+    method : {"auto", "qat", "ptq"}
+        ``qat`` insists on a QAT model (a :class:`UserError` where there is none), ``ptq``
+        quantizes the float model after training even where a QAT model exists.
+
+    Returns
+    -------
+    qmodel : QModel
+        ``qmodel.config["method"]`` is ``"QAT"`` or ``"post-training"``.
+    method : str
+        The same: ``"QAT"`` or ``"post-training"``.
+    """
+    from .keras_import import extract, load_keras_model
+    from .models import SEED_MODELS, load_float_net
+
+    if method not in METHODS:
+        raise UserError(f"unknown quantization method {method!r}; known: {', '.join(METHODS)}")
+    path, found = (None, None) if method == "ptq" else _find_qat(spec, config)
+    if path is None:
+        if method == "qat":
+            raise UserError(found)
+        qmodel = quantize(load_float_net(spec), calibration_pixels, config)
+        return qmodel, qmodel.config["method"]
+    name = spec if spec in SEED_MODELS else Path(spec).stem
+    fnet = extract(load_keras_model(path), name=name)
+    qmodel = quantize(fnet, calibration_pixels, config, fractions=found["layers"])
+    qmodel.config["qat_model"] = path.name
+    return qmodel, qmodel.config["method"]
 
 
 def rom_words(matrix, bits, pe=1, simd=1):
@@ -301,7 +414,7 @@ def write_exports(qmodel, out, pe_simd=None):
 @cli_main
 def main(argv=None):
     from .data import load_train, parse_data_arg
-    from .models import load_float_net
+    from .models import model_path
 
     parser = argparse.ArgumentParser(prog="python -m sw.quantize", description=__doc__.split(
         "\n")[0])
@@ -316,6 +429,7 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--calibration", type=int, default=1000,
                         help="training images used to calibrate activations (default 1000)")
+    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
     config = QuantConfig(weight_bits=check_bits(args.bits, "--bits"),
@@ -323,9 +437,10 @@ def main(argv=None):
                          check_bits(args.act_bits, "--act-bits"),
                          rounding=args.rounding, granularity=args.granularity, seed=args.seed,
                          preset=args.preset)
-    fnet = load_float_net(args.model)
+    model_path(args.model)  # an unknown name fails before the training images load
     images, _ = load_train(args.data)
-    qmodel = quantize(fnet, images[:args.calibration], config)
+    qmodel, method = quantize_model(args.model, config, images[:args.calibration], args.method)
+    print(f"{qmodel.name} W{qmodel.weight_bits}A{qmodel.act_bits}: {method}", file=sys.stderr)
     for path in write_exports(qmodel, args.out):
         print(path)
 

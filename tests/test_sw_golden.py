@@ -50,10 +50,25 @@ def test_same_padding_matches_tensorflow(size, kernel, stride, rng):
     assert np.array_equal(rows @ w.reshape(-1, 3), expected)
 
 
-def test_maxpool_floors_odd_sizes():
+def test_pooling_floors_odd_sizes():
     x = np.arange(5 * 5).reshape(1, 5, 5, 1)
-    out = golden.maxpool2d(x, 2)
-    assert out[0, :, :, 0].tolist() == [[6, 8], [16, 18]]
+    assert golden.pool2d(x, 2)[0, :, :, 0].tolist() == [[6, 8], [16, 18]]
+    # Window sums 12, 20, 52, 60 over 4: exact.
+    assert golden.pool2d(x, 2, "avg")[0, :, :, 0].tolist() == [[3, 5], [13, 15]]
+    assert golden.pool2d(x, (5, 5), "avg")[0, 0, 0].tolist() == [12]
+
+
+def test_average_rounds_half_up_for_either_sign():
+    totals = np.array([-7, -6, -5, -3, -2, -1, 0, 1, 2, 3, 5, 6, 7])
+    # total / 4: -1.75 -1.5 -1.25 -0.75 -0.5 -0.25 0 0.25 0.5 0.75 1.25 1.5 1.75
+    assert golden.average(totals, 4).tolist() == [-2, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 2, 2]
+    # Odd counts have no ties: the nearest integer.
+    assert golden.average(np.array([-5, -4, -2, -1, 1, 2, 4, 5]), 3).tolist() == [
+        -2, -1, -1, 0, 0, 1, 1, 2]
+    exact = np.arange(-300, 300)
+    for count in (1, 3, 4, 9, 49):
+        assert np.array_equal(golden.average(exact, count),
+                              np.floor(exact / count + 0.5).astype(np.int64))
 
 
 def test_argmax_lowest_index_wins_ties():

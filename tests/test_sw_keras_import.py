@@ -86,7 +86,7 @@ def test_user_model_files_fold_to_the_same_function(suffix, tmp_path, mnist_test
     ("LSTM", r"layer 'reshape\w*' \(Reshape\) is not supported"),
     ("tanh", r"activation 'tanh' is not supported"),
     ("leaky", r"layer 'bad' \(LeakyReLU\) is not supported; supported layers: Conv2D"),
-    ("avgpool", r"layer 'bad' \(AveragePooling2D\) is not supported"),
+    ("upsample", r"layer 'bad' \(UpSampling2D\) is not supported"),
 ])
 def test_unsupported_layers_are_named(layer, message):
     import keras
@@ -96,7 +96,7 @@ def test_unsupported_layers_are_named(layer, message):
         "tanh": [keras.layers.Flatten(), keras.layers.Dense(8, activation="tanh", name="bad")],
         "leaky": [keras.layers.Conv2D(2, 3), keras.layers.LeakyReLU(name="bad"),
                   keras.layers.Flatten()],
-        "avgpool": [keras.layers.AveragePooling2D(2, name="bad"), keras.layers.Flatten()],
+        "upsample": [keras.layers.UpSampling2D(2, name="bad"), keras.layers.Flatten()],
     }[layer]
     model = keras.Sequential([keras.Input((28, 28, 1)), *body, keras.layers.Dense(10)])
     with pytest.raises(UserError, match=message):

