@@ -189,7 +189,7 @@ def _percent(value):
 
 def render_markdown(results, models, bits_list, boards, command):
     """The results page from ``results`` (keys like ``hw/lenet5/4/ulx3s-85f``; missing
-    ones show as ``–``)."""
+    ones show as ``–`` and are listed at the end)."""
     get = results.get
 
     lines = ["# Results", "",
@@ -252,6 +252,11 @@ def render_markdown(results, models, bits_list, boards, command):
     lines += ["", f"images/s; Keras {keras} on {os.cpu_count()} cores.", "", "## Plots", "",
               "![accuracy against bits](results/accuracy.png)", "",
               "![images/s and LUTs against bits](results/hardware.png)", ""]
+    missing = sorted(key for key, value in results.items() if value is None)
+    if missing:
+        lines += ["## Not measured yet", "", "This page was written from stored measurements "
+                  "(`--stored-only` or an interrupted sweep); run the command again to measure: "
+                  + ", ".join(f"`{key}`" for key in missing) + ".", ""]
     return "\n".join(lines)
 
 
@@ -341,7 +346,9 @@ def main(argv=None):
     for model in models:
         if not model_path(model).is_file():
             raise UserError(f"model {model!r}: no file {model_path(model)}")
-    bits_list = sorted(set(_csv(args.bits, "--bits", lambda v: check_bits(v, "--bits"))))
+    # Measured in the order given (the one that matters most first), shown sorted.
+    order = list(dict.fromkeys(_csv(args.bits, "--bits", lambda v: check_bits(v, "--bits"))))
+    bits_list = sorted(order)
     boards = _csv(args.boards, "--boards")
     for board in boards:
         get_board(board)
@@ -360,12 +367,12 @@ def main(argv=None):
     # Cheap measurements first, then builds, then RTL samples: a sweep stopped early has the
     # whole accuracy table and the hardware of the first models.
     steps = [("float", model, None, None) for model in models]
-    steps += [("golden", model, bits, None) for model in models for bits in bits_list]
+    steps += [("golden", model, bits, None) for model in models for bits in order]
     if not args.no_build:
-        steps += [("hw", model, bits, board) for model in models for bits in bits_list
+        steps += [("hw", model, bits, board) for bits in order for model in models
                   for board in boards]
     if args.rtl_images:
-        steps += [("rtl", model, bits, boards[0]) for model in models for bits in bits_list]
+        steps += [("rtl", model, bits, boards[0]) for bits in order for model in models]
     results = {}  # this sweep's measurements, keyed without the fingerprint
     for number, (kind, model, bits, board) in enumerate(steps, 1):
         print(f"[{number}/{len(steps)}] {kind} {model}" + (f" {bits}-bit" if bits else "") +
