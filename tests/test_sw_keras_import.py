@@ -6,6 +6,7 @@ import pytest
 from sw.errors import UserError
 from sw.keras_import import extract, load_keras_model
 from sw.models import SEED_MODELS, build, load_float_net, model_path
+from tests.keras_models import randomize_batch_norm
 
 
 def _keras_logits(model, fnet, images):
@@ -51,13 +52,7 @@ def _user_model(keras):
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs, name="user_cnn")
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2, var.shape)])
-    return model
+    return randomize_batch_norm(model)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

@@ -13,6 +13,7 @@ from sw.keras_import import extract
 from sw.models import load_float_net
 from sw.qmodel import load_qmodel, save_qmodel
 from sw.quantize import QuantConfig, quantize
+from tests.keras_models import randomize_batch_norm
 
 #: Each new layer alone and next to Conv2D, Dense, BatchNormalization and MaxPooling2D.
 ARCHITECTURES = {
@@ -36,13 +37,7 @@ def _model(keras, name, seed=0):
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((28, 28, 1)), *ARCHITECTURES[name](keras.layers)],
                              name=name)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:  # moving statistics that are not the identity
-        if type(layer).__name__ == "BatchNormalization":
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2, var.shape)])
-    return model
+    return randomize_batch_norm(model, seed)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
