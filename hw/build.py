@@ -18,14 +18,23 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from sw.errors import UserError, cli_main
-from sw.quantize import METHOD_HELP, METHODS, QuantConfig, check_bits, quantize_model, write_exports
+from sw.outputs import prepare_dir, replace_dir
+from sw.quantize import (
+    CALIBRATION_IMAGES,
+    METHOD_HELP,
+    METHODS,
+    QuantConfig,
+    check_bits,
+    check_calibration,
+    quantize_model,
+    write_exports,
+)
 
 from .folding import DEVICES, auto_fold, estimate, load_fold
 
@@ -51,14 +60,29 @@ class _Progress:
               file=sys.stderr, flush=True)
 
 
-def _integer_accuracy(qmodel, data):
-    from sw.data import check_images, load_test
+def _test_set(data):
+    """The test set for the report: ``--data``'s (an unusable one is an error), else any found.
+
+    Without ``--data`` a missing test set only means no accuracy in the report, said in a note.
+    """
+    from sw.data import load_test
+
+    if data is not None:
+        return load_test(data)
+    try:
+        return load_test(None)
+    except UserError as error:
+        print(f"note: integer accuracy not measured ({error})", file=sys.stderr)
+        return None
+
+
+def _integer_accuracy(qmodel, test_set):
+    from sw.data import check_images
     from sw.golden import classify
 
-    try:
-        images, labels = load_test(data)
-    except UserError:
+    if test_set is None:
         return None, 0
+    images, labels = test_set
     classes, _ = classify(qmodel, check_images(images, qmodel.input_shape, qmodel.name))
     return float(np.mean(classes == labels)), len(images)
 
@@ -142,19 +166,22 @@ def build(args, progress):
     device = DEVICES[board.device]
     weight_bits = check_bits(args.weight_bits or args.bits, "--weight-bits")
     act_bits = check_bits(args.act_bits or weight_bits, "--act-bits")
-    out = Path(args.out or f"build/{Path(args.model).stem}-{weight_bits}b-{args.board}")
+    out = prepare_dir(args.out or f"build/{Path(args.model).stem}-{weight_bits}b-{args.board}",
+                      "hw.build", force=args.force, legacy=("report.json", "core.v"))
     if args.fold != "auto" and not Path(args.fold).is_file():
         raise UserError(f"fold file {args.fold!r} not found (use --fold auto or a JSON file)")
 
     progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}")
     model_path(args.model)  # an unknown name fails before the training images load
+    test_set = _test_set(args.data)  # a bad --data fails before the long steps
     train_images, _ = load_train(args.data)
+    check_calibration(args.calibration, len(train_images))
     qmodel, method = quantize_model(args.model, QuantConfig(weight_bits=weight_bits,
                                                             act_bits=act_bits),
                                     train_images[:args.calibration],
                                     getattr(args, "method", "auto"))
     print(f"    quantization: {method}", file=sys.stderr)
-    accuracy, test_images = _integer_accuracy(qmodel, args.data)
+    accuracy, test_images = _integer_accuracy(qmodel, test_set)
 
     progress(f"folding for {board.name} ({device.name})")
     fold = auto_fold(qmodel, device) if args.fold == "auto" else load_fold(args.fold, qmodel)
@@ -167,9 +194,7 @@ def build(args, progress):
               f"{stage.cycles:>8} cycles/image", file=sys.stderr)
     print(f"    predicted interval: {interval} cycles/image", file=sys.stderr)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replace_dir(out, "hw.build") as scratch:
         write_exports(qmodel, scratch / "export", fold)
         (scratch / "fold.json").write_text(json.dumps(fold, indent=1) + "\n")
         report = {
@@ -194,12 +219,6 @@ def build(args, progress):
                       file=sys.stderr)
         progress("writing the report")
         _write_reports(scratch, report, stages)
-        if out.exists():
-            shutil.rmtree(out)
-        scratch.rename(out)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
     if report.get("bitstream"):
         report["bitstream"] = str(out / report["bitstream"])
         (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -292,12 +311,16 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="output directory "
                         "(default build/<model>-<bits>b-<board>)")
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
-    parser.add_argument("--calibration", type=int, default=1000,
-                        help="training images for activation calibration")
+    parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
+                        help="training images for activation calibration "
+                             f"(default {CALIBRATION_IMAGES})")
     parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--program", action="store_true", help="program the board afterwards")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even if it holds files hw.build did not write")
     args = parser.parse_args(argv)
     check_bits(args.bits, "--bits")
+    check_calibration(args.calibration)
     if args.board not in BOARDS:
         raise UserError(f"unknown board {args.board!r}; known boards: {', '.join(BOARDS)}")
     steps = 4 + (args.target == "bitstream")

@@ -15,8 +15,21 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["check_images", "load_idx", "load_test", "load_train", "parse_data_arg",
-           "shared_test_set"]
+__all__ = [
+    "DATA_ENV",
+    "check_images",
+    "find_mnist",
+    "load_idx",
+    "load_test",
+    "load_train",
+    "mnist_locations",
+    "parse_data_arg",
+    "shared_test_set",
+]
+
+#: Environment variable naming an MNIST folder (IDX files) or ``mnist.npz`` to use without
+#: ``--data``.
+DATA_ENV = "NNFPGA_MNIST"
 
 _IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -94,6 +107,38 @@ def load_idx(path):
     return array.astype(dtype.newbyteorder("="))
 
 
+def _check_pixels(images, labels, source):
+    """Return ``(images, labels)`` as ``uint8``, or say what is wrong with them.
+
+    Pixels are 0..255. Floats that are whole numbers in that range are taken as they are; a
+    float set entirely within [0, 1] (a common normalized export) is scaled to 0..255 with a
+    note. Anything else is refused: casting would wrap values silently.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.size == 0 or labels.size == 0:
+        raise UserError(f"{source}: no images")
+    kind = images.dtype.kind
+    if kind not in "biuf":
+        raise UserError(f"{source}: images of type {images.dtype}; expected 8-bit pixels")
+    if kind == "f" and not np.all(np.isfinite(images)):
+        raise UserError(f"{source}: images contain NaN or infinite values")
+    low, high = images.min(), images.max()
+    whole = kind != "f" or bool(np.all(images == np.round(images)))
+    if kind == "f" and low >= 0 and 0 < high <= 1:
+        print(f"note: {source}: {images.dtype} images in [0, 1]; scaled to pixels 0..255",
+              file=sys.stderr)
+        images = np.round(images * 255)
+    elif not (whole and low >= 0 and high <= 255):
+        found = f"{low:g}..{high:g}" if kind == "f" else f"{low}..{high}"
+        raise UserError(f"{source}: {images.dtype} images with values {found}; expected "
+                        f"8-bit pixels 0..255 (or floats in [0, 1])")
+    if labels.dtype.kind not in "biuf" or not np.all(labels == np.round(labels)) or (
+            labels.min() < 0 or labels.max() > 255):
+        raise UserError(f"{source}: labels must be whole numbers 0..255, found {labels.dtype} "
+                        f"{labels.min()}..{labels.max()}")
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
 def _find(directory, stem):
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
                  stem.replace("-idx", ".idx") + ".gz"):
@@ -107,11 +152,15 @@ def _load_dir(directory, split):
     if directory.is_file() and directory.suffix == ".npz":
         try:
             with np.load(directory, allow_pickle=False) as npz:
-                return npz[f"x_{split}"].astype(np.uint8), npz[f"y_{split}"].astype(np.uint8)
+                images, labels = npz[f"x_{split}"], npz[f"y_{split}"]
         except KeyError:
             return None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError) as error:
             raise UserError(f"cannot read {str(directory)!r}: {error}") from None
+        if len(images) != len(labels):
+            raise UserError(f"{str(directory)!r}: {len(images)} x_{split} images but "
+                            f"{len(labels)} y_{split} labels")
+        return _check_pixels(images, labels, str(directory))
     if not directory.is_dir():
         raise UserError(f"data path {str(directory)!r} is neither a directory nor a .npz file")
     if (directory / "mnist.npz").is_file():
@@ -122,7 +171,7 @@ def _load_dir(directory, split):
     x, y = load_idx(images), load_idx(labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise UserError(f"{str(directory)!r}: images {x.shape} and labels {y.shape} do not match")
-    return x.astype(np.uint8), y.astype(np.uint8)
+    return _check_pixels(x, y, str(images))
 
 
 def _keras_download():
@@ -142,6 +191,33 @@ def shared_test_set():
     """The project's neighbour ``../shared/datasets/mnist`` test set, when it is there."""
     candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
     return candidate if candidate.is_dir() else None
+
+
+def mnist_locations():
+    """Where the MNIST test set is looked for without ``--data``, in order.
+
+    ``$NNFPGA_MNIST``, the project's neighbour ``../shared/datasets/mnist``, and Keras' own
+    download (``$KERAS_HOME/datasets/mnist.npz``, by default ``~/.keras/datasets/``).
+    """
+    locations = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    locations.append(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" /
+                     "mnist")
+    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    locations.append(keras_home / "datasets" / "mnist.npz")
+    return locations
+
+
+def find_mnist():
+    """The first of :func:`mnist_locations` that exists, or ``None``.
+
+    Raises
+    ------
+    UserError
+        ``$NNFPGA_MNIST`` is set to a path that does not exist.
+    """
+    if os.environ.get(DATA_ENV) and not Path(os.environ[DATA_ENV]).exists():
+        raise UserError(f"{DATA_ENV}={os.environ[DATA_ENV]!r} does not exist")
+    return next((path for path in mnist_locations() if path.exists()), None)
 
 
 def load_train(data=None):
@@ -173,7 +249,12 @@ def load_test(data=None):
     downloaded = _keras_download()
     if downloaded is not None:
         return downloaded[1]
-    shared = shared_test_set()
-    if shared is not None:
-        return _load_dir(shared, "test")
-    raise UserError("no MNIST test set: offline and no --data DIR given")
+    found = find_mnist()
+    if found is not None:
+        test_set = _load_dir(found, "test")
+        if test_set is None:
+            raise UserError(f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in "
+                            f"{str(found)!r}")
+        return test_set
+    raise UserError("no MNIST test set: offline, no --data DIR given, and none in " +
+                    ", ".join(str(path) for path in mnist_locations()))

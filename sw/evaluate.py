@@ -7,7 +7,6 @@ Command line::
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from .errors import UserError, cli_main
 from .golden import classify
+from .outputs import marker, prepare_file, write_file, write_json
 from .quantize import (
     GRANULARITIES,
     METHOD_HELP,
@@ -78,6 +78,8 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
 
 
 def _plot(path, name, results):
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +94,10 @@ def _plot(path, name, results):
     axes.set_title(f"{name}: accuracy vs bit width")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", metadata={"Software": marker("sw.evaluate")})
     plt.close(figure)
+    write_file(path, png.getvalue())
 
 
 @cli_main
@@ -114,8 +118,16 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--images", type=int, default=None, help="test images (default all)")
     parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--plot", default=None, help="write a PNG plot here")
+    parser.add_argument("--plot", default=None, help="write a PNG plot here "
+                        "(default: --json's path with .png)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --json/--plot files that sw.evaluate did not write")
     args = parser.parse_args(argv)
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if args.json:
+        prepare_file(args.json, "sw.evaluate", force=args.force, option="--json")
+    if plot:
+        prepare_file(plot, "sw.evaluate", force=args.force, option="--plot")
     bits_list = parse_bits(args.bits)
     act_bits = None if args.act_bits is None else check_bits(args.act_bits, "--act-bits")
     fnet = load_float_net(args.model)
@@ -144,9 +156,7 @@ def main(argv=None):
         print(f"{args.preset:>6} {100 * accuracy:8.2f}% "
               f"{100 * (accuracy - results['float_accuracy']):+8.2f}  post-training")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+        write_json(args.json, report, "sw.evaluate")
     if plot:
         _plot(plot, fnet.name, results)
 

@@ -290,14 +290,14 @@ class Board:
         self.close()
 
     def _read_exact(self, count, deadline):
+        # The deadline is checked on every read, not only on silent ones: a port that keeps
+        # sending bytes that never form a response must not hold the caller forever.
         data = b""
         while len(data) < count:
-            chunk = self.port.read(count - len(data))
-            if chunk:
-                data += chunk
-            elif time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise ProtocolError(f"no response from the board within {self.timeout} s "
                                     f"(is the bitstream loaded and the baud rate right?)")
+            data += self.port.read(count - len(data))
         return data
 
     def read_response(self):

@@ -8,6 +8,7 @@ at the input into the first weight layer, activations into flags, and ``Dropout`
 vanish. Anything else is a :class:`~sw.errors.UserError` naming the layer.
 """
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,23 @@ class FloatNet:
         return outputs
 
 
+def _check_container(path):
+    """Say plainly when a model file is not the container its suffix promises.
+
+    Keras' own message for a damaged ``.keras`` file is "File not found", for a file that is
+    there.
+    """
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise UserError(f"model file {str(path)!r} is not a Keras archive (a .keras file is a "
+                        f"zip archive; this one is not: damaged, or another format renamed)")
+    if path.suffix in (".h5", ".hdf5"):
+        import h5py  # deferred with Keras: only .h5 files need it
+
+        if not h5py.is_hdf5(path):
+            raise UserError(f"model file {str(path)!r} is not an HDF5 file (damaged, or "
+                            f"another format renamed)")
+
+
 def load_keras_model(path):
     """Load a ``.keras`` or legacy ``.h5`` file for inference, or raise a one-line error."""
     path = Path(path)
@@ -169,6 +187,7 @@ def load_keras_model(path):
         raise UserError(f"model file {str(path)!r} not found")
     if path.suffix not in (".keras", ".h5", ".hdf5"):
         raise UserError(f"model file {str(path)!r}: expected a .keras or .h5 file")
+    _check_container(path)
     import keras  # deferred: TensorFlow takes seconds to import
 
     try:

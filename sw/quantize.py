@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import UserError, cli_main
 from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatPool2D
+from .outputs import prepare_dir, replace_dir
 from .qmodel import (
     Conv2D,
     Dense,
@@ -27,6 +28,7 @@ from .qmodel import (
 )
 
 __all__ = [
+    "CALIBRATION_IMAGES",
     "GRANULARITIES",
     "METHODS",
     "METHOD_HELP",
@@ -34,6 +36,7 @@ __all__ = [
     "ROUNDINGS",
     "QuantConfig",
     "check_bits",
+    "check_calibration",
     "choose_activation_frac",
     "main",
     "quantize",
@@ -53,6 +56,29 @@ METHOD_HELP = ("auto: the shipped quantization-aware trained model where there i
 GRANULARITIES = ("channel", "tensor")
 #: Fixed weight fraction of the seed notebook's ``int(w*256)`` scheme.
 PRESETS = {"x256": {"weight_frac": 8, "rounding": "floor", "weight_bits": 8, "act_bits": 8}}
+
+
+#: Training images that calibrate activations, the same for every command (a build and its
+#: regression must quantize identically).
+CALIBRATION_IMAGES = 1000
+
+
+def check_calibration(count, available=None):
+    """Return ``count`` of calibration images if it is usable, or raise a :class:`UserError`.
+
+    Parameters
+    ----------
+    count : int
+        ``--calibration``.
+    available : int, optional
+        Training images there are; asking for more is said, not silently cut.
+    """
+    if count < 1:
+        raise UserError(f"--calibration must be a positive number of images, not {count}")
+    if available is not None and count > available:
+        print(f"note: --calibration {count}: only {available} training images; using all",
+              file=sys.stderr)
+    return count
 
 
 def check_bits(bits, what="bit width"):
@@ -427,11 +453,17 @@ def main(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
-    parser.add_argument("--calibration", type=int, default=1000,
-                        help="training images used to calibrate activations (default 1000)")
+    parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
+                        help="training images used to calibrate activations "
+                             f"(default {CALIBRATION_IMAGES})")
     parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even if it holds files sw.quantize did not write")
     args = parser.parse_args(argv)
+    check_calibration(args.calibration)
+    out = prepare_dir(args.out, "sw.quantize", force=args.force,
+                      legacy=("manifest.json", "model.npz"))
     config = QuantConfig(weight_bits=check_bits(args.bits, "--bits"),
                          act_bits=None if args.act_bits is None else
                          check_bits(args.act_bits, "--act-bits"),
@@ -439,10 +471,13 @@ def main(argv=None):
                          preset=args.preset)
     model_path(args.model)  # an unknown name fails before the training images load
     images, _ = load_train(args.data)
+    check_calibration(args.calibration, len(images))
     qmodel, method = quantize_model(args.model, config, images[:args.calibration], args.method)
     print(f"{qmodel.name} W{qmodel.weight_bits}A{qmodel.act_bits}: {method}", file=sys.stderr)
-    for path in write_exports(qmodel, args.out):
-        print(path)
+    with replace_dir(out, "sw.quantize") as scratch:
+        written = write_exports(qmodel, scratch)
+    for path in written:
+        print(out / path.relative_to(scratch))
 
 
 if __name__ == "__main__":

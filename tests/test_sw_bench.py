@@ -18,11 +18,11 @@ def _bench(*args):
 
 
 def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path):
-    from sw.data import shared_test_set
+    from sw.data import find_mnist
 
     out = tmp_path / "results"
     args = ["--models", "mlp", "--bits", "2,8", "--no-build", "--rtl-images", "0",
-            "--data", str(shared_test_set()), "--out", str(out)]
+            "--data", str(find_mnist()), "--out", str(out)]
     first = _bench(*args)
     assert first.returncode == 0, first.stderr
     entries = json.loads((out / "results.json").read_text())["entries"]

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_shared_test_set_is_the_published_one(mnist_test):
     directory = shared_test_set()
+    if directory is None:  # a user's own copy, found elsewhere: nothing to check it against
+        pytest.skip("../shared/datasets/mnist is not here; the test set came from elsewhere")
     for line in (directory / "MD5SUMS").read_text().split("\n"):
         if line.strip():
             digest, name = line.split()

@@ -228,6 +228,36 @@ def test_board_raises_on_error_responses_and_timeouts():
         Board(Silent(sums, 784), retries=-1)
 
 
+class Chatter(FakeDevice):
+    """A port that answers every read with bytes that never form a response.
+
+    It gives up (failing the test) after ``limit`` reads, so a driver that ignores its
+    deadline while bytes keep arriving fails instead of hanging the suite.
+    """
+
+    def __init__(self, noise, limit=2_000_000):
+        super().__init__(sums, 784)
+        self.noise_byte, self.reads, self.limit = noise, 0, limit
+
+    def write(self, data):
+        return len(data)
+
+    def read(self, count):
+        self.reads += 1
+        if self.reads > self.limit:
+            raise AssertionError("the driver kept reading past its deadline")
+        return self.noise_byte * count
+
+
+@pytest.mark.parametrize("noise", [b"\x00", RESPONSE_MAGIC[:1], RESPONSE_MAGIC + b"\x00"],
+                         ids=["zeros", "magic-prefix", "magic-and-header"])
+def test_board_timeout_holds_while_bytes_keep_arriving(noise):
+    device = Chatter(noise)
+    with pytest.raises(ProtocolError, match=r"no response from the board within 0\.05 s"):
+        Board(device, timeout=0.05).classify(np.zeros((28, 28), np.uint8))
+    assert device.reads > 1
+
+
 def test_board_retries_damaged_exchanges_only():
     image = np.arange(784, dtype=np.int64).reshape(28, 28) % 256
     expected = sums(image.reshape(-1))

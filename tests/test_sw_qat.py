@@ -153,8 +153,7 @@ def test_shipped_qat_models_resolve(mnist_train):
     from sw.models import MODELS_DIR
     from sw.qat import qat_model_path
 
-    if not qat_model_path("lenet5", 4, 4, MODELS_DIR).is_file():
-        pytest.skip("no shipped lenet5-w4a4.keras")
+    assert qat_model_path("lenet5", 4, 4, MODELS_DIR).is_file(), "lenet5-w4a4.keras not shipped"
     qmodel, method = quantize_model("lenet5", QuantConfig(weight_bits=4), mnist_train[0][:50])
     assert method == "QAT" and qmodel.name == "lenet5"
 
@@ -185,9 +184,11 @@ def test_missing_seed_float_model_is_a_user_error(tmp_path, monkeypatch, capsys)
     from sw.train import main
 
     monkeypatch.setattr(sw.models, "MODELS_DIR", tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--model", "lenet5", "--qat", "--bits", "4"])
-    assert "lenet5.keras' not found" in capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: model file '{tmp_path / 'lenet5.keras'}' not found"]
 
 
 def test_exported_model_needs_no_custom_objects(small_fnet, tmp_path):
