@@ -15,6 +15,7 @@ from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_45F_Platform, ULX3S_
 
 from sw.errors import UserError
 
+from .pll_domain import PLLDomain
 from .uart_top import UARTTop
 
 __all__ = ["BOARDS", "Board", "BoardTop", "get_board"]
@@ -30,6 +31,13 @@ class Board:
     programmer: str
     #: Extra pins: OrangeCrab has no UART on its USB port, so it uses Feather pins 0 (RX), 1 (TX).
     uart_on_feather: bool = False
+    #: iCE40: the oscillator is wired to the PLL's dedicated input pad (``SB_PLL40_PAD``).
+    pll_pad: bool = False
+
+    @property
+    def family(self):
+        """``"ice40"`` or ``"ecp5"``: which PLL and toolchain the board's FPGA needs."""
+        return "ice40" if self.device.startswith("iCE40") else "ecp5"
 
     def make_platform(self):
         platform = self.platform()
@@ -39,7 +47,7 @@ class Board:
 
 
 BOARDS = {board.name: board for board in [
-    Board("icebreaker", ICEBreakerPlatform, "iCE40UP5K", "iceprog"),
+    Board("icebreaker", ICEBreakerPlatform, "iCE40UP5K", "iceprog", pll_pad=True),
     Board("ice40-hx8k", ICE40HX8KBEVNPlatform, "iCE40HX8K", "iceprog"),
     Board("ulx3s-25f", ULX3S_25F_Platform, "LFE5U-25F", "openFPGALoader"),
     Board("ulx3s-45f", ULX3S_45F_Platform, "LFE5U-45F", "openFPGALoader"),
@@ -64,21 +72,28 @@ class BoardTop(Elaboratable):
     core : hw.network.Accelerator
     baud : int
         UART speed.
+    pll : hw.pll.PLLSettings, optional
+        Clock the design from the FPGA's PLL with these settings; without it, from the
+        board's oscillator.
+    pll_pad : bool
+        iCE40: the oscillator pin is the PLL's dedicated pad (see :class:`Board`).
     """
 
-    def __init__(self, core, baud=115200):
-        self._core = core
-        self._baud = baud
-
-    @property
-    def core(self):
-        return self._core
+    def __init__(self, core, baud=115200, *, pll=None, pll_pad=False):
+        self.core = core
+        self.baud = baud
+        self.pll = pll
+        self.pll_pad = pll_pad
 
     def elaborate(self, platform):
         m = Module()
-        clock = platform.default_clk_frequency
+        if self.pll is None:
+            clock = platform.default_clk_frequency
+        else:
+            m.submodules.clock = PLLDomain(self.pll, pad=self.pll_pad)
+            clock = float(self.pll.output_mhz) * 1e6
         # A frame stalled for 50 ms is abandoned, so the device resynchronizes.
-        m.submodules.uart = top = UARTTop(self._core, divisor=int(clock // self._baud),
+        m.submodules.uart = top = UARTTop(self.core, divisor=round(clock / self.baud),
                                           timeout_cycles=int(clock * 0.05))
         pins = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(pins.rx.i), pins.tx.o.eq(top.tx)]

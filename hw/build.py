@@ -37,6 +37,7 @@ from sw.quantize import (
 )
 
 from .folding import DEVICES, auto_fold, estimate, load_fold
+from .pll import pll_settings
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_MODEL", "build", "main"]
 
@@ -134,10 +135,10 @@ def _write_reports(directory, report, stages):
     ]
     if report["target"] == "bitstream":
         lines += [
-            f"- clock: {report['clock_mhz']:.2f} MHz, Fmax {report['fmax_mhz']:.2f} MHz"
-            if report["fmax_mhz"] else f"- clock: {report['clock_mhz']:.2f} MHz",
-            f"- images/s at the clock: {report['images_per_second']:.0f}; at Fmax: "
-            f"{report['images_per_second_at_fmax']:.0f}",
+            f"- core clock: {report['clock_mhz']:.3f} MHz from the PLL (oscillator "
+            f"{report['oscillator_mhz']:g} MHz); Fmax {report['fmax_mhz'] or 0:.2f} MHz: timing "
+            f"{'met' if report['timing_met'] else 'NOT met'}",
+            f"- images/s at the core clock: {report['images_per_second']:.0f}",
             f"- bitstream: `{report['bitstream']}`",
             "",
             "| resource | used | available | estimated |",
@@ -158,9 +159,8 @@ def build(args, progress):
     from sw.data import load_train
     from sw.models import model_path
 
-    from .boards import BoardTop, get_board
+    from .boards import get_board
     from .network import Accelerator
-    from .toolchain import tool_env
 
     board = get_board(args.board)
     device = DEVICES[board.device]
@@ -212,11 +212,11 @@ def build(args, progress):
         (scratch / "core.v").write_text(verilog.convert(core, name="nnfpga_core"))
         if args.target == "bitstream":
             report.update(_place_and_route(board, device, core, scratch, need, progress,
-                                           BoardTop, tool_env))
-            if report["fmax_mhz"] and report["fmax_mhz"] < report["clock_mhz"]:
-                print(f"warning: timing not met: Fmax {report['fmax_mhz']:.2f} MHz < clock "
-                      f"{report['clock_mhz']:.2f} MHz; the report uses the achieved clock",
-                      file=sys.stderr)
+                                           args.clock))
+            if not report["timing_met"]:
+                print(f"warning: timing not met: Fmax {report['fmax_mhz'] or 0:.2f} MHz < clock "
+                      f"{report['clock_mhz']:.2f} MHz; the bitstream may compute wrong answers "
+                      f"(choose a lower --clock)", file=sys.stderr)
         progress("writing the report")
         _write_reports(scratch, report, stages)
     if report.get("bitstream"):
@@ -226,23 +226,30 @@ def build(args, progress):
     return report
 
 
-def _place_and_route(board, device, core, scratch, need, progress, BoardTop, tool_env):
-    from .toolchain import SCRIPT_AFTER_READ
+#: ``--clock auto`` starts here (MHz), above what designs reach, and steps down to the Fmax.
+AUTO_START_MHZ = {"ecp5": 125, "ice40": 48}
+#: ``--clock auto``: place-and-route runs at most, and the margin below a measured Fmax that
+#: the next run aims at (placement changes from run to run).
+_AUTO_ATTEMPTS, _AUTO_MARGIN = 4, 0.94
 
-    platform = board.make_platform()
+
+def _run_toolchain(board, device, core, directory, pll, need):
+    """Yosys + nextpnr + pack into ``directory`` for ``pll``; a design that does not fit is a
+    one-line error naming what ran out."""
+    from .boards import BoardTop
+    from .toolchain import SCRIPT_AFTER_READ, tool_env
+
     family = device.family
-    clock_mhz = platform.default_clk_frequency / 1e6
-    progress(f"synthesizing, placing and routing for {device.name} (Yosys, nextpnr)")
     overrides = {"nextpnr_opts": "--report top.report.json --timing-allow-fail --seed 1",
                  "script_after_read": SCRIPT_AFTER_READ}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
-    plan = platform.build(BoardTop(core), name="top", do_build=False, **overrides)
-    directory = scratch / "gateware"
+    top = BoardTop(core, pll=pll, pll_pad=board.pll_pad)
+    plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    shutil.rmtree(directory, ignore_errors=True)
     try:
         plan.execute_local(str(directory), env=tool_env())
     except subprocess.CalledProcessError:
-        used, available, _ = _nextpnr_report(directory, family)
         log = (directory / "top.tim").read_text(errors="replace") if (
             directory / "top.tim").is_file() else ""
         reason = next((line.strip() for line in log.splitlines() if "ERROR" in line),
@@ -259,21 +266,51 @@ def _place_and_route(board, device, core, scratch, need, progress, BoardTop, too
             f"the design does not fit {device.name} ({reason}); estimated {need.luts} LUTs, "
             f"{need.brams} block RAMs, {need.dsps} DSPs of {device.luts}/{device.brams}/"
             f"{device.dsps}: try fewer bits, a smaller --fold, or a bigger board") from None
-    used, available, fmax = _nextpnr_report(directory, family)
+    return _nextpnr_report(directory, family)
+
+
+def _place_and_route(board, device, core, scratch, need, progress, clock):
+    """Build the board's bitstream with its core clock from the PLL.
+
+    ``clock`` is ``"auto"`` (start at :data:`AUTO_START_MHZ`, then aim just below each measured
+    Fmax until timing is met) or a frequency in MHz. The report's ``clock_mhz`` is what the
+    PLL really makes, and ``images_per_second`` is at that clock.
+    """
+    family = device.family
+    oscillator_mhz = board.make_platform().default_clk_frequency / 1e6
+    target = AUTO_START_MHZ[family] if clock == "auto" else clock
+    directory = scratch / "gateware"
+    lowest = math.inf
+    progress(f"synthesizing, placing and routing for {device.name} (Yosys, nextpnr)")
+    for attempt in range(1, (_AUTO_ATTEMPTS if clock == "auto" else 1) + 1):
+        try:
+            pll = pll_settings(family, oscillator_mhz, target, "at_most")
+        except ValueError as error:
+            raise UserError(f"--clock {target:g}: {error}") from None
+        print(f"    core clock {float(pll.output_mhz):.3f} MHz from the {oscillator_mhz:g} MHz "
+              f"oscillator (PLL {pll.dividers})", file=sys.stderr, flush=True)
+        used, available, fmax = _run_toolchain(board, device, core, directory, pll, need)
+        met = fmax is not None and fmax >= pll.output_mhz
+        print(f"    Fmax {fmax or 0:.2f} MHz: timing {'met' if met else 'not met'}",
+              file=sys.stderr, flush=True)
+        if met or clock != "auto" or fmax is None or attempt == _AUTO_ATTEMPTS:
+            break
+        # Below the lowest Fmax seen: each placement reaches a somewhat different one.
+        lowest = min(fmax, lowest)
+        target = lowest * _AUTO_MARGIN
+    clock_mhz = float(pll.output_mhz)
     if family == "ice40":
         used["ffs"], available["ffs"] = _ff_count(directory, family), device.ffs
-    bitstream = "gateware/top.bin" if family == "ice40" else "gateware/top.bit"
-    clock = min(clock_mhz, fmax) if fmax else clock_mhz
-    interval = core.cycles_per_image
     return {
         "luts": used["luts"], "luts_available": available["luts"] or device.luts,
         "ffs": used["ffs"], "ffs_available": available.get("ffs") or device.ffs,
         "brams": used["brams"], "brams_available": available["brams"] or device.brams,
         "dsps": used["dsps"], "dsps_available": available["dsps"] or device.dsps,
-        "fmax_mhz": fmax, "clock_mhz": clock_mhz,
-        "images_per_second": clock * 1e6 / interval,
-        "images_per_second_at_fmax": (fmax or clock) * 1e6 / interval,
-        "bitstream": bitstream,
+        "fmax_mhz": fmax, "clock_mhz": clock_mhz, "timing_met": met,
+        "oscillator_mhz": oscillator_mhz,
+        "pll": {"family": family, "vco_mhz": float(pll.vco_mhz), **pll.dividers},
+        "images_per_second": clock_mhz * 1e6 / core.cycles_per_image,
+        "bitstream": "gateware/top.bin" if family == "ice40" else "gateware/top.bit",
     }
 
 
@@ -289,6 +326,19 @@ def _program(board, report):
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"programming {board.name} failed (is it connected?): {last[0]}")
+
+
+def _clock_arg(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a frequency in MHz") \
+            from None
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError(f"{text!r} MHz is outside 1..500")
+    return value
 
 
 @cli_main
@@ -316,6 +366,9 @@ def main(argv=None):
                              f"(default {CALIBRATION_IMAGES})")
     parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
     parser.add_argument("--program", action="store_true", help="program the board afterwards")
+    parser.add_argument("--clock", default="auto", type=_clock_arg,
+                        help="core clock in MHz from the PLL, or auto: the highest that meets "
+                             "timing (default)")
     parser.add_argument("--force", action="store_true",
                         help="replace --out even if it holds files hw.build did not write")
     args = parser.parse_args(argv)
@@ -331,9 +384,10 @@ def main(argv=None):
         summary.append(f"{report['luts']}/{report['luts_available']} LUTs, "
                        f"{report['brams']}/{report['brams_available']} BRAM, "
                        f"{report['dsps']}/{report['dsps_available']} DSP, "
-                       f"Fmax {report['fmax_mhz']:.1f} MHz, "
+                       f"Fmax {report['fmax_mhz'] or 0:.1f} MHz, "
                        f"{report['images_per_second']:.0f} images/s at "
-                       f"{min(report['clock_mhz'], report['fmax_mhz'] or math.inf):.1f} MHz")
+                       f"{report['clock_mhz']:.1f} MHz"
+                       + ("" if report["timing_met"] else " (timing NOT met)"))
     if report["accuracy"] is not None:
         summary.append(f"integer accuracy {100 * report['accuracy']:.2f}%")
     print("; ".join(summary))

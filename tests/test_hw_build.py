@@ -49,16 +49,54 @@ def test_fold_file_is_checked_against_the_model(tmp_path):
 @pytest.mark.synth
 def test_mlp_bitstream_for_icebreaker(tmp_path):
     out = tmp_path / "mlp"
-    result = _build("--model", "mlp", "--bits", "2", "--board", "icebreaker", "--out", str(out))
+    result = _build("--model", "mlp", "--bits", "2", "--board", "icebreaker", "--clock", "24",
+                    "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert (report["board"], report["model"], report["weight_bits"]) == ("icebreaker", "mlp", 2)
     assert Path(report["bitstream"]).is_file() and Path(report["bitstream"]).stat().st_size > 0
     assert 0 < report["luts"] <= report["luts_available"] == 5280
-    assert report["fmax_mhz"] > 0 and report["cycles_per_image"] == 784
-    assert report["images_per_second"] == pytest.approx(
-        min(report["clock_mhz"], report["fmax_mhz"]) * 1e6 / 784)
+    assert report["cycles_per_image"] == 784
+    # The core runs from the PLL at 24 MHz (12 MHz * 64 / 32), not at the 12 MHz oscillator.
+    assert report["clock_mhz"] == 24 and report["oscillator_mhz"] == 12
+    assert report["pll"] == {"family": "ice40", "vco_mhz": 768, "divr": 0, "divf": 63,
+                             "divq": 5, "filter_range": 1}
+    assert report["fmax_mhz"] >= 24 and report["timing_met"]
+    assert report["images_per_second"] == pytest.approx(24e6 / 784)
+    assert "SB_PLL40_PAD" in (out / "gateware" / "top.il").read_text()
     assert 0 < report["mac_efficiency"] <= 1
     assert (out / "core.v").is_file() and (out / "export" / "model.npz").is_file()
     assert "| dense | dense |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("fmaxes", "met"), [
+    ([100.1, 99.6], True),           # 125 MHz fails, then just below the Fmax: met
+    ([150.0], True),                  # fast enough at the start
+    ([80.0, 70.0, 60.0, 55.0], False),  # never met: gives up after four runs, and says so
+])
+def test_clock_auto_steps_down_to_the_measured_fmax(fmaxes, met, monkeypatch, tmp_path):
+    from hw import build
+    from hw.boards import get_board
+    from hw.folding import DEVICES
+
+    clocks, results = [], iter(fmaxes)
+
+    def fake_toolchain(board, device, core, directory, pll, need):
+        clocks.append(float(pll.output_mhz))
+        cells = {"luts": 1, "ffs": 1, "brams": 0, "dsps": 0}
+        return cells, dict(cells), next(results)
+
+    class Core:
+        cycles_per_image = 1000
+
+    monkeypatch.setattr(build, "_run_toolchain", fake_toolchain)
+    board = get_board("ulx3s-85f")
+    report = build._place_and_route(board, DEVICES[board.device], Core(), tmp_path, None,
+                                    lambda message: None, "auto")
+    assert len(clocks) == len(fmaxes) and clocks[0] == build.AUTO_START_MHZ["ecp5"]
+    for run in range(1, len(clocks)):  # each run aims below every Fmax seen so far
+        assert clocks[run] <= min(fmaxes[:run]) * 0.94
+    assert report["clock_mhz"] == clocks[-1] and report["fmax_mhz"] == fmaxes[-1]
+    assert report["timing_met"] is met is (fmaxes[-1] >= clocks[-1])
+    assert report["images_per_second"] == pytest.approx(clocks[-1] * 1e3)
