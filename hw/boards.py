@@ -16,6 +16,7 @@ from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_45F_Platform, ULX3S_
 from sw.errors import UserError
 
 from .pll_domain import PLLDomain
+from .uart_rx import uart_divisor
 from .uart_top import UARTTop
 
 __all__ = ["BOARDS", "Board", "BoardTop", "get_board"]
@@ -33,6 +34,11 @@ class Board:
     uart_on_feather: bool = False
     #: iCE40: the oscillator is wired to the PLL's dedicated input pad (``SB_PLL40_PAD``).
     pll_pad: bool = False
+    #: The fastest rate the board's USB-UART carries reliably: FTDI FT231X (ULX3S, 3 Mbaud
+    #: maximum by its datasheet) and FT2232H (iCEBreaker, HX8K breakout; 12 Mbaud, but 3 Mbaud
+    #: keeps the divisor usable at iCE40 clocks). OrangeCrab's Feather pins take whatever
+    #: adapter the user wires up: the conservative 115200.
+    default_baud: int = 3_000_000
 
     @property
     def family(self):
@@ -52,8 +58,10 @@ BOARDS = {board.name: board for board in [
     Board("ulx3s-25f", ULX3S_25F_Platform, "LFE5U-25F", "openFPGALoader"),
     Board("ulx3s-45f", ULX3S_45F_Platform, "LFE5U-45F", "openFPGALoader"),
     Board("ulx3s-85f", ULX3S_85F_Platform, "LFE5U-85F", "openFPGALoader"),
-    Board("orangecrab-25f", OrangeCrabR0_2_25FPlatform, "LFE5U-25F", "dfu-util", True),
-    Board("orangecrab-85f", OrangeCrabR0_2_85FPlatform, "LFE5U-85F", "dfu-util", True),
+    Board("orangecrab-25f", OrangeCrabR0_2_25FPlatform, "LFE5U-25F", "dfu-util", True,
+          default_baud=115200),
+    Board("orangecrab-85f", OrangeCrabR0_2_85FPlatform, "LFE5U-85F", "dfu-util", True,
+          default_baud=115200),
 ]}
 
 
@@ -93,7 +101,8 @@ class BoardTop(Elaboratable):
             m.submodules.clock = PLLDomain(self.pll, pad=self.pll_pad)
             clock = float(self.pll.output_mhz) * 1e6
         # A frame stalled for 50 ms is abandoned, so the device resynchronizes.
-        m.submodules.uart = top = UARTTop(self.core, divisor=round(clock / self.baud),
+        divisor, _ = uart_divisor(clock, self.baud)
+        m.submodules.uart = top = UARTTop(self.core, divisor=divisor,
                                           timeout_cycles=int(clock * 0.05))
         pins = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(pins.rx.i), pins.tx.o.eq(top.tx)]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sw.errors import UserError, cli_main
+from sw.host import link_images_per_second
 from sw.outputs import prepare_dir, replace_dir
 from sw.quantize import (
     CALIBRATION_IMAGES,
@@ -38,6 +39,7 @@ from sw.quantize import (
 
 from .folding import DEVICES, auto_fold, estimate, load_fold
 from .pll import pll_settings
+from .uart_rx import uart_clock_filter, uart_divisor
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_MODEL", "build", "main"]
 
@@ -138,7 +140,9 @@ def _write_reports(directory, report, stages):
             f"- core clock: {report['clock_mhz']:.3f} MHz from the PLL (oscillator "
             f"{report['oscillator_mhz']:g} MHz); Fmax {report['fmax_mhz'] or 0:.2f} MHz: timing "
             f"{'met' if report['timing_met'] else 'NOT met'}",
-            f"- images/s at the core clock: {report['images_per_second']:.0f}",
+            f"- images/s at the core clock: {report['images_per_second']:.0f}; over the UART "
+            f"at {report['baud']} baud ({100 * report['baud_error']:+.2f}%): at most "
+            f"{report['link_images_per_second']:.0f} (one request and response per image)",
             f"- bitstream: `{report['bitstream']}`",
             "",
             "| resource | used | available | estimated |",
@@ -212,7 +216,7 @@ def build(args, progress):
         (scratch / "core.v").write_text(verilog.convert(core, name="nnfpga_core"))
         if args.target == "bitstream":
             report.update(_place_and_route(board, device, core, scratch, need, progress,
-                                           args.clock))
+                                           args.clock, args.baud or board.default_baud))
             if not report["timing_met"]:
                 print(f"warning: timing not met: Fmax {report['fmax_mhz'] or 0:.2f} MHz < clock "
                       f"{report['clock_mhz']:.2f} MHz; the bitstream may compute wrong answers "
@@ -233,7 +237,7 @@ AUTO_START_MHZ = {"ecp5": 125, "ice40": 48}
 _AUTO_ATTEMPTS, _AUTO_MARGIN = 4, 0.94
 
 
-def _run_toolchain(board, device, core, directory, pll, need):
+def _run_toolchain(board, device, core, directory, pll, need, baud):
     """Yosys + nextpnr + pack into ``directory`` for ``pll``; a design that does not fit is a
     one-line error naming what ran out."""
     from .boards import BoardTop
@@ -244,7 +248,7 @@ def _run_toolchain(board, device, core, directory, pll, need):
                  "script_after_read": SCRIPT_AFTER_READ}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
-    top = BoardTop(core, pll=pll, pll_pad=board.pll_pad)
+    top = BoardTop(core, baud, pll=pll, pll_pad=board.pll_pad)
     plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
     shutil.rmtree(directory, ignore_errors=True)
     try:
@@ -269,7 +273,7 @@ def _run_toolchain(board, device, core, directory, pll, need):
     return _nextpnr_report(directory, family)
 
 
-def _place_and_route(board, device, core, scratch, need, progress, clock):
+def _place_and_route(board, device, core, scratch, need, progress, clock, baud):
     """Build the board's bitstream with its core clock from the PLL.
 
     ``clock`` is ``"auto"`` (start at :data:`AUTO_START_MHZ`, then aim just below each measured
@@ -284,12 +288,18 @@ def _place_and_route(board, device, core, scratch, need, progress, clock):
     progress(f"synthesizing, placing and routing for {device.name} (Yosys, nextpnr)")
     for attempt in range(1, (_AUTO_ATTEMPTS if clock == "auto" else 1) + 1):
         try:
-            pll = pll_settings(family, oscillator_mhz, target, "at_most")
+            pll = pll_settings(family, oscillator_mhz, target, "at_most",
+                               accept=uart_clock_filter(baud))
         except ValueError as error:
             raise UserError(f"--clock {target:g}: {error}") from None
+        try:
+            divisor, baud_error = uart_divisor(float(pll.output_mhz) * 1e6, baud)
+        except ValueError as error:
+            raise UserError(f"--baud: {error}") from None
         print(f"    core clock {float(pll.output_mhz):.3f} MHz from the {oscillator_mhz:g} MHz "
-              f"oscillator (PLL {pll.dividers})", file=sys.stderr, flush=True)
-        used, available, fmax = _run_toolchain(board, device, core, directory, pll, need)
+              f"oscillator (PLL {pll.dividers}); UART {baud} baud, divisor {divisor} "
+              f"({100 * baud_error:+.2f}%)", file=sys.stderr, flush=True)
+        used, available, fmax = _run_toolchain(board, device, core, directory, pll, need, baud)
         met = fmax is not None and fmax >= pll.output_mhz
         print(f"    Fmax {fmax or 0:.2f} MHz: timing {'met' if met else 'not met'}",
               file=sys.stderr, flush=True)
@@ -310,6 +320,9 @@ def _place_and_route(board, device, core, scratch, need, progress, clock):
         "oscillator_mhz": oscillator_mhz,
         "pll": {"family": family, "vco_mhz": float(pll.vco_mhz), **pll.dividers},
         "images_per_second": clock_mhz * 1e6 / core.cycles_per_image,
+        "baud": baud, "baud_error": baud_error, "uart_divisor": divisor,
+        "link_images_per_second": link_images_per_second(baud, core.pixels, core.classes,
+                                                         core.logit_bits),
         "bitstream": "gateware/top.bin" if family == "ice40" else "gateware/top.bit",
     }
 
@@ -369,11 +382,16 @@ def main(argv=None):
     parser.add_argument("--clock", default="auto", type=_clock_arg,
                         help="core clock in MHz from the PLL, or auto: the highest that meets "
                              "timing (default)")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="UART rate (default: the fastest the board's USB-UART carries; "
+                             "3000000 on ULX3S and iCEBreaker)")
     parser.add_argument("--force", action="store_true",
                         help="replace --out even if it holds files hw.build did not write")
     args = parser.parse_args(argv)
     check_bits(args.bits, "--bits")
     check_calibration(args.calibration)
+    if args.baud is not None and args.baud < 1:
+        raise UserError(f"--baud must be a positive rate, not {args.baud}")
     if args.board not in BOARDS:
         raise UserError(f"unknown board {args.board!r}; known boards: {', '.join(BOARDS)}")
     steps = 4 + (args.target == "bitstream")
@@ -388,6 +406,9 @@ def main(argv=None):
                        f"{report['images_per_second']:.0f} images/s at "
                        f"{report['clock_mhz']:.1f} MHz"
                        + ("" if report["timing_met"] else " (timing NOT met)"))
+    if report.get("bitstream"):
+        summary.append(f"UART {report['baud']} baud carries at most "
+                       f"{report['link_images_per_second']:.0f} images/s")
     if report["accuracy"] is not None:
         summary.append(f"integer accuracy {100 * report['accuracy']:.2f}%")
     print("; ".join(summary))

@@ -65,9 +65,11 @@ def _check(input_mhz, target_mhz, mode):
         10**6)
 
 
-def _better(candidate, best, target, mode, vco_preferred=None):
+def _better(candidate, best, target, mode, accept, vco_preferred=None):
     """Whether ``candidate`` ``(f_out, f_vco)`` beats ``best`` for ``target``."""
     if mode == "at_most" and candidate[0] > target:
+        return False
+    if accept is not None and not accept(candidate[0]):
         return False
     if best is None:
         return True
@@ -83,8 +85,11 @@ def _none_found(family, input_mhz, target_mhz, mode):
                       f"from {float(input_mhz):g} MHz")
 
 
-def ecp5_pll(input_mhz, target_mhz, mode="nearest"):
+def ecp5_pll(input_mhz, target_mhz, mode="nearest", accept=None):
     """``EHXPLLL`` dividers for ``target_mhz`` from an ``input_mhz`` oscillator.
+
+    ``accept``, a predicate on output frequencies (MHz), excludes outputs it rejects (a UART
+    that must divide the clock to its baud rate, for example).
 
     Returns
     -------
@@ -113,7 +118,7 @@ def ecp5_pll(input_mhz, target_mhz, mode="nearest"):
                     continue
                 if vco > vco_high:
                     break
-                if _better((f_out, vco), best, target, mode, _ECP5["vco_preferred"]):
+                if _better((f_out, vco), best, target, mode, accept, _ECP5["vco_preferred"]):
                     best = (f_out, vco)
                     found = PLLSettings("ecp5", f_in, f_out, vco, pfd, {
                         "clki_div": clki_div, "clkfb_div": clkfb_div, "clkop_div": clkop_div})
@@ -122,8 +127,10 @@ def ecp5_pll(input_mhz, target_mhz, mode="nearest"):
     return found
 
 
-def ice40_pll(input_mhz, target_mhz, mode="nearest"):
+def ice40_pll(input_mhz, target_mhz, mode="nearest", accept=None):
     """``SB_PLL40`` dividers (``SIMPLE`` feedback) for ``target_mhz`` from ``input_mhz``.
+
+    ``accept`` as for :func:`ecp5_pll`.
 
     Returns
     -------
@@ -148,7 +155,7 @@ def ice40_pll(input_mhz, target_mhz, mode="nearest"):
                 f_out = vco / 2**divq
                 if not _ICE40["out"][0] <= f_out <= _ICE40["out"][1]:
                     continue
-                if _better((f_out, vco), best, target, mode):
+                if _better((f_out, vco), best, target, mode, accept):
                     best = (f_out, vco)
                     filter_range = next((value for bound, value in _ICE40_FILTER if pfd < bound),
                                         6)
@@ -159,9 +166,9 @@ def ice40_pll(input_mhz, target_mhz, mode="nearest"):
     return found
 
 
-def pll_settings(family, input_mhz, target_mhz, mode="at_most"):
+def pll_settings(family, input_mhz, target_mhz, mode="at_most", accept=None):
     """The PLL settings of ``family`` (``"ecp5"`` or ``"ice40"``) for ``target_mhz``."""
     searches = {"ecp5": ecp5_pll, "ice40": ice40_pll}
     if family not in searches:
         raise ValueError(f"family must be one of {', '.join(searches)}, not {family!r}")
-    return searches[family](input_mhz, target_mhz, mode)
+    return searches[family](input_mhz, target_mhz, mode, accept)

@@ -5,10 +5,60 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MIN_DIVISOR", "UARTReceiver", "check_divisor"]
+__all__ = ["MAX_BAUD_ERROR", "MIN_DIVISOR", "UARTReceiver", "check_divisor", "uart_clock_filter",
+           "uart_divisor"]
 
 #: Fewest clock cycles per bit: below this, mid-bit sampling has no margin left.
 MIN_DIVISOR = 4
+#: Largest relative difference between the divided clock and the requested baud rate: the
+#: receiver on the other end samples ten bits on its own clock, so the error adds up over a
+#: character; 2 % leaves most of the usual ±4 % budget to the oscillators.
+MAX_BAUD_ERROR = 0.02
+
+
+def uart_divisor(clock_hz, baud):
+    """The divisor (clock cycles per bit) for ``baud`` at ``clock_hz``, and its rate error.
+
+    Returns
+    -------
+    divisor : int
+        ``round(clock_hz / baud)``.
+    error : float
+        ``clock_hz / divisor / baud - 1`` (positive: the line runs fast).
+
+    Raises
+    ------
+    ValueError
+        The divisor would be below :data:`MIN_DIVISOR` or the error above
+        :data:`MAX_BAUD_ERROR`.
+    """
+    if not baud > 0 or not clock_hz > 0:
+        raise ValueError(f"baud and clock must be positive, not {baud!r} and {clock_hz!r}")
+    divisor = max(1, round(clock_hz / baud))
+    error = clock_hz / divisor / baud - 1
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"{baud} baud needs at least {MIN_DIVISOR} clock cycles per bit, "
+                         f"but a {clock_hz / 1e6:g} MHz clock gives {clock_hz / baud:.2f}")
+    if abs(error) > MAX_BAUD_ERROR:
+        raise ValueError(f"{baud} baud from a {clock_hz / 1e6:g} MHz clock is off by "
+                         f"{100 * error:+.2f}% (divisor {divisor}); at most "
+                         f"{100 * MAX_BAUD_ERROR:g}% works reliably")
+    return divisor, error
+
+
+def uart_clock_filter(baud):
+    """A predicate on clock frequencies (MHz) that :func:`uart_divisor` accepts for ``baud``.
+
+    For :func:`hw.pll.pll_settings` ``accept=``: the PLL search then skips clocks the UART
+    cannot divide down to ``baud`` closely enough.
+    """
+    def accept(clock_mhz):
+        try:
+            uart_divisor(float(clock_mhz) * 1e6, baud)
+        except ValueError:
+            return False
+        return True
+    return accept
 
 
 def check_divisor(divisor):

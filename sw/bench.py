@@ -150,6 +150,7 @@ def _cpu_baselines(model, calibration, images):
 
 def _rtl(model, bits, board, images, data, jobs, scratch):
     out = scratch / f"rtl-{model}-{bits}b.json"
+    out.unlink(missing_ok=True)  # the bench's own scratch file: a stale one must not be read
     code, error = _run(["sim.regress", "--model", model, "--bits", str(bits), "--images",
                         str(images), "--jobs", str(jobs), "--board", board, "--json", str(out),
                         *(["--data", data] if data else [])], out.with_suffix(".log"))

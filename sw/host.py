@@ -34,6 +34,7 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "link_images_per_second",
     "logit_bytes",
     "main",
     "response_length",
@@ -51,7 +52,9 @@ REQUEST_HEADER_BYTES = 5
 RESPONSE_HEADER_BYTES = 6
 #: Largest image the 16-bit pixel count can announce.
 MAX_PIXELS = 0xFFFF
-DEFAULT_BAUD = 115200
+#: The rate the ULX3S and iCEBreaker bitstreams use by default (``hw.boards``); OrangeCrab
+#: bitstreams use 115200.
+DEFAULT_BAUD = 3_000_000
 
 
 class Status(enum.IntEnum):
@@ -191,6 +194,16 @@ def encode_response(status, label=0, logits=(), width=4):
             raise ValueError(f"logit {value} does not fit in {width} signed bytes")
         body += value.to_bytes(width, "little", signed=True)
     return RESPONSE_MAGIC + body + bytes([crc8(body)])
+
+
+def link_images_per_second(baud, pixels, classes, logit_bits):
+    """Images/s the UART carries, stop and wait: one request and its response per image.
+
+    Every character is 10 bits on the line (8N1); the board's own compute time is not counted.
+    """
+    request = REQUEST_HEADER_BYTES + pixels + 1
+    response = RESPONSE_HEADER_BYTES + classes * logit_bytes(logit_bits) + 1
+    return baud / (10 * (request + response))
 
 
 def response_length(prefix):
@@ -366,7 +379,9 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=100, help="test images to classify")
     parser.add_argument("--data", default=None, help="directory with the MNIST test set "
                                                      "(IDX files or mnist.npz)")
-    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate (115200)")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                        help=f"baud rate (default {DEFAULT_BAUD}, as hw.build makes ULX3S and "
+                             f"iCEBreaker bitstreams; OrangeCrab: 115200)")
     parser.add_argument("--timeout", type=float, default=2.0,
                         help="seconds to wait for each response")
     parser.add_argument("--retries", type=int, default=1,

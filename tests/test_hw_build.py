@@ -82,18 +82,18 @@ def test_clock_auto_steps_down_to_the_measured_fmax(fmaxes, met, monkeypatch, tm
 
     clocks, results = [], iter(fmaxes)
 
-    def fake_toolchain(board, device, core, directory, pll, need):
+    def fake_toolchain(board, device, core, directory, pll, need, baud):
         clocks.append(float(pll.output_mhz))
         cells = {"luts": 1, "ffs": 1, "brams": 0, "dsps": 0}
         return cells, dict(cells), next(results)
 
     class Core:
-        cycles_per_image = 1000
+        cycles_per_image, pixels, classes, logit_bits = 1000, 784, 10, 16
 
     monkeypatch.setattr(build, "_run_toolchain", fake_toolchain)
     board = get_board("ulx3s-85f")
     report = build._place_and_route(board, DEVICES[board.device], Core(), tmp_path, None,
-                                    lambda message: None, "auto")
+                                    lambda message: None, "auto", 3_000_000)
     assert len(clocks) == len(fmaxes) and clocks[0] == build.AUTO_START_MHZ["ecp5"]
     for run in range(1, len(clocks)):  # each run aims below every Fmax seen so far
         assert clocks[run] <= min(fmaxes[:run]) * 0.94
