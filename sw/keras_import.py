@@ -40,6 +40,10 @@ SUPPORTED_LAYERS = (
 _IGNORED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
             "GaussianNoise", "GaussianDropout", "AlphaDropout"}
 _FINAL_ONLY = {"softmax", "sigmoid"}
+#: Layer kinds :func:`extract` maps (some only in some configurations).
+_MAPPED = {"Rescaling", "Normalization", "Conv2D", "Dense", "BatchNormalization", "Activation",
+           "ReLU", "Softmax", "MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D",
+           "GlobalAveragePooling2D", "Flatten", "Reshape"}
 
 
 @dataclass(eq=False)
@@ -242,6 +246,14 @@ def _fold_input(first, scale, offset):
     first.weight, first.bias = weight, bias
 
 
+def _unsupported(layer, reshape=None):
+    """The error for an unsupported ``layer``, saying so when a ``Reshape`` feeds it."""
+    fed = "" if reshape is None else (f" (Reshape {reshape.name!r} to "
+                                      f"{tuple(reshape.get_config()['target_shape'])} feeds it)")
+    return UserError(f"layer {layer.name!r} ({type(layer).__name__}) is not supported{fed}; "
+                     f"supported layers: {SUPPORTED_LAYERS}")
+
+
 def _check_channels_last(layer, kind, config):
     if config.get("data_format", "channels_last") != "channels_last":
         raise UserError(f"layer {layer.name!r} ({kind}): only channels_last is supported")
@@ -318,11 +330,16 @@ def extract(model, name=None, pixel_scale=1 / 255):
                         f"{activation!r} is not supported here (supported: relu on hidden "
                         f"layers, linear; softmax/sigmoid on the output)")
 
+    # A Reshape to more than a vector, refused at the next layer: when that one is not
+    # supported either (an LSTM after a Reshape to (timesteps, features)), it is the one named.
+    reshape = None
     for index, layer in enumerate(chain):
         kind = type(layer).__name__
         config = layer.get_config()
         if kind in _IGNORED:
             continue
+        if reshape is not None:
+            raise _unsupported(reshape) if kind in _MAPPED else _unsupported(layer, reshape)
         if kind in ("Rescaling", "Normalization"):
             if layers:
                 raise UserError(f"layer {layer.name!r} ({kind}) is only supported at the input")
@@ -385,9 +402,12 @@ def extract(model, name=None, pixel_scale=1 / 255):
                                       bool(config.get("keepdims", False))))
         elif kind == "Flatten" or (kind == "Reshape" and len(config["target_shape"]) == 1):
             layers.append(FloatFlatten(layer.name))
+        elif kind == "Reshape":
+            reshape = layer
         else:
-            raise UserError(f"layer {layer.name!r} ({kind}) is not supported; supported "
-                            f"layers: {SUPPORTED_LAYERS}")
+            raise _unsupported(layer)
+    if reshape is not None:
+        raise _unsupported(reshape)
 
     net = FloatNet(name or model.name, input_shape, layers,
                    1.0 if preprocessing else pixel_scale, notes)

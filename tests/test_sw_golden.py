@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sw import golden
-from sw.qmodel import Conv2D, Dense, signed_bits, value_range
+from sw.qmodel import Conv2D, Dense, signed_bits
 
 
 def test_requantize_rounds_half_up_and_saturates():
@@ -87,22 +87,48 @@ def _dense(rng, fan_in, channels, in_bits, in_signed, weight_bits):
                  in_frac=0, relu=False)
 
 
+def _brute_force_acc_bits(layer):
+    """The accumulator width found by trying every input vector of a small dense layer.
+
+    Every value the hardware's adders can hold is enumerated: the sum over every run of
+    consecutive inputs (a SIMD chain adds such runs) and the bias plus every prefix (the
+    accumulator starts from the bias), for every input vector in the input range. The width
+    is the fewest two's complement bits that hold all of them.
+    """
+    lo_x, hi_x = (-(1 << (layer.in_bits - 1)), (1 << (layer.in_bits - 1)) - 1) \
+        if layer.in_signed else (0, (1 << layer.in_bits) - 1)
+    fan_in = layer.weight.shape[0]
+    inputs = np.array(list(itertools.product(range(lo_x, hi_x + 1), repeat=fan_in)))
+    terms = inputs[:, :, None] * layer.weight[None, :, :]  # (vectors, fan_in, channels)
+    prefix = np.concatenate([np.zeros_like(terms[:, :1]), np.cumsum(terms, axis=1)], axis=1)
+    runs = [prefix[:, j] - prefix[:, i] for i in range(fan_in) for j in range(i + 1, fan_in + 1)]
+    held = np.concatenate([np.stack(runs).reshape(-1), (prefix + layer.bias).reshape(-1)])
+    lo, hi = int(held.min()), int(held.max())
+    # n bits hold -2**(n-1) .. 2**(n-1)-1: n - 1 must cover hi and -lo - 1.
+    return 1 + max(max(hi, 0).bit_length(), max(-lo - 1, 0).bit_length()), lo, hi
+
+
+@pytest.mark.parametrize("in_signed", [False, True], ids=["unsigned-in", "signed-in"])
 @pytest.mark.parametrize("weight_bits", range(1, 9))
-def test_accumulator_width_holds_every_partial_sum(weight_bits, rng):
-    layer = _dense(rng, 12, 5, in_bits=3, in_signed=weight_bits % 2 == 0,
-                   weight_bits=weight_bits)
-    lo, hi = layer.acc_range
-    xlo, xhi = value_range(layer.in_bits, layer.in_signed)
-    m = layer.matrix
-    # Worst case per channel is reached at the input corners: check every prefix sum there.
-    worst = [np.where(m[:, c] > 0, xhi, xlo) for c in range(5)] + \
-            [np.where(m[:, c] > 0, xlo, xhi) for c in range(5)]
-    for x in worst:
-        prefix = np.cumsum(x[:, None] * m, axis=0)
-        assert prefix.min() >= lo and prefix.max() <= hi
-        assert (prefix[-1] + layer.bias).min() >= lo and (prefix[-1] + layer.bias).max() <= hi
-    assert signed_bits(lo, hi) == layer.acc_bits
-    assert layer.acc_bits == signed_bits(*layer.acc_range)
+def test_accumulator_width_is_the_brute_force_width(weight_bits, in_signed, rng):
+    # 5 inputs of 3 bits: 8**5 = 32768 input vectors, every one of them tried.
+    layer = _dense(rng, 5, 4, in_bits=3, in_signed=in_signed, weight_bits=weight_bits)
+    bits, lo, hi = _brute_force_acc_bits(layer)
+    assert layer.acc_bits == bits
+    # The declared range is what inputs reach, not a loose bound.
+    assert layer.acc_range == (lo, hi)
+
+
+def test_accumulator_width_counts_the_bias():
+    # Inputs 0..7 and weights +-3 reach -21..21 (6 bits); a bias of 12 makes it 33 (7 bits).
+    weight = np.array([[3, -3]])
+    layer = Dense(name="d", in_shape=(1,), out_shape=(2,), weight=weight,
+                  bias=np.array([12, 0]), weight_bits=3, weight_frac=np.zeros(2, int),
+                  in_bits=3, in_signed=False, in_frac=0, relu=False)
+    assert _brute_force_acc_bits(layer) == (7, -21, 33)
+    assert layer.acc_bits == 7
+    layer.bias = np.array([0, 0])
+    assert layer.acc_bits == 6
 
 
 def test_conv_golden_equals_direct_loops(rng):

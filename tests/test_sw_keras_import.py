@@ -1,10 +1,12 @@
 """Reading Keras models: seeds, user-style models saved as .keras and .h5, and clear errors."""
 
+import zipfile
+
 import numpy as np
 import pytest
 
 from sw.errors import UserError
-from sw.keras_import import extract, load_keras_model
+from sw.keras_import import SUPPORTED_LAYERS, extract, load_keras_model
 from sw.models import SEED_MODELS, build, load_float_net, model_path
 from tests.keras_models import randomize_batch_norm
 
@@ -78,7 +80,6 @@ def test_user_model_files_fold_to_the_same_function(suffix, tmp_path, mnist_test
 
 
 @pytest.mark.parametrize(("layer", "message"), [
-    ("LSTM", r"layer 'reshape\w*' \(Reshape\) is not supported"),
     ("tanh", r"activation 'tanh' is not supported"),
     ("leaky", r"layer 'bad' \(LeakyReLU\) is not supported; supported layers: Conv2D"),
     ("upsample", r"layer 'bad' \(UpSampling2D\) is not supported"),
@@ -87,7 +88,6 @@ def test_unsupported_layers_are_named(layer, message):
     import keras
 
     body = {
-        "LSTM": [keras.layers.Reshape((28, 28)), keras.layers.LSTM(4)],
         "tanh": [keras.layers.Flatten(), keras.layers.Dense(8, activation="tanh", name="bad")],
         "leaky": [keras.layers.Conv2D(2, 3), keras.layers.LeakyReLU(name="bad"),
                   keras.layers.Flatten()],
@@ -96,6 +96,41 @@ def test_unsupported_layers_are_named(layer, message):
     model = keras.Sequential([keras.Input((28, 28, 1)), *body, keras.layers.Dense(10)])
     with pytest.raises(UserError, match=message):
         extract(model)
+
+
+def _refusal(keras, shape, *body):
+    """The one-line error of importing ``Input(shape) -> body -> Dense(10)``."""
+    model = keras.Sequential([keras.Input(shape), *body, keras.layers.Dense(10, name="out")])
+    with pytest.raises(UserError) as refused:
+        extract(model)
+    return str(refused.value)
+
+
+def test_lstm_is_named_where_the_importer_reaches_it():
+    import keras
+
+    layers = keras.layers
+    unsupported = f"is not supported; supported layers: {SUPPORTED_LAYERS}"
+    # A sequence input straight into the LSTM.
+    assert _refusal(keras, (28, 28), layers.LSTM(4, name="lstm")) == \
+        f"layer 'lstm' (LSTM) {unsupported}"
+    # Convolution features reshaped to (timesteps, features), then the LSTM.
+    assert _refusal(keras, (28, 28, 1), layers.Conv2D(2, 3, name="conv"),
+                    layers.Reshape((26, 52), name="seq"), layers.Dropout(0.1),
+                    layers.LSTM(4, name="lstm")) == \
+        ("layer 'lstm' (LSTM) is not supported (Reshape 'seq' to (26, 52) feeds it); "
+         f"supported layers: {SUPPORTED_LAYERS}")
+
+
+def test_reshape_to_a_matrix_is_named_when_it_feeds_a_supported_layer():
+    import keras
+
+    layers = keras.layers
+    unsupported = f"is not supported; supported layers: {SUPPORTED_LAYERS}"
+    assert _refusal(keras, (28, 28, 1), layers.Reshape((28, 28), name="seq")) == \
+        f"layer 'seq' (Reshape) {unsupported}"
+    assert _refusal(keras, (28, 28, 1), layers.Reshape((28, 28), name="seq"),
+                    layers.Reshape((784,), name="flat")) == f"layer 'seq' (Reshape) {unsupported}"
 
 
 def test_branching_models_are_refused():
@@ -115,7 +150,12 @@ def test_bad_model_files(tmp_path):
         load_keras_model(tmp_path / "missing.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"this is not a zip file")
-    with pytest.raises(UserError, match="cannot load model"):
+    with pytest.raises(UserError, match=r"is not a Keras archive \(a \.keras file is a zip"):
         load_keras_model(bad)
+    not_keras = tmp_path / "other.keras"  # a zip, but no Keras model inside: Keras says why
+    with zipfile.ZipFile(not_keras, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(UserError, match="cannot load model"):
+        load_keras_model(not_keras)
     with pytest.raises(UserError, match="unknown model 'resnet'"):
         model_path("resnet")
