@@ -22,9 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import verilog
 
+from sw.data import check_images, load_test, load_train, parse_data_arg
 from sw.errors import UserError, cli_main
+from sw.golden import classify
 from sw.host import link_images_per_second
+from sw.models import model_path
 from sw.outputs import prepare_dir, replace_dir
 from sw.quantize import (
     CALIBRATION_IMAGES,
@@ -37,8 +41,12 @@ from sw.quantize import (
     write_exports,
 )
 
+from .boards import BOARDS, BoardTop, get_board
 from .folding import DEVICES, auto_fold, estimate, load_fold
+from .network import Accelerator
 from .pll import pll_settings
+from .program import program
+from .toolchain import SCRIPT_AFTER_READ, tool_env
 from .uart_rx import uart_clock_filter, uart_divisor
 
 __all__ = ["DEFAULT_BOARD", "DEFAULT_MODEL", "build", "main"]
@@ -68,8 +76,6 @@ def _test_set(data):
 
     Without ``--data`` a missing test set only means no accuracy in the report, said in a note.
     """
-    from sw.data import load_test
-
     if data is not None:
         return load_test(data)
     try:
@@ -80,9 +86,6 @@ def _test_set(data):
 
 
 def _integer_accuracy(qmodel, test_set):
-    from sw.data import check_images
-    from sw.golden import classify
-
     if test_set is None:
         return None, 0
     images, labels = test_set
@@ -158,14 +161,6 @@ def _write_reports(directory, report, stages):
 
 def build(args, progress):
     """Run the build described by parsed ``args``; returns the report dictionary."""
-    from amaranth.back import verilog
-
-    from sw.data import load_train
-    from sw.models import model_path
-
-    from .boards import get_board
-    from .network import Accelerator
-
     board = get_board(args.board)
     device = DEVICES[board.device]
     weight_bits = check_bits(args.weight_bits or args.bits, "--weight-bits")
@@ -240,8 +235,6 @@ _AUTO_ATTEMPTS, _AUTO_MARGIN = 4, 0.94
 def _run_toolchain(board, device, core, directory, pll, need, baud):
     """Yosys + nextpnr + pack into ``directory`` for ``pll``; a design that does not fit is a
     one-line error naming what ran out."""
-    from .boards import BoardTop
-    from .toolchain import SCRIPT_AFTER_READ, tool_env
 
     family = device.family
     overrides = {"nextpnr_opts": "--report top.report.json --timing-allow-fail --seed 1",
@@ -327,20 +320,6 @@ def _place_and_route(board, device, core, scratch, need, progress, clock, baud):
     }
 
 
-def _program(board, report):
-    programmer = shutil.which(board.programmer)
-    if programmer is None:
-        raise UserError(f"{board.programmer} not found: install it to program {board.name} "
-                        f"(the bitstream is {report['bitstream']})")
-    command = {"iceprog": [programmer, report["bitstream"]],
-               "openFPGALoader": [programmer, "-b", "ulx3s", report["bitstream"]],
-               "dfu-util": [programmer, "-a", "0", "-D", report["bitstream"]]}[board.programmer]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"programming {board.name} failed (is it connected?): {last[0]}")
-
-
 def _clock_arg(text):
     if text == "auto":
         return text
@@ -356,10 +335,6 @@ def _clock_arg(text):
 
 @cli_main
 def main(argv=None):
-    from sw.data import parse_data_arg
-
-    from .boards import BOARDS
-
     parser = argparse.ArgumentParser(prog="python -m hw.build",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--bits", default="4", help="weight and activation bits, 1..8")
@@ -378,7 +353,10 @@ def main(argv=None):
                         help="training images for activation calibration "
                              f"(default {CALIBRATION_IMAGES})")
     parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
-    parser.add_argument("--program", action="store_true", help="program the board afterwards")
+    parser.add_argument("--program", action="store_true",
+                        help="load the bitstream onto the board afterwards (python -m hw.program)")
+    parser.add_argument("--flash", action="store_true",
+                        help="with --program: write the board's flash, not the FPGA's SRAM")
     parser.add_argument("--clock", default="auto", type=_clock_arg,
                         help="core clock in MHz from the PLL, or auto: the highest that meets "
                              "timing (default)")
@@ -390,6 +368,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_bits(args.bits, "--bits")
     check_calibration(args.calibration)
+    if args.program and args.target != "bitstream":
+        raise UserError("--program needs --target bitstream")
     if args.baud is not None and args.baud < 1:
         raise UserError(f"--baud must be a positive rate, not {args.baud}")
     if args.board not in BOARDS:
@@ -414,9 +394,7 @@ def main(argv=None):
     print("; ".join(summary))
     print(f"report: {report['out']}/report.md")
     if args.program:
-        from .boards import get_board
-
-        _program(get_board(args.board), report)
+        program(get_board(args.board), report["bitstream"], flash=args.flash)
 
 
 if __name__ == "__main__":
