@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sw.golden import argmax, run
+from sw.golden import argmax, classify
 
 from .harness import simulate_stream
 
@@ -54,7 +54,7 @@ def simulate_core(qmodel, fold, images, *, idle=0.0, stall=0.0, seed=0,
                for word in received["words"]]
     labels = [label for label, _ in decoded]
     logits = [values for _, values in decoded]
-    expected = run(qmodel, images)[-1]
+    expected = classify(qmodel, images)[1]
     mismatches = [index for index in range(len(images))
                   if logits[index] != expected[index].tolist()
                   or labels[index] != int(argmax(expected[index]))]
