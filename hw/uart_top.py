@@ -1,13 +1,30 @@
-"""The board-side UART protocol (``docs/protocol.md``) around an accelerator core."""
+"""The board-side UART protocol (``docs/protocol.md``) around an accelerator core.
+
+:class:`UARTTop` joins the UART receiver and transmitter to the core through four stages,
+each its own component:
+
+- :class:`FrameParser` takes the received bytes, checks a request frame (magic, command,
+  pixel count, a bench request's repeat count, CRC-8) and writes its pixels into the image
+  buffer, a block RAM;
+- :class:`ImageFeeder` streams the buffered image into the core, ``N`` times back to back;
+- :class:`BenchTimer` counts the clock cycles from the first pixel the core takes to its
+  ``N``-th result;
+- :class:`ResponseSender` sends the status, the core's last result and (for a bench request)
+  the cycle count as response bytes.
+"""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from sw.host import (
+    CMD_BENCH,
     CMD_CLASSIFY,
+    CYCLE_COUNT_BYTES,
     MAX_PIXELS,
+    MAX_REPEATS,
     REQUEST_MAGIC,
     RESPONSE_HEADER_BYTES,
     RESPONSE_MAGIC,
@@ -18,10 +35,30 @@ from sw.host import (
 from .uart_rx import UARTReceiver, check_divisor
 from .uart_tx import UARTTransmitter
 
-__all__ = ["CRC8_POLY", "UARTTop", "crc8_next"]
+__all__ = [
+    "CRC8_POLY",
+    "CYCLE_COUNT_BITS",
+    "REQUEST_LAYOUT",
+    "BenchTimer",
+    "FrameParser",
+    "ImageFeeder",
+    "ResponseSender",
+    "UARTTop",
+    "crc8_next",
+    "response_layout",
+]
 
 #: CRC-8 generator polynomial without its ``x^8`` term (CRC-8/SMBUS, as ``sw.host.crc8``).
 CRC8_POLY = 0x07
+#: Width of the bench cycle counter: the response's count field.
+CYCLE_COUNT_BITS = 8 * CYCLE_COUNT_BYTES
+#: What :class:`FrameParser` hands on per request: the response's status (``OK`` or the error
+#: that ended the request), whether it is a bench request, and how many times to run the image.
+REQUEST_LAYOUT = data.StructLayout({
+    "status": unsigned(8),
+    "bench": unsigned(1),
+    "repeats": unsigned(MAX_REPEATS.bit_length()),
+})
 #: The device's idle timeout must cover at least this many characters of 10 bits.
 _MIN_TIMEOUT_CHARACTERS = 2
 
@@ -47,6 +84,17 @@ def crc8_next(crc, byte):
     return Cat(*bits)
 
 
+def response_layout(*, classes, label_bits, logit_bits):
+    """The payload of :class:`ResponseSender`'s input: everything one response carries."""
+    return data.StructLayout({
+        "status": unsigned(8),
+        "bench": unsigned(1),
+        "label": unsigned(label_bits),
+        "logits": data.ArrayLayout(signed(logit_bits), classes),
+        "cycles": unsigned(CYCLE_COUNT_BITS),
+    })
+
+
 def _core_int(core, name, low, high):
     try:
         value = getattr(core, name)
@@ -58,6 +106,318 @@ def _core_int(core, name, low, high):
     if not low <= value <= high:
         raise ValueError(f"core.{name} is {value}; the UART protocol supports {low}..{high}")
     return value
+
+
+class FrameParser(wiring.Component):
+    """Checks request frames and writes their pixels into the image buffer.
+
+    Parameters
+    ----------
+    pixels : int
+        Pixels per image, the only pixel count a request may announce.
+    timeout_cycles : int
+        Idle cycles (``receiving`` low) that end a request part-way.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(unsigned(8)))
+        The received bytes. Always ready, so the receiver never overruns: bytes that arrive
+        while a request is served are taken and dropped.
+    error : In(1)
+        The receiver's framing-error pulse.
+    receiving : In(1)
+        The receiver's ``busy``; the line counts as idle while it is low.
+    write : In(WritePort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8)))
+        The image buffer's write port: pixel ``n`` of a request goes to address ``n``.
+    o : Out(stream.Signature(REQUEST_LAYOUT))
+        One transfer per request. ``valid`` rises in the cycle after the checksum byte of a
+        good request (status ``OK``), or once the line has been idle for ``timeout_cycles``
+        after the byte that ended a bad one (status: the error). Until the transfer, which
+        the consumer makes when the response has been sent, the line is ignored; then the
+        parser hunts for the next request magic.
+    """
+
+    def __init__(self, *, pixels, timeout_cycles):
+        self._pixels, self._timeout = pixels, timeout_cycles
+        super().__init__({
+            "i": In(stream.Signature(unsigned(8))),
+            "error": In(1),
+            "receiving": In(1),
+            "write": In(WritePort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8))),
+            "o": Out(stream.Signature(REQUEST_LAYOUT)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        got, byte = self.i.valid, self.i.payload
+        m.d.comb += self.i.ready.eq(1)
+
+        # Cycles the line has been idle, saturating at the timeout.
+        idle = Signal(range(self._timeout + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(idle == self._timeout)
+        with m.If(self.receiving):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        index = Signal(range(self._pixels))
+        crc = Signal(8)
+        low = Signal(8)  # the first byte of a 16-bit field
+        m.d.comb += [self.write.addr.eq(index), self.write.data.eq(byte)]
+        with m.FSM(name="frame"):
+            with m.State("HUNT"):
+                with m.If(got & (byte == REQUEST_MAGIC[0])):
+                    m.next = "MAGIC"
+            with m.State("MAGIC"):
+                with m.If(got):
+                    with m.If(byte == REQUEST_MAGIC[1]):
+                        m.d.sync += crc.eq(0)
+                        m.next = "COMMAND"
+                    with m.Elif(byte != REQUEST_MAGIC[0]):
+                        m.next = "HUNT"
+            for state in ("COMMAND", "LENGTH_LOW", "LENGTH_HIGH", "REPEATS_LOW", "REPEATS_HIGH",
+                          "PIXELS", "CHECKSUM"):
+                with m.State(state):
+                    # A framing error and a timeout exclude a received byte in the same cycle.
+                    with m.If(self.error):
+                        self._abort(m, Status.FRAMING)
+                    with m.Elif(timed_out):
+                        self._abort(m, Status.TIMEOUT)
+                    with m.Elif(got):
+                        m.d.sync += crc.eq(crc8_next(crc, byte))
+                        self._take(m, state, byte, Cat(low, byte), low, index, crc)
+            with m.State("DRAIN"):
+                # The rest of a bad request is ignored until the line falls quiet, so none of
+                # its bytes can be mistaken for the start of the next request.
+                with m.If(timed_out):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "HUNT"
+        return m
+
+    def _abort(self, m, status):
+        m.d.sync += self.o.payload.status.eq(status)
+        m.next = "DRAIN"
+
+    def _take(self, m, state, byte, both, low, index, crc):
+        """The received ``byte`` in field ``state``; ``both`` is a 16-bit field's value."""
+        request = self.o.payload
+        if state == "COMMAND":
+            with m.If(byte == CMD_CLASSIFY):
+                m.d.sync += [request.bench.eq(0), request.repeats.eq(1)]
+                m.next = "LENGTH_LOW"
+            with m.Elif(byte == CMD_BENCH):
+                m.d.sync += request.bench.eq(1)
+                m.next = "LENGTH_LOW"
+            with m.Else():
+                self._abort(m, Status.COMMAND)
+        elif state in ("LENGTH_LOW", "REPEATS_LOW"):
+            m.d.sync += low.eq(byte)
+            m.next = state.replace("LOW", "HIGH")
+        elif state == "LENGTH_HIGH":
+            with m.If(both != self._pixels):
+                self._abort(m, Status.LENGTH)
+            with m.Elif(request.bench):
+                m.next = "REPEATS_LOW"
+            with m.Else():
+                m.d.sync += index.eq(0)
+                m.next = "PIXELS"
+        elif state == "REPEATS_HIGH":
+            with m.If(both == 0):
+                self._abort(m, Status.REPEATS)
+            with m.Else():
+                m.d.sync += [request.repeats.eq(both), index.eq(0)]
+                m.next = "PIXELS"
+        elif state == "PIXELS":
+            m.d.comb += self.write.en.eq(1)
+            with m.If(index == self._pixels - 1):
+                m.next = "CHECKSUM"
+            with m.Else():
+                m.d.sync += index.eq(index + 1)
+        else:
+            with m.If(byte == crc):
+                m.d.sync += request.status.eq(Status.OK)
+                m.next = "DONE"
+            with m.Else():
+                self._abort(m, Status.CHECKSUM)
+
+
+class ImageFeeder(wiring.Component):
+    """Streams the image buffer into the core ``N`` times back to back, at the core's pace.
+
+    Parameters
+    ----------
+    pixels : int
+        Pixels per image (the buffer's depth).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(unsigned(16)))
+        Jobs: how many times ``N`` (at least 1) to send the image. Taken while the feeder is
+        idle; the first pixel is read in the same cycle.
+    read : In(ReadPort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8)))
+        The image buffer's (synchronous) read port.
+    o : Out(stream.Signature(unsigned(8)))
+        The pixels, image after image. The next pixel is read in every cycle in which the
+        waiting one is taken, so ``o.valid`` stays high from the first pixel to the last:
+        the core is fed in every cycle it is ready, also across images.
+    """
+
+    def __init__(self, *, pixels):
+        self._pixels = pixels
+        super().__init__({
+            "i": In(stream.Signature(unsigned(MAX_REPEATS.bit_length()))),
+            "read": In(ReadPort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8))),
+            "o": Out(stream.Signature(unsigned(8))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        index = Signal(range(self._pixels))  # the next pixel to read
+        images = Signal.like(self.i.payload)  # images left to read, the current one included
+        running = Signal()  # pixels are left to read
+        start, fetch = Signal(), Signal()
+        address, remaining = Signal.like(index), Signal.like(images)
+        m.d.comb += [
+            self.i.ready.eq(~running & ~self.o.valid),
+            start.eq(self.i.valid & self.i.ready),
+            address.eq(Mux(start, 0, index)),
+            remaining.eq(Mux(start, self.i.payload, images)),
+            # The read port's data register is the payload: it only advances when the
+            # waiting pixel is taken (or none waits), so it holds while the core stalls.
+            fetch.eq((running | start) & (~self.o.valid | self.o.ready)),
+            self.read.en.eq(fetch),
+            self.read.addr.eq(address),
+            self.o.payload.eq(self.read.data),
+        ]
+        with m.If(fetch):
+            m.d.sync += self.o.valid.eq(1)
+            with m.If(address == self._pixels - 1):
+                # The next image starts from its first pixel in the next cycle: no bubble.
+                m.d.sync += [index.eq(0), images.eq(remaining - 1),
+                             running.eq(remaining != 1)]
+            with m.Else():
+                m.d.sync += [index.eq(address + 1), images.eq(remaining), running.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+class BenchTimer(wiring.Component):
+    """Counts clock cycles from a run's first input transfer to its last result.
+
+    Attributes
+    ----------
+    clear : In(1)
+        Zeroes the count and arms the timer for the next ``start``.
+    start : In(1)
+        An input transfer into the core; the first one after ``clear`` starts the count.
+    stop : In(1)
+        The last result is on the core's output; the count stops in this cycle.
+    count : Out(CYCLE_COUNT_BITS)
+        Cycles from the ``start`` cycle to the ``stop`` cycle (1 if ``stop`` comes in the
+        cycle after ``start``), 0 until counting; it stops at ``2**CYCLE_COUNT_BITS - 1``.
+    """
+
+    clear: In(1)
+    start: In(1)
+    stop: In(1)
+    count: Out(CYCLE_COUNT_BITS)
+
+    def elaborate(self, platform):
+        m = Module()
+        armed = Signal()  # cleared, waiting for the first input transfer
+        counting = Signal()
+        with m.If(self.clear):
+            m.d.sync += [self.count.eq(0), armed.eq(1), counting.eq(0)]
+        with m.Elif(counting):
+            # Saturate rather than wrap: an overlong run must not read as a short one.
+            with m.If(~self.count.all()):
+                m.d.sync += self.count.eq(self.count + 1)
+            with m.If(self.stop):
+                m.d.sync += counting.eq(0)
+        with m.Elif(armed & self.start):
+            m.d.sync += [armed.eq(0), counting.eq(1)]
+        return m
+
+
+class ResponseSender(wiring.Component):
+    """Sends one response: header, logits, a bench result's cycle count, CRC-8.
+
+    Parameters
+    ----------
+    classes, label_bits, logit_bits : int
+        The core's.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(response_layout(...)))
+        The response to send. It is taken in the cycle its last byte is, so its payload (the
+        core's result, stalled on the core's output) needs no copy here. A ``status`` other
+        than ``OK`` sends the 7-byte error response; ``bench`` adds the ``cycles`` count.
+    o : Out(stream.Signature(unsigned(8)))
+        The response's bytes, for the transmitter; valid while ``i`` is.
+    """
+
+    def __init__(self, *, classes, label_bits, logit_bits):
+        self._classes, self._width = classes, logit_bytes(logit_bits)
+        super().__init__({
+            "i": In(stream.Signature(response_layout(classes=classes, label_bits=label_bits,
+                                                     logit_bits=logit_bits))),
+            "o": Out(stream.Signature(unsigned(8))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        classes, width, header = self._classes, self._width, RESPONSE_HEADER_BYTES
+        response, out = self.i.payload, self.o.payload
+        index = Signal(range(header + classes * width + CYCLE_COUNT_BYTES + 1))
+        crc = Signal(8)
+        ok = Signal()
+        m.d.comb += ok.eq(response.status == Status.OK)
+        # The body after the header, byte after byte: logits sign-extended to whole bytes,
+        # then the count (sent only in bench results).
+        extended = []
+        for k in range(classes):
+            logit = Signal(signed(8 * width), name=f"logit_{k}")
+            m.d.comb += logit.eq(response.logits[k])
+            extended.append(logit)
+        body = Cat(*extended, response.cycles)
+        offset = Signal(range(classes * width + CYCLE_COUNT_BYTES + 1))
+        last = Signal.like(index)
+        m.d.comb += [
+            offset.eq(index - header),
+            last.eq(Mux(ok, header + classes * width + Mux(response.bench, CYCLE_COUNT_BYTES, 0),
+                        header)),
+        ]
+        with m.Switch(index):
+            with m.Case(0):
+                m.d.comb += out.eq(RESPONSE_MAGIC[0])
+            with m.Case(1):
+                m.d.comb += out.eq(RESPONSE_MAGIC[1])
+            with m.Case(2):
+                m.d.comb += out.eq(response.status)
+            with m.Case(3):
+                m.d.comb += out.eq(Mux(ok, response.label, 0))
+            with m.Case(4):
+                m.d.comb += out.eq(Mux(ok, classes, 0))
+            with m.Case(5):
+                m.d.comb += out.eq(Mux(ok, width, 0))
+            with m.Default():
+                m.d.comb += out.eq(Mux(index == last, crc, body.word_select(offset, 8)))
+        m.d.comb += self.o.valid.eq(self.i.valid)
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(index == last):
+                m.d.comb += self.i.ready.eq(1)
+                m.d.sync += [index.eq(0), crc.eq(0)]
+            with m.Else():
+                m.d.sync += index.eq(index + 1)
+                with m.If(index >= 2):  # the CRC covers everything after the magic
+                    m.d.sync += crc.eq(crc8_next(crc, out))
+        return m
 
 
 class UARTTop(wiring.Component):
@@ -82,7 +442,7 @@ class UARTTop(wiring.Component):
     tx : Out(1)
         UART line to the host (idle high).
     last_label : Out(core.label_bits)
-        The label of the last classification answered (0 after reset), e.g. for LEDs.
+        The label of the last result answered (0 after reset), e.g. for LEDs.
     status : Out(8)
         The status code of the last response sent (``sw.host.Status``; 0 after reset).
 
@@ -92,10 +452,16 @@ class UARTTop(wiring.Component):
     read) and only streamed into ``core`` once the whole request, checksum included, has
     arrived intact; so the core only ever sees whole images, whatever arrives on the line.
     Any error part-way through a request (framing error, unknown command, wrong pixel count,
-    bad checksum, idle timeout) discards it; the device then ignores the line until it has
-    been idle for ``timeout_cycles``, sends the error response, and hunts for the next
-    request magic. Bytes arriving while an image is classified or a response is sent are
-    ignored (the host waits for each response before sending the next request).
+    a bench repeat count of 0, bad checksum, idle timeout) discards it; the device then
+    ignores the line until it has been idle for ``timeout_cycles``, sends the error
+    response, and hunts for the next request magic. Bytes arriving while a request is served
+    are ignored (the host waits for each response before sending the next request).
+
+    A bench request streams the image into the core ``N`` times back to back, feeding it in
+    every cycle it is ready, and takes every result but the last as it appears, so the core
+    never waits for the board. :class:`BenchTimer` counts the cycles from the first pixel
+    transfer to the cycle the ``N``-th result appears on ``core.o``: the latency of one image
+    plus ``N - 1`` image intervals. The response carries that count and the last result.
     """
 
     def __init__(self, core, *, divisor, timeout_cycles):
@@ -154,169 +520,77 @@ class UARTTop(wiring.Component):
 
     @property
     def response_bytes(self):
-        """Length of a successful response; error responses are 7 bytes."""
+        """Length of a classify result; error responses are 7 bytes."""
         return RESPONSE_HEADER_BYTES + self._classes * self.logit_bytes + 1
+
+    @property
+    def bench_response_bytes(self):
+        """Length of a bench result: a classify result and the cycle count."""
+        return self.response_bytes + CYCLE_COUNT_BYTES
 
     def elaborate(self, platform):
         m = Module()
-        core, pixels, classes = self._core, self._pixels, self._classes
-        width = self.logit_bytes
-
+        core = self._core
         m.submodules.core = core
         m.submodules.receiver = receiver = UARTReceiver(divisor=self._divisor)
         m.submodules.transmitter = transmitter = UARTTransmitter(divisor=self._divisor)
-        # The receiver is always read, so it never overruns: bytes that arrive while the
-        # device is busy are read and dropped here.
+        m.submodules.parser = parser = FrameParser(pixels=self._pixels,
+                                                   timeout_cycles=self._timeout)
+        m.submodules.buffer = buffer = Memory(shape=unsigned(8), depth=self._pixels, init=[])
+        m.submodules.feeder = feeder = ImageFeeder(pixels=self._pixels)
+        m.submodules.timer = timer = BenchTimer()
+        m.submodules.sender = sender = ResponseSender(
+            classes=self._classes, label_bits=self._label_bits, logit_bits=self._logit_bits)
+
         m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx),
-                     receiver.o.ready.eq(1)]
-        got, byte = receiver.o.valid, receiver.o.payload
-
-        # Cycles the line has been idle, saturating at the timeout.
-        idle = Signal(range(self._timeout + 1))
-        timed_out = Signal()
-        m.d.comb += timed_out.eq(idle == self._timeout)
-        with m.If(receiver.busy):
-            m.d.sync += idle.eq(0)
-        with m.Elif(~timed_out):
-            m.d.sync += idle.eq(idle + 1)
-
-        m.submodules.buffer = buffer = Memory(shape=unsigned(8), depth=pixels, init=[])
-        write = buffer.write_port()
-        read = buffer.read_port()
-
-        index = Signal(range(max(pixels, RESPONSE_HEADER_BYTES + classes * width) + 1))
-        crc = Signal(8)
-        code = Signal(8)  # status of the response being prepared
-        length_low = Signal(8)
-        fetched = Signal()  # every pixel has been read from the buffer
-        pixel_valid = Signal()  # the read port's data is a pixel not yet taken by the core
-        fetch = Signal()
-        m.d.comb += [
-            write.addr.eq(index),
-            write.data.eq(byte),
-            read.addr.eq(index),
-            core.i.valid.eq(pixel_valid),
-            Value.cast(core.i.payload).eq(read.data),
-            fetch.eq(~pixel_valid | core.i.ready),
-            read.en.eq(0),  # the port's enable defaults to 1; it only reads in RUN
-        ]
-
-        # The response, byte by byte; the core's result stays on its (stalled) output stream
-        # until the last byte is out, so it needs no copy here.
-        ok = Signal()
-        m.d.comb += ok.eq(code == Status.OK)
-        extended = []
-        for k in range(classes):
-            logit = Signal(signed(8 * width), name=f"logit_{k}")
-            m.d.comb += logit.eq(core.o.payload.logits[k])
-            extended.append(logit)
-        flat = Cat(*extended)
-        last = Signal(range(RESPONSE_HEADER_BYTES + classes * width + 1))
-        m.d.comb += last.eq(Mux(ok, RESPONSE_HEADER_BYTES + classes * width,
-                                RESPONSE_HEADER_BYTES))
-        logit_byte = Signal(range(classes * width + 1))
-        m.d.comb += logit_byte.eq(index - RESPONSE_HEADER_BYTES)
-        out = transmitter.i.payload
-        with m.Switch(index):
-            with m.Case(0):
-                m.d.comb += out.eq(RESPONSE_MAGIC[0])
-            with m.Case(1):
-                m.d.comb += out.eq(RESPONSE_MAGIC[1])
-            with m.Case(2):
-                m.d.comb += out.eq(code)
-            with m.Case(3):
-                m.d.comb += out.eq(Mux(ok, core.o.payload.label, 0))
-            with m.Case(4):
-                m.d.comb += out.eq(Mux(ok, classes, 0))
-            with m.Case(5):
-                m.d.comb += out.eq(Mux(ok, width, 0))
-            with m.Default():
-                m.d.comb += out.eq(Mux(index == last, crc, flat.word_select(logit_byte, 8)))
-
-        def abort(status):
-            m.d.sync += code.eq(status)
-            m.next = "DRAIN"
-
-        with m.FSM(name="protocol"):
-            with m.State("HUNT"):
-                with m.If(got & (byte == REQUEST_MAGIC[0])):
-                    m.next = "MAGIC"
-            with m.State("MAGIC"):
-                with m.If(got):
-                    with m.If(byte == REQUEST_MAGIC[1]):
-                        m.d.sync += crc.eq(0)
-                        m.next = "COMMAND"
-                    with m.Elif(byte != REQUEST_MAGIC[0]):
-                        m.next = "HUNT"
-            for state in ("COMMAND", "LENGTH_LOW", "LENGTH_HIGH", "PIXELS", "CHECKSUM"):
-                with m.State(state):
-                    # A framing error and a timeout exclude a received byte in the same cycle.
-                    with m.If(receiver.error):
-                        abort(Status.FRAMING)
-                    with m.Elif(timed_out):
-                        abort(Status.TIMEOUT)
-                    with m.Elif(got):
-                        m.d.sync += crc.eq(crc8_next(crc, byte))
-                        if state == "COMMAND":
-                            with m.If(byte == CMD_CLASSIFY):
-                                m.next = "LENGTH_LOW"
-                            with m.Else():
-                                abort(Status.COMMAND)
-                        elif state == "LENGTH_LOW":
-                            m.d.sync += length_low.eq(byte)
-                            m.next = "LENGTH_HIGH"
-                        elif state == "LENGTH_HIGH":
-                            with m.If(Cat(length_low, byte) == pixels):
-                                m.d.sync += index.eq(0)
-                                m.next = "PIXELS"
-                            with m.Else():
-                                abort(Status.LENGTH)
-                        elif state == "PIXELS":
-                            m.d.comb += write.en.eq(1)
-                            with m.If(index == pixels - 1):
-                                m.next = "CHECKSUM"
-                            with m.Else():
-                                m.d.sync += index.eq(index + 1)
-                        else:
-                            with m.If(byte == crc):
-                                m.d.sync += [index.eq(0), fetched.eq(0)]
-                                m.next = "RUN"
-                            with m.Else():
-                                abort(Status.CHECKSUM)
-            with m.State("DRAIN"):
-                # The rest of a bad request is ignored until the line falls quiet, so none of
-                # its bytes can be mistaken for the start of the next request.
-                with m.If(timed_out):
-                    m.d.sync += [index.eq(0), crc.eq(0)]
-                    m.next = "RESPOND"
-            with m.State("RUN"):
-                # The read port's data register is the core's payload: it only advances when
-                # the core takes the pixel (or none is waiting), so it holds while stalled.
-                with m.If(fetch):
-                    with m.If(~fetched):
-                        m.d.comb += read.en.eq(1)
-                        m.d.sync += [pixel_valid.eq(1), index.eq(index + 1)]
-                        with m.If(index == pixels - 1):
-                            m.d.sync += fetched.eq(1)
-                    with m.Else():
-                        m.d.sync += pixel_valid.eq(0)
-                        m.next = "RESULT"
-            with m.State("RESULT"):
-                with m.If(core.o.valid):
-                    m.d.sync += [code.eq(Status.OK), index.eq(0), crc.eq(0)]
-                    m.next = "RESPOND"
-            with m.State("RESPOND"):
-                m.d.comb += transmitter.i.valid.eq(1)
-                with m.If(transmitter.i.ready):
-                    m.d.sync += index.eq(index + 1)
-                    with m.If((index >= 2) & (index != last)):
-                        m.d.sync += crc.eq(crc8_next(crc, out))
-                    with m.If(index == last):
-                        m.d.sync += self.status.eq(code)
-                        with m.If(ok):
-                            # The core's result has been sent: release it.
-                            m.d.comb += core.o.ready.eq(1)
-                            m.d.sync += self.last_label.eq(core.o.payload.label)
-                        m.next = "HUNT"
-
+                     parser.error.eq(receiver.error), parser.receiving.eq(receiver.busy)]
+        wiring.connect(m, receiver.o, parser.i)
+        wiring.connect(m, parser.write, buffer.write_port())
+        wiring.connect(m, feeder.read, buffer.read_port())
+        # The core's pixel is an ``ArrayLayout`` of one lane: joined by hand, not connect().
+        m.d.comb += [core.i.valid.eq(feeder.o.valid), feeder.o.ready.eq(core.i.ready),
+                     Value.cast(core.i.payload).eq(feeder.o.payload)]
+        wiring.connect(m, sender.o, transmitter.i)
+        self._serve(m, parser.o, feeder.i, timer, sender.i)
         return m
+
+    def _serve(self, m, request, job, timer, response):
+        """Serve each request from the parser: run the core, take its results, respond."""
+        core = self._core
+        error = Signal()
+        launched = Signal()  # the feeder has taken this request's job
+        finished = Signal()  # the last result is waiting on the core's output
+        results = Signal.like(request.payload.repeats)  # results to come, the last included
+        last_result = Signal()
+        m.d.comb += [
+            error.eq(request.payload.status != Status.OK),
+            job.valid.eq(request.valid & ~error & ~launched),
+            job.payload.eq(request.payload.repeats),
+            last_result.eq(launched & core.o.valid & (results == 1)),
+            # Results before the last are taken the cycle they appear and dropped, so a
+            # bench run never holds the core back; the last one waits for its response.
+            core.o.ready.eq(launched & (results != 1)),
+            timer.clear.eq(job.valid & job.ready),
+            timer.start.eq(core.i.valid & core.i.ready),
+            timer.stop.eq(last_result),
+            response.valid.eq(request.valid & (error | finished)),
+            response.payload.status.eq(request.payload.status),
+            response.payload.bench.eq(request.payload.bench),
+            response.payload.label.eq(core.o.payload.label),
+            response.payload.logits.eq(core.o.payload.logits),
+            response.payload.cycles.eq(timer.count),
+        ]
+        with m.If(job.valid & job.ready):
+            m.d.sync += [launched.eq(1), results.eq(request.payload.repeats)]
+        with m.If(core.o.valid & core.o.ready):
+            m.d.sync += results.eq(results - 1)
+        with m.If(last_result):
+            m.d.sync += finished.eq(1)
+        with m.If(response.valid & response.ready):
+            # The response is out: the request is done (the parser hunts again) and the
+            # core's result, sent, is released.
+            m.d.comb += request.ready.eq(1)
+            m.d.sync += [launched.eq(0), finished.eq(0), self.status.eq(request.payload.status)]
+            with m.If(~error):
+                m.d.comb += core.o.ready.eq(1)
+                m.d.sync += self.last_label.eq(core.o.payload.label)

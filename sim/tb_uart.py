@@ -4,14 +4,17 @@
 :class:`sim.uart_model.SimSerial` whose bytes travel bit by bit over the top's ``rx`` and
 ``tx`` pins. It classifies images (every label and logit must equal ``sw.golden.classify``)
 with damaged exchanges in between (:data:`sim.uart.FAULTS`), each answered as
-``docs/protocol.md`` says and followed by a correct classification. At the end the byte
-stream the device sent must be exactly the expected responses, with nothing left over.
+``docs/protocol.md`` says and followed by a correct classification; then it sends bench
+requests for image 0 (``Board.bench``) and records their cycle counts, whose last results
+must equal the golden model's too. At the end the byte stream the device sent must be
+exactly the expected responses, with nothing left over.
 
 Configuration arrives through the environment (see :func:`sim.uart.simulate_uart_top`):
 ``NNFPGA_QMODEL`` (quantized model ``.npz``), ``NNFPGA_IMAGES`` (``.npz`` with ``images``),
 ``NNFPGA_FOLD`` (JSON ``{layer: [pe, simd]}``), ``NNFPGA_DIVISOR``, ``NNFPGA_TIMEOUT`` (the
-device's idle timeout in cycles), ``NNFPGA_FAULTS`` (comma-separated), ``NNFPGA_SEED`` and
-``NNFPGA_RESULTS`` (where the JSON results go).
+device's idle timeout in cycles), ``NNFPGA_FAULTS`` (comma-separated), ``NNFPGA_BENCH``
+(comma-separated repeat counts), ``NNFPGA_SEED`` and ``NNFPGA_RESULTS`` (where the JSON
+results go).
 """
 
 import json
@@ -30,6 +33,7 @@ from sim.uart import FAULTS
 from sim.uart_model import SimSerial, UARTDriver, UARTMonitor, character_levels
 from sw.golden import classify
 from sw.host import (
+    CMD_BENCH,
     REQUEST_MAGIC,
     Board,
     DeviceError,
@@ -53,7 +57,10 @@ EXPECTED = {
     "garbage": "silent", "magic": "silent", "command": int(Status.COMMAND),
     "length": int(Status.LENGTH), "truncated": int(Status.TIMEOUT),
     "framing": int(Status.FRAMING), "checksum": int(Status.CHECKSUM), "retry": "answer",
+    "repeats": int(Status.REPEATS),
 }
+#: A command byte no board knows.
+UNKNOWN_COMMAND = 0x7F
 
 
 class HostSession:
@@ -85,6 +92,7 @@ class HostSession:
         self.logits = [None] * len(images)
         self.mismatches = set()
         self.faults, self.problems = [], []
+        self.benches = []  # one {"repeats", "cycles", "label", "logits"} per bench request
         self.responses = []  # the responses the device must send, in order
         self.status = 0  # what the status pin must show
 
@@ -143,7 +151,11 @@ class HostSession:
             self.port.write(REQUEST_MAGIC[:1] + b"\x00" + encode_request(clean)[2:])
             got = self._quiet()
         elif name == "command":
-            body = bytes([0x02]) + request[3:-1]
+            body = bytes([UNKNOWN_COMMAND]) + request[3:-1]
+            got = self._request(REQUEST_MAGIC + body + bytes([crc8(body)]))
+        elif name == "repeats":
+            # A bench request with N = 0, which encode_bench_request refuses to build.
+            body = bytes([CMD_BENCH]) + request[3:5] + bytes(2) + request[5:-1]
             got = self._request(REQUEST_MAGIC + body + bytes([crc8(body)]))
         elif name == "length":
             got = self._request(encode_request(image.reshape(-1)[:-1]))
@@ -170,14 +182,30 @@ class HostSession:
         self.faults.append({"fault": name, "expected": EXPECTED[name], "got": got})
         self._check_pins(f"after fault {name!r}")
 
-    def run(self, faults):
-        """Image 0, then each fault followed by the next image, then the remaining images."""
+    def bench(self, repeats):
+        """Bench image 0 ``repeats`` times; its last result must be the golden model's."""
+        cycles, label, logits = self.board.bench(self.images[0], repeats)
+        self.benches.append({"repeats": repeats, "cycles": cycles, "label": label,
+                             "logits": logits})
+        if label != self.golden_labels[0] or logits != self.golden_logits[0].tolist():
+            self.mismatches.add(0)
+        self.responses.append(encode_response(Status.OK, int(self.golden_labels[0]),
+                                              self.golden_logits[0].tolist(), self.width,
+                                              cycles=cycles))
+        self.status = int(Status.OK)
+        self._check_pins(f"after bench of {repeats}", label)
+
+    def run(self, faults, benches=()):
+        """Image 0, then each fault followed by the next image, the remaining images, and
+        the bench requests of image 0."""
         self.classify(0)
         for step in range(1, max(len(self.images), len(faults) + 1)):
             index = step % len(self.images)
             if step <= len(faults):
                 self.fault(faults[step - 1], index)
             self.classify(index)
+        for repeats in benches:
+            self.bench(repeats)
         self.port.flush()
         self.port.wait_cycles(self.quiet_cycles)
 
@@ -191,6 +219,7 @@ async def uart_top_classifies_and_recovers(dut):
     divisor = int(os.environ["NNFPGA_DIVISOR"])
     timeout = int(os.environ["NNFPGA_TIMEOUT"])
     faults = [name for name in os.environ.get("NNFPGA_FAULTS", "").split(",") if name]
+    benches = [int(n) for n in os.environ.get("NNFPGA_BENCH", "").split(",") if n]
     seed = int(os.environ.get("NNFPGA_SEED", "0"))
     unknown = sorted(set(faults) - set(FAULTS))
     assert not unknown, f"unknown faults {unknown}"
@@ -201,12 +230,14 @@ async def uart_top_classifies_and_recovers(dut):
     # Cycles from the last request byte to the whole response, generously: every stage's
     # full pass one after another, plus the response's characters.
     latency = 2 * sum(stage.cycles for stage in core.stages) + 1000
+    # A bench answers after N images: N latencies bound it, as no interval exceeds one.
+    latency *= max([1, *benches])
     character = 10 * divisor
-    response_cycles = character * (7 + core.classes * width)
-    request_cycles = character * (7 + core.pixels)
+    response_cycles = character * (12 + core.classes * width)
+    request_cycles = character * (8 + core.pixels)
     read_timeout = 2 * (timeout + latency + response_cycles)
     quiet = 2 * timeout + response_cycles + 4 * character
-    steps = max(len(images), len(faults) + 1) + len(faults)
+    steps = max(len(images), len(faults) + 1) + len(faults) + len(benches)
     deadline = 4 * steps * (request_cycles + read_timeout + quiet) + 10000
 
     clock = Clock(dut.clk, PERIOD_NS, unit="ns")
@@ -229,7 +260,7 @@ async def uart_top_classifies_and_recovers(dut):
                           quiet_cycles=quiet, peek=peek, seed=seed)
     problems = session.problems
     try:
-        await bridge(session.run)(faults)
+        await bridge(session.run)(faults, benches)
     except Exception as error:  # reported with the results; the checks below still run
         problems.append(f"the host stopped: {type(error).__name__}: {error}")
 
@@ -253,7 +284,7 @@ async def uart_top_classifies_and_recovers(dut):
     results = {
         "labels": session.labels, "logits": session.logits,
         "mismatches": sorted(session.mismatches), "faults": session.faults,
-        "problems": problems,
+        "bench": session.benches, "problems": problems,
         "cycles": int(get_sim_time("ns") // PERIOD_NS),
     }
     with open(os.environ["NNFPGA_RESULTS"], "w") as file:

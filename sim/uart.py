@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sw.errors import UserError
+from sw.host import MAX_REPEATS
 from sw.qmodel import save_qmodel
 
 from . import runner
@@ -23,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: second magic byte: ignored),
 #: ``command`` / ``length`` (header errors), ``truncated`` (the first half of a request:
 #: timeout), ``framing`` (a low stop bit mid-request), ``checksum`` (a pixel bit flipped on
-#: the way) and ``retry`` (a framing error that ``Board(retries=1)`` recovers from).
-FAULTS = ("garbage", "magic", "command", "length", "truncated", "framing", "checksum", "retry")
+#: the way), ``retry`` (a framing error that ``Board(retries=1)`` recovers from) and
+#: ``repeats`` (a bench request with a repeat count of 0).
+FAULTS = ("garbage", "magic", "command", "length", "truncated", "framing", "checksum", "retry",
+          "repeats")
 
 
 def default_timeout(divisor):
@@ -44,29 +47,35 @@ def uart_top_verilog(qmodel, fold, *, divisor, timeout_cycles):
 
 
 def simulate_uart_top(qmodel, fold, images, *, divisor=4, timeout_cycles=None, faults=FAULTS,
-                      seed=0, simulator="verilator", workdir=None, waves=False):
+                      bench=(), seed=0, simulator="verilator", workdir=None, waves=False):
     """Classify ``images`` on the RTL of the board top through ``sw.host.Board``.
 
     The top is ``UARTTop(Accelerator(qmodel, fold), divisor=divisor,
     timeout_cycles=timeout_cycles)``; ``sim.tb_uart`` drives its ``rx``/``tx`` pins with a
     bit-level UART model under the host driver. Image 0 is classified first; then each of
     ``faults`` (see :data:`FAULTS`) is followed by the classification of the next image
-    (wrapping around), and every remaining image is classified.
+    (wrapping around), and every remaining image is classified. Last, image 0 is sent in a
+    bench request (``Board.bench``) for each repeat count in ``bench``.
 
     Returns
     -------
     dict
         ``labels`` and ``logits`` (the board's answer for every image), ``mismatches``
-        (indices of images answered differently from the golden model), ``faults`` (one
-        ``{"fault", "expected", "got"}`` per fault: an error status, ``"silent"`` or
-        ``"answer"``), ``problems`` (every other check that failed: status pins, leftover
-        bytes, the byte-exact transcript of responses), ``cycles`` (simulated clock cycles)
-        and ``passed``.
+        (indices of images answered differently from the golden model, a bench's last
+        result included), ``faults`` (one ``{"fault", "expected", "got"}`` per fault: an
+        error status, ``"silent"`` or ``"answer"``), ``bench`` (one ``{"repeats", "cycles",
+        "label", "logits"}`` per bench request), ``problems`` (every other check that
+        failed: status pins, leftover bytes, the byte-exact transcript of responses),
+        ``cycles`` (simulated clock cycles), ``cycles_per_image`` (the core's predicted
+        interval) and ``passed``.
     """
     faults = tuple(faults)
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
+    bench = tuple(int(repeats) for repeats in bench)
+    if not all(1 <= repeats <= MAX_REPEATS for repeats in bench):
+        raise ValueError(f"bench repeat counts must be 1..{MAX_REPEATS}, not {bench}")
     images = np.asarray(images, dtype=np.uint8)
     if len(images) < 1:
         raise ValueError("need at least one image")
@@ -86,7 +95,8 @@ def simulate_uart_top(qmodel, fold, images, *, divisor=4, timeout_cycles=None, f
         "NNFPGA_QMODEL": scratch / "model.npz", "NNFPGA_IMAGES": scratch / "images.npz",
         "NNFPGA_FOLD": json.dumps({name: list(pair) for name, pair in top.core.fold.items()}),
         "NNFPGA_DIVISOR": divisor, "NNFPGA_TIMEOUT": timeout_cycles,
-        "NNFPGA_FAULTS": ",".join(faults), "NNFPGA_SEED": seed,
+        "NNFPGA_FAULTS": ",".join(faults), "NNFPGA_BENCH": ",".join(map(str, bench)),
+        "NNFPGA_SEED": seed,
         "NNFPGA_RESULTS": results_path,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
@@ -97,6 +107,7 @@ def simulate_uart_top(qmodel, fold, images, *, divisor=4, timeout_cycles=None, f
         raise UserError(f"the UART simulation of {qmodel.name} ended without results "
                         f"(see {log})")
     results = json.loads(results_path.read_text())
+    results["cycles_per_image"] = top.core.cycles_per_image
     expected = [fault["expected"] for fault in results["faults"]]
     got = [fault["got"] for fault in results["faults"]]
     results["passed"] = not results["mismatches"] and not results["problems"] and expected == got

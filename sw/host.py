@@ -1,14 +1,17 @@
 """Host driver for the board's UART protocol (``docs/protocol.md``) and its command line.
 
-The pure functions (:func:`encode_request`, :func:`decode_response`, ...) hold the protocol;
-:class:`Board` runs it over anything with ``write(bytes)`` and ``read(n)``: a pyserial port
-in real use, a simulated UART in tests. Command line::
+The pure functions (:func:`encode_request`, :func:`encode_bench_request`,
+:func:`decode_response`, ...) hold the protocol; :class:`Board` runs it over anything with
+``write(bytes)`` and ``read(n)``: a pyserial port in real use, a simulated UART in tests.
+Command line::
 
     python -m sw.host --port /dev/ttyUSB1 --images 100 [--data DIR] [--baud 115200]
+    python -m sw.host --port /dev/ttyUSB1 --bench 1000 [--report build/.../report.json]
 """
 
 import argparse
 import enum
+import json
 import sys
 import time
 from typing import NamedTuple
@@ -18,20 +21,27 @@ import numpy as np
 from .errors import UserError, cli_main
 
 __all__ = [
+    "BENCH_HEADER_BYTES",
+    "CMD_BENCH",
     "CMD_CLASSIFY",
+    "CYCLE_COUNT_BYTES",
     "DEFAULT_BAUD",
     "MAX_PIXELS",
+    "MAX_REPEATS",
     "REQUEST_HEADER_BYTES",
     "REQUEST_MAGIC",
     "RESPONSE_HEADER_BYTES",
     "RESPONSE_MAGIC",
+    "BenchResult",
     "Board",
     "DeviceError",
     "ProtocolError",
     "Response",
     "Status",
+    "bench_figures",
     "crc8",
     "decode_response",
+    "encode_bench_request",
     "encode_request",
     "encode_response",
     "link_images_per_second",
@@ -44,10 +54,20 @@ __all__ = [
 REQUEST_MAGIC = b"\xa5\x5a"
 #: First two bytes of every response (the request's, swapped: an echo is never a response).
 RESPONSE_MAGIC = b"\x5a\xa5"
-#: The one command: classify the image that follows.
+#: Command: classify the image that follows.
 CMD_CLASSIFY = 0x01
+#: Command: run the image that follows through the network ``N`` times back to back and
+#: answer with the last result and the clock cycles it took.
+CMD_BENCH = 0x02
 #: Magic (2), command (1), pixel count (2, little-endian).
 REQUEST_HEADER_BYTES = 5
+#: A bench request's header: the classify header and the repeat count ``N`` (2 bytes).
+BENCH_HEADER_BYTES = REQUEST_HEADER_BYTES + 2
+#: Largest repeat count ``N`` of a bench request (its 16-bit field).
+MAX_REPEATS = 0xFFFF
+#: Bytes of the cycle count in a bench result: the board's counter has 40 bits, 3 hours at
+#: 100 MHz, and stops at ``2**40 - 1`` (which therefore means "at least that many").
+CYCLE_COUNT_BYTES = 5
 #: Magic (2), status, label, logit count, bytes per logit.
 RESPONSE_HEADER_BYTES = 6
 #: Largest image the 16-bit pixel count can announce.
@@ -71,6 +91,8 @@ class Status(enum.IntEnum):
     COMMAND = 4
     #: The request's pixel count is not the number of pixels the network takes.
     LENGTH = 5
+    #: A bench request's repeat count ``N`` is 0.
+    REPEATS = 6
 
 
 _STATUS_TEXT = {
@@ -79,10 +101,13 @@ _STATUS_TEXT = {
     Status.CHECKSUM: "the request's checksum did not match (corrupted on the line?)",
     Status.COMMAND: "unknown command (host and bitstream speak different protocols?)",
     Status.LENGTH: "the image size is not the one the network on the board takes",
+    Status.REPEATS: "a bench request must repeat the image at least once (N = 0)",
 }
 
 #: Statuses that come from a damaged transfer: sending the same request again may work.
 _TRANSIENT = frozenset({Status.FRAMING, Status.TIMEOUT, Status.CHECKSUM})
+#: Bench results at or above this count hit the top of the board's counter (it saturates).
+_COUNT_LIMIT = (1 << (8 * CYCLE_COUNT_BYTES)) - 1
 
 
 class ProtocolError(UserError):
@@ -102,16 +127,33 @@ class DeviceError(ProtocolError):
 
 
 class Response(NamedTuple):
-    """One decoded response: ``status`` (a :class:`Status` value), ``label``, ``logits``."""
+    """One decoded response: ``status`` (a :class:`Status` value), ``label``, ``logits``.
+
+    ``cycles`` is a bench result's cycle count, ``None`` in other responses.
+    """
 
     status: int
     label: int
     logits: list
+    cycles: int | None = None
 
     @property
     def ok(self):
-        """True for a classification result, false for an error response."""
+        """True for a result, false for an error response."""
         return self.status == Status.OK
+
+
+class BenchResult(NamedTuple):
+    """What :meth:`Board.bench` returns.
+
+    ``cycles`` counts the board's clock cycles from the cycle the core took the first pixel
+    of the first image to the cycle its result for the ``N``-th image appeared: one image's
+    latency plus ``N - 1`` image intervals. ``label`` and ``logits`` are the last result.
+    """
+
+    cycles: int
+    label: int
+    logits: list
 
 
 def crc8(data, crc=0):
@@ -133,6 +175,27 @@ def logit_bytes(logit_bits):
     return (logit_bits + 7) // 8
 
 
+def _pixel_bytes(image):
+    """The pixels of ``image`` in raster order, checked; see :func:`encode_request`."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        integers = array.dtype.kind in "iu"
+        if not integers or (array.size and (array.min() < 0 or array.max() > 255)):
+            raise ValueError(f"image must hold uint8 pixels (0..255), not {array.dtype} values")
+        array = array.astype(np.uint8)
+    if array.ndim not in (1, 2, 3):
+        raise ValueError(f"image must have shape (H, W), (H, W, C) or (pixels,), "
+                         f"not {array.shape}")
+    pixels = array.size
+    if not 1 <= pixels <= MAX_PIXELS:
+        raise ValueError(f"image has {pixels} pixels; the protocol carries 1..{MAX_PIXELS}")
+    return array.tobytes(order="C")
+
+
+def _frame(body):
+    return REQUEST_MAGIC + body + bytes([crc8(body)])
+
+
 def encode_request(image):
     """Build the classify request for one image.
 
@@ -147,34 +210,52 @@ def encode_request(image):
         ``A5 5A 01``, the pixel count (16-bit little-endian), the pixels, and the CRC-8 of
         every byte after the magic.
     """
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        integers = array.dtype.kind in "iu"
-        if not integers or (array.size and (array.min() < 0 or array.max() > 255)):
-            raise ValueError(f"image must hold uint8 pixels (0..255), not {array.dtype} values")
-        array = array.astype(np.uint8)
-    if array.ndim not in (1, 2, 3):
-        raise ValueError(f"image must have shape (H, W), (H, W, C) or (pixels,), "
-                         f"not {array.shape}")
-    pixels = array.size
-    if not 1 <= pixels <= MAX_PIXELS:
-        raise ValueError(f"image has {pixels} pixels; the protocol carries 1..{MAX_PIXELS}")
-    body = bytes([CMD_CLASSIFY]) + pixels.to_bytes(2, "little") + array.tobytes(order="C")
-    return REQUEST_MAGIC + body + bytes([crc8(body)])
+    pixels = _pixel_bytes(image)
+    return _frame(bytes([CMD_CLASSIFY]) + len(pixels).to_bytes(2, "little") + pixels)
 
 
-def encode_response(status, label=0, logits=(), width=4):
+def encode_bench_request(image, repeats):
+    """Build the bench request: run ``image`` through the network ``repeats`` times.
+
+    Parameters
+    ----------
+    image : array_like of uint8
+        As for :func:`encode_request`.
+    repeats : int
+        ``N``, 1..:data:`MAX_REPEATS`: how many times the board streams the image into the
+        network, back to back. (The protocol's field can carry 0; the board answers it with
+        :attr:`Status.REPEATS`, and this function refuses it.)
+
+    Returns
+    -------
+    bytes
+        ``A5 5A 02``, the pixel count and ``N`` (16-bit little-endian each), the pixels, and
+        the CRC-8 of every byte after the magic.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer):
+        raise TypeError(f"repeats must be an int, not {repeats!r}")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"repeats must be 1..{MAX_REPEATS}, not {repeats}")
+    pixels = _pixel_bytes(image)
+    return _frame(bytes([CMD_BENCH]) + len(pixels).to_bytes(2, "little")
+                  + int(repeats).to_bytes(2, "little") + pixels)
+
+
+def encode_response(status, label=0, logits=(), width=4, cycles=None):
     """Build a response as the device sends it (for device models and tests).
 
     Parameters
     ----------
     status : int
-        0 for a result; an error response (non-zero) carries no label and no logits.
+        0 for a result; an error response (non-zero) carries no label, logits or count.
     label : int
     logits : sequence of int
         Signed; each is sent as ``width`` bytes, little-endian two's complement.
     width : int
         Bytes per logit, 1..8.
+    cycles : int, optional
+        A bench result's cycle count (:data:`CYCLE_COUNT_BYTES` bytes after the logits);
+        ``None`` for a classify result.
     """
     status, label = int(status), int(label)
     if not 0 <= status <= 255:
@@ -193,6 +274,10 @@ def encode_response(status, label=0, logits=(), width=4):
         if not -(1 << (8 * width - 1)) <= value < 1 << (8 * width - 1):
             raise ValueError(f"logit {value} does not fit in {width} signed bytes")
         body += value.to_bytes(width, "little", signed=True)
+    if cycles is not None and status == Status.OK:
+        if not 0 <= cycles <= _COUNT_LIMIT:
+            raise ValueError(f"cycles must fit in {CYCLE_COUNT_BYTES} bytes, not {cycles}")
+        body += int(cycles).to_bytes(CYCLE_COUNT_BYTES, "little")
     return RESPONSE_MAGIC + body + bytes([crc8(body)])
 
 
@@ -206,8 +291,12 @@ def link_images_per_second(baud, pixels, classes, logit_bits):
     return baud / (10 * (request + response))
 
 
-def response_length(prefix):
-    """Total length of the response whose first 6 (or more) bytes are ``prefix``."""
+def response_length(prefix, *, bench=False):
+    """Total length of the response whose first 6 (or more) bytes are ``prefix``.
+
+    ``bench`` says the response answers a bench request: a result then carries the cycle
+    count too (an error response never does).
+    """
     prefix = bytes(prefix)
     if len(prefix) < RESPONSE_HEADER_BYTES:
         raise ValueError(f"need the {RESPONSE_HEADER_BYTES}-byte response header, "
@@ -215,11 +304,18 @@ def response_length(prefix):
     if prefix[:2] != RESPONSE_MAGIC:
         raise ProtocolError(f"response does not start with {RESPONSE_MAGIC.hex(' ')}: "
                             f"{prefix[:2].hex(' ')}")
-    return RESPONSE_HEADER_BYTES + prefix[4] * prefix[5] + 1
+    count = CYCLE_COUNT_BYTES if bench and prefix[2] == Status.OK else 0
+    return RESPONSE_HEADER_BYTES + prefix[4] * prefix[5] + count + 1
 
 
-def decode_response(data):
+def decode_response(data, *, bench=False):
     """Decode exactly one response.
+
+    Parameters
+    ----------
+    data : bytes-like
+    bench : bool
+        The response answers a bench request: a result ends with the cycle count.
 
     Returns
     -------
@@ -234,7 +330,7 @@ def decode_response(data):
     data = bytes(data)
     if len(data) < RESPONSE_HEADER_BYTES + 1:
         raise ProtocolError(f"response too short: {len(data)} bytes")
-    length = response_length(data)
+    length = response_length(data, bench=bench)
     if len(data) != length:
         raise ProtocolError(f"response length {len(data)} bytes, its header says {length}")
     body = data[2:-1]
@@ -244,7 +340,43 @@ def decode_response(data):
     status, label, count, width = body[:4]
     logits = [int.from_bytes(body[4 + k * width:4 + (k + 1) * width], "little", signed=True)
               for k in range(count)]
-    return Response(status, label, logits)
+    cycles = None
+    if bench and status == Status.OK:
+        cycles = int.from_bytes(body[4 + count * width:], "little")
+    return Response(status, label, logits, cycles)
+
+
+def bench_figures(latency, cycles, repeats, clock_mhz=None):
+    """What two bench results say about the core's speed.
+
+    Parameters
+    ----------
+    latency : int
+        The count of a bench request with ``N = 1``: cycles from the first pixel taken to
+        the result.
+    cycles : int
+        The count of a bench request with ``N = repeats``.
+    repeats : int
+    clock_mhz : float, optional
+        The board's core clock.
+
+    Returns
+    -------
+    dict
+        ``latency``, ``cycles``, ``repeats``; ``interval``, the cycles per image in steady
+        state, ``(cycles - latency) / (repeats - 1)`` (``None`` for ``repeats == 1``);
+        ``per_image``, ``cycles / repeats`` (the latency amortized, an upper bound on the
+        interval); with ``clock_mhz``, ``images_per_second`` from ``interval`` (from
+        ``per_image`` when there is no interval) and ``latency_us``.
+    """
+    interval = (cycles - latency) / (repeats - 1) if repeats > 1 else None
+    figures = {"latency": latency, "cycles": cycles, "repeats": repeats,
+               "interval": interval, "per_image": cycles / repeats}
+    if clock_mhz is not None:
+        steady = interval if interval else figures["per_image"]
+        figures["images_per_second"] = clock_mhz * 1e6 / steady
+        figures["latency_us"] = latency / clock_mhz
+    return figures
 
 
 class Board:
@@ -302,29 +434,37 @@ class Board:
     def __exit__(self, *exc_info):
         self.close()
 
-    def _read_exact(self, count, deadline):
+    def _read_exact(self, count, deadline, timeout=None):
         # The deadline is checked on every read, not only on silent ones: a port that keeps
         # sending bytes that never form a response must not hold the caller forever.
         data = b""
         while len(data) < count:
             if time.monotonic() > deadline:
-                raise ProtocolError(f"no response from the board within {self.timeout} s "
-                                    f"(is the bitstream loaded and the baud rate right?)")
+                raise ProtocolError(f"no response from the board within "
+                                    f"{timeout or self.timeout} s (is the bitstream loaded "
+                                    f"and the baud rate right?)")
             data += self.port.read(count - len(data))
         return data
 
-    def read_response(self):
-        """Read one response, skipping any bytes before its magic; see :func:`decode_response`."""
-        deadline = time.monotonic() + self.timeout
+    def read_response(self, *, bench=False, timeout=None):
+        """Read one response, skipping any bytes before its magic; see :func:`decode_response`.
+
+        ``timeout`` (seconds) replaces the board's own for this response.
+        """
+        deadline = time.monotonic() + (timeout or self.timeout)
         window = b""
         while window != RESPONSE_MAGIC:
-            window = (window + self._read_exact(1, deadline))[-2:]
-        header = RESPONSE_MAGIC + self._read_exact(RESPONSE_HEADER_BYTES - 2, deadline)
-        rest = self._read_exact(response_length(header) - RESPONSE_HEADER_BYTES, deadline)
-        return decode_response(header + rest)
+            window = (window + self._read_exact(1, deadline, timeout))[-2:]
+        header = RESPONSE_MAGIC + self._read_exact(RESPONSE_HEADER_BYTES - 2, deadline, timeout)
+        rest = self._read_exact(response_length(header, bench=bench) - RESPONSE_HEADER_BYTES,
+                                deadline, timeout)
+        return decode_response(header + rest, bench=bench)
 
-    def request(self, data):
-        """Send one encoded request and return its :class:`Response` (raising on errors)."""
+    def request(self, data, *, bench=False, timeout=None):
+        """Send one encoded request and return its :class:`Response` (raising on errors).
+
+        ``bench`` says ``data`` is a bench request; ``timeout`` replaces the board's own.
+        """
         for attempt in range(self.retries + 1):
             reset = getattr(self.port, "reset_input_buffer", None)
             if reset is not None:
@@ -334,7 +474,7 @@ class Board:
             if flush is not None:
                 flush()
             try:
-                response = self.read_response()
+                response = self.read_response(bench=bench, timeout=timeout)
                 if not response.ok:
                     raise DeviceError(response.status)
                 return response
@@ -345,6 +485,11 @@ class Board:
                 if attempt == self.retries:
                     raise
         raise AssertionError("unreachable")
+
+    def _check_pixels(self, image):
+        if self.pixels is not None and np.asarray(image).size != self.pixels:
+            raise UserError(f"image has {np.asarray(image).size} pixels; the board's network "
+                            f"takes {self.pixels}")
 
     def classify(self, image):
         """Classify one image on the board.
@@ -359,24 +504,159 @@ class Board:
         logits : list of int
         """
         data = encode_request(image)
-        if self.pixels is not None and np.asarray(image).size != self.pixels:
-            raise UserError(f"image has {np.asarray(image).size} pixels; the board's network "
-                            f"takes {self.pixels}")
+        self._check_pixels(image)
         response = self.request(data)
         return response.label, response.logits
 
+    def bench(self, image, repeats, *, timeout=None):
+        """Run ``image`` through the board's network ``repeats`` times and time it on chip.
 
-@cli_main
-def main(argv=None):
+        Parameters
+        ----------
+        image : ndarray of uint8, shape (H, W) or (H, W, C)
+        repeats : int
+            ``N``, 1..:data:`MAX_REPEATS`. The image crosses the link once; the board
+            streams it into the network ``N`` times back to back.
+        timeout : float, optional
+            Seconds to wait for the response, instead of the board's ``timeout``: the
+            board answers only after all ``N`` images, so give a large ``N`` time.
+
+        Returns
+        -------
+        BenchResult
+            ``cycles`` is one image's latency plus ``N - 1`` image intervals, in the core's
+            clock cycles (``docs/protocol.md``); ``label`` and ``logits`` are the last result.
+        """
+        data = encode_bench_request(image, repeats)
+        self._check_pixels(image)
+        response = self.request(data, bench=True, timeout=timeout)
+        return BenchResult(response.cycles, response.label, response.logits)
+
+
+def _read_report(path):
+    """The ``clock_mhz`` (and predicted ``cycles_per_image``, or ``None``) of a build report."""
+    try:
+        with open(path) as file:
+            report = json.load(file)
+    except OSError as error:
+        raise UserError(f"cannot read report {path!r}: {error.strerror}") from None
+    except ValueError as error:
+        raise UserError(f"report {path!r} is not JSON: {error}") from None
+    clock = report.get("clock_mhz") if isinstance(report, dict) else None
+    if isinstance(clock, bool) or not isinstance(clock, int | float) or not clock > 0:
+        raise UserError(f"report {path!r} has no clock_mhz (only hw.build --target bitstream "
+                        f"writes one); give --clock-mhz")
+    predicted = report.get("cycles_per_image")
+    return float(clock), predicted if isinstance(predicted, int) else None
+
+
+def _check_arguments(args):
+    if args.images is not None and args.images < 1:
+        raise UserError(f"--images must be positive, not {args.images}")
+    if args.baud < 1:
+        raise UserError(f"--baud must be positive, not {args.baud}")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be positive, not {args.timeout}")
+    if args.retries < 0:
+        raise UserError(f"--retries must be non-negative, not {args.retries}")
+    if args.bench is None:
+        if args.clock_mhz is not None or args.report is not None:
+            raise UserError("--clock-mhz and --report go with --bench")
+        return
+    if args.images is not None:
+        raise UserError("--images and --bench exclude each other (--bench N times N "
+                        "classify requests itself)")
+    if not 1 <= args.bench <= MAX_REPEATS:
+        raise UserError(f"--bench must be 1..{MAX_REPEATS}, not {args.bench}")
+    if args.clock_mhz is not None and args.report is not None:
+        raise UserError("give --clock-mhz or --report, not both")
+    if args.clock_mhz is not None and not args.clock_mhz > 0:
+        raise UserError(f"--clock-mhz must be positive, not {args.clock_mhz}")
+
+
+def _accuracy(board, args):
     from tqdm import tqdm
 
     from .data import load_test
 
-    parser = argparse.ArgumentParser(prog="python -m sw.host",
+    images, labels = load_test(args.data)
+    images, labels = images[:args.images], labels[:args.images]
+    correct = 0
+    start = time.monotonic()
+    for image, label in tqdm(zip(images, labels, strict=True), total=len(images),
+                             desc="classifying", file=sys.stderr):
+        predicted, _ = board.classify(image)
+        correct += int(predicted == label)
+    elapsed = time.monotonic() - start
+    print(f"accuracy: {100 * correct / len(images):.2f}% ({correct}/{len(images)} test images "
+          f"on {args.port}, {len(images) / elapsed:.1f} images/s)")
+
+
+def _bench(board, args, clock_mhz, predicted):
+    from tqdm import tqdm
+
+    from .data import load_test
+
+    image = load_test(args.data)[0][0]
+    repeats = args.bench
+    latency = board.bench(image, 1).cycles
+    # The board answers after all N images: wait for N latencies (an upper bound, as the
+    # interval never exceeds the latency) at the clock, or at 1 MHz when it is unknown.
+    seconds = repeats * latency / ((clock_mhz or 1.0) * 1e6)
+    result = board.bench(image, repeats, timeout=args.timeout + 2 * seconds)
+    start = time.monotonic()
+    for _ in tqdm(range(repeats), desc="classifying", file=sys.stderr):
+        label, logits = board.classify(image)
+    elapsed = time.monotonic() - start
+    if (label, logits) != (result.label, result.logits):
+        raise ProtocolError(f"the bench result (label {result.label}) differs from the "
+                            f"classify result (label {label}) for the same image")
+    if result.cycles >= _COUNT_LIMIT:
+        raise ProtocolError(f"the board's cycle counter overflowed: use a smaller --bench "
+                            f"than {repeats}")
+    figures = bench_figures(latency, result.cycles, repeats, clock_mhz)
+    print(f"bench on {args.port}: test image 0 (label {label}) run {repeats} times on chip")
+    print(f"  count: {result.cycles} cycles from the first pixel taken to result {repeats}; "
+          f"latency (N = 1): {latency} cycles")
+    if figures["interval"] is not None:
+        how = f"{figures['interval']:.1f} = (count - latency) / (N - 1)"
+    else:
+        how = f"{figures['per_image']:.1f} = count / N (N = 1: the latency)"
+    if predicted is not None:
+        how += f"; predicted {predicted}"
+    print(f"  cycles per image: {how}")
+    if clock_mhz is None:
+        print("  images/s on chip: give --clock-mhz or --report")
+    else:
+        print(f"  images/s on chip: {figures['images_per_second']:.1f} at {clock_mhz:g} MHz "
+              f"(latency {figures['latency_us']:.1f} us)")
+    print(f"  end to end over the link: {repeats / elapsed:.1f} images/s ({repeats} classify "
+          f"requests at {args.baud} baud, stop and wait)")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports a malformed command line as one ``error:`` line (exit status 2), no usage."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+@cli_main
+def main(argv=None):
+    parser = _ArgumentParser(prog="python -m sw.host",
                                      description="Classify MNIST test images on a board "
-                                                 "over its UART and report the accuracy.")
+                                                 "over its UART and report the accuracy, or "
+                                                 "measure its speed (--bench).")
     parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
-    parser.add_argument("--images", type=int, default=100, help="test images to classify")
+    parser.add_argument("--images", type=int, default=None,
+                        help="test images to classify (default 100)")
+    parser.add_argument("--bench", type=int, default=None, metavar="N",
+                        help=f"instead: run test image 0 N times (1..{MAX_REPEATS}) on chip, "
+                             f"then classify it N times over the link, and print both speeds")
+    parser.add_argument("--clock-mhz", type=float, default=None,
+                        help="the board's core clock, for --bench's images/s")
+    parser.add_argument("--report", default=None,
+                        help="hw.build's report.json, for --bench: its clock_mhz")
     parser.add_argument("--data", default=None, help="directory with the MNIST test set "
                                                      "(IDX files or mnist.npz)")
     parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
@@ -387,27 +667,17 @@ def main(argv=None):
     parser.add_argument("--retries", type=int, default=1,
                         help="resends after a damaged exchange")
     args = parser.parse_args(argv)
-    if args.images < 1:
-        raise UserError(f"--images must be positive, not {args.images}")
-    if args.baud < 1:
-        raise UserError(f"--baud must be positive, not {args.baud}")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be positive, not {args.timeout}")
-    if args.retries < 0:
-        raise UserError(f"--retries must be non-negative, not {args.retries}")
+    _check_arguments(args)
+    clock_mhz, predicted = args.clock_mhz, None
+    if args.report is not None:
+        clock_mhz, predicted = _read_report(args.report)
     with Board.open(args.port, baud=args.baud, timeout=args.timeout,
                     retries=args.retries) as board:
-        images, labels = load_test(args.data)
-        images, labels = images[:args.images], labels[:args.images]
-        correct = 0
-        start = time.monotonic()
-        for image, label in tqdm(zip(images, labels, strict=True), total=len(images),
-                                 desc="classifying", file=sys.stderr):
-            predicted, _ = board.classify(image)
-            correct += int(predicted == label)
-        elapsed = time.monotonic() - start
-    print(f"accuracy: {100 * correct / len(images):.2f}% ({correct}/{len(images)} test images "
-          f"on {args.port}, {len(images) / elapsed:.1f} images/s)")
+        if args.bench is None:
+            args.images = 100 if args.images is None else args.images
+            _accuracy(board, args)
+        else:
+            _bench(board, args, clock_mhz, predicted)
 
 
 if __name__ == "__main__":

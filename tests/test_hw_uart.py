@@ -13,18 +13,21 @@ import numpy as np
 import pytest
 from amaranth.hdl import Array, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.uart_rx import UARTReceiver
-from hw.uart_top import UARTTop
+from hw.uart_top import CYCLE_COUNT_BITS, BenchTimer, ImageFeeder, UARTTop
 from hw.uart_tx import UARTTransmitter
 from sw.host import (
+    CMD_BENCH,
     CMD_CLASSIFY,
     REQUEST_MAGIC,
     Status,
     crc8,
     decode_response,
+    encode_bench_request,
     encode_request,
     encode_response,
     logit_bytes,
@@ -354,11 +357,48 @@ def reframe(image, command=CMD_CLASSIFY):
     return REQUEST_MAGIC + body + bytes([crc8(body)])
 
 
-def run_device(core, steps, seed=0):
+def bench_frame(image, repeats):
+    """A bench request with a valid CRC and any repeat count (0 included)."""
+    flat = bytes(np.asarray(image, np.uint8).reshape(-1))
+    body = (bytes([CMD_BENCH]) + len(flat).to_bytes(2, "little") + repeats.to_bytes(2, "little")
+            + flat)
+    return REQUEST_MAGIC + body + bytes([crc8(body)])
+
+
+def core_activity(sim, core):
+    """Record, per cycle: core input transfer, input starved, output valid, output transfer.
+
+    The input is *starved* in a cycle in which the core is ready and no pixel is offered.
+    """
+    log = []
+
+    async def process(ctx):
+        async for _, _, i_valid, i_ready, o_valid, o_ready in ctx.tick().sample(
+                core.i.valid, core.i.ready, core.o.valid, core.o.ready):
+            log.append((i_valid and i_ready, i_ready and not i_valid, o_valid,
+                        o_valid and o_ready))
+    sim.add_process(process)
+    return log
+
+
+def result_appearances(log):
+    """The cycle in which each result of the core appeared on its output (``valid`` rose)."""
+    cycles, waiting = [], False
+    for cycle, (_, _, valid, taken) in enumerate(log):
+        if valid and not waiting:
+            cycles.append(cycle)
+            waiting = True
+        if taken:
+            waiting = False
+    return cycles
+
+
+def run_device(core, steps, seed=0, activity=None):
     """Send each step's bytes to a UARTTop around ``core``; return what came back per step.
 
     A step is ``(name, payload, send_options, expect_response)``; after it the testbench
-    waits for one whole response (or, where none is expected, for twice the timeout).
+    waits for one whole response (or, where none is expected, for twice the timeout). A
+    list passed as ``activity`` collects :func:`core_activity`'s log.
     """
     rng = random.Random(seed)
     dut = UARTTop(core, divisor=DIVISOR, timeout_cycles=TIMEOUT)
@@ -367,6 +407,7 @@ def run_device(core, steps, seed=0):
     line_decoder(sim, dut.tx, DIVISOR, received)
     pixels_in = check_protocol(sim, core.i, "core.i")
     results = check_protocol(sim, core.o, "core.o")
+    log = core_activity(sim, core)
     replies = []
 
     async def bench(ctx):
@@ -380,8 +421,9 @@ def run_device(core, steps, seed=0):
                 replies.append((name, bytes(received[start:]), None, None))
                 continue
             waited = 0
+            bench = payload[2:3] == bytes([CMD_BENCH])
             while len(received) < start + 6 or len(received) < start + response_length(
-                    bytes(received[start:start + 6])):
+                    bytes(received[start:start + 6]), bench=bench):
                 await ctx.tick().repeat(DIVISOR)
                 waited += DIVISOR
                 assert waited < 4 * TIMEOUT + 600 * DIVISOR, f"{name}: no response"
@@ -391,6 +433,8 @@ def run_device(core, steps, seed=0):
     sim.add_testbench(bench)
     total = sum(len(payload) for _, payload, _, _ in steps)
     run_simulation(sim, total * 12 * DIVISOR + len(steps) * (6 * TIMEOUT + 700 * DIVISOR))
+    if activity is not None:
+        activity.extend(log)
     return dut, replies, pixels_in, results
 
 
@@ -465,6 +509,166 @@ def test_device_recovers_from_every_error():
             assert status == Status.OK
     # The core only ever saw whole images: those of the valid requests.
     assert len(results) == 9 and len(pixels_in) == 9 * pixels
+
+
+# --- Bench requests -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("repeats", [1, 2, 5])
+def test_bench_runs_the_image_n_times_and_counts_cycles(repeats):
+    """The count is the cycles from the first pixel taken to the N-th result, exactly.
+
+    The testbench measures the same span on the core's own ports; the stand-in core drops
+    ``i.ready`` one cycle in three and stops taking pixels while it computes, and the
+    board must still offer a pixel in every cycle the core is ready, across images.
+    """
+    pixels, classes = 12, 3
+    core = StandInCore(pixels=pixels, classes=classes)
+    np_rng = np.random.default_rng(repeats)
+    image, after = (np_rng.integers(0, 256, size=pixels, dtype=np.uint8) for _ in range(2))
+    steps = [("classify", encode_request(image), {}, True),
+             ("bench", encode_bench_request(image, repeats), {"max_gap": 2 * DIVISOR}, True),
+             ("after", encode_request(after), {}, True)]
+    log = []
+    dut, replies, pixels_in, results = run_device(core, steps, seed=repeats, activity=log)
+    width = logit_bytes(core.logit_bits)
+    label, logits = core.model(image)
+
+    taken = [cycle for cycle, entry in enumerate(log) if entry[0]]
+    bench_pixels = taken[pixels:pixels * (1 + repeats)]
+    first, final = bench_pixels[0], result_appearances(log)[repeats]
+    starved = sum(entry[1] for entry in log[first:bench_pixels[-1]])
+    assert starved == 0, f"the core was ready without a pixel in {starved} cycles"
+    assert final > bench_pixels[-1]
+    assert replies[1][1] == encode_response(Status.OK, label, logits, width,
+                                            cycles=final - first)
+    assert dut.bench_response_bytes == len(replies[1][1]) == dut.response_bytes + 5
+    response = decode_response(replies[1][1], bench=True)
+    assert (response.label, response.logits, response.cycles) == (label, logits, final - first)
+    assert replies[1][2] == Status.OK and replies[1][3] == label
+    # The classify before and after are answered as ever, without a count.
+    assert replies[0][1] == encode_response(Status.OK, label, logits, width)
+    assert replies[2][1] == encode_response(Status.OK, *core.model(after), width)
+    flat = [int(p) for p in image]
+    assert pixels_in == flat * (1 + repeats) + [int(p) for p in after]
+    assert len(results) == repeats + 2
+
+
+def test_bench_request_errors():
+    """Bad bench requests get exact error statuses, feed the core nothing, and are recovered."""
+    pixels, classes = 12, 3
+    core = StandInCore(pixels=pixels, classes=classes)
+    np_rng = np.random.default_rng(5)
+    image = [np_rng.integers(0, 256, size=pixels, dtype=np.uint8) for _ in range(9)]
+    good = [encode_request(x) for x in image]
+    steps = [
+        ("repeats 0", bench_frame(image[0], 0), {}, True),
+        ("after repeats 0", good[0], {}, True),
+        ("bad checksum", bad_crc(encode_bench_request(image[1], 3)), {}, True),
+        ("after checksum", good[1], {}, True),
+        ("wrong length", bench_frame(image[2][:-1], 3), {}, True),
+        # The pixel count is checked first: its error wins over N = 0.
+        ("wrong length and repeats 0", bench_frame(image[3][:-1], 0), {}, True),
+        ("after length", good[3], {}, True),
+        ("header only", bench_frame(image[4], 2)[:7], {}, True),
+        ("after header", good[4], {}, True),
+        ("framing error", encode_bench_request(image[5], 2), {"bad_stop": {6}}, True),
+        ("after framing", good[5], {}, True),
+        ("unknown command", reframe(image[6], command=0x03), {}, True),
+        ("bench after errors", encode_bench_request(image[7], 2), {}, True),
+        ("largest count", bench_frame(image[8], 0xFFFF)[:7], {}, True),
+    ]
+    codes = {"repeats 0": Status.REPEATS, "bad checksum": Status.CHECKSUM,
+             "wrong length": Status.LENGTH, "wrong length and repeats 0": Status.LENGTH,
+             "header only": Status.TIMEOUT, "framing error": Status.FRAMING,
+             "unknown command": Status.COMMAND, "largest count": Status.TIMEOUT}
+    _, replies, pixels_in, results = run_device(core, steps, seed=5)
+    width = logit_bytes(core.logit_bits)
+    for (name, reply, status, _), (_, payload, _, _) in zip(replies, steps, strict=True):
+        if name in codes:
+            assert reply == encode_response(codes[name]), name
+            assert decode_response(reply, bench=True).status == codes[name] == status, name
+        elif name.startswith("after"):
+            index = [x.tobytes() for x in image].index(payload[5:-1])
+            assert reply == encode_response(Status.OK, *core.model(image[index]), width), name
+        else:
+            response = decode_response(reply, bench=True)
+            assert (response.label, response.logits) == core.model(image[7])
+            assert response.cycles > 0
+    # Only the good requests reached the core: five classify requests and one bench of 2.
+    assert len(pixels_in) == 7 * pixels and len(results) == 7
+
+
+def test_bench_timer_counts_and_saturates():
+    dut = BenchTimer()
+    sim = Simulator(dut)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await ctx.tick().repeat(3)
+        seen["before start"] = ctx.get(dut.count)
+        ctx.set(dut.start, 1)  # the first input transfer
+        await ctx.tick()
+        await ctx.tick().repeat(6)  # later transfers do not restart it
+        ctx.set(dut.start, 0)
+        ctx.set(dut.stop, 1)  # 7 cycles after the start
+        await ctx.tick()
+        await ctx.tick().repeat(4)  # the last result stays on the output: no more counting
+        seen["stopped"] = ctx.get(dut.count)
+        ctx.set(dut.stop, 0)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        seen["cleared"] = ctx.get(dut.count)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.count, (1 << CYCLE_COUNT_BITS) - 3)  # a very long run, near the top
+        await ctx.tick().repeat(5)
+        seen["saturated"] = ctx.get(dut.count)
+    sim.add_testbench(bench)
+    run_simulation(sim, 100)
+    assert seen == {"before start": 0, "stopped": 7, "cleared": 0,
+                    "saturated": (1 << CYCLE_COUNT_BITS) - 1}
+
+
+@pytest.mark.parametrize("pixels,repeats,stall", [(5, 4, 0.0), (5, 3, 0.4), (1, 6, 0.3)])
+def test_feeder_streams_images_back_to_back(pixels, repeats, stall):
+    """Under backpressure every pixel comes in order and ``valid`` never drops mid-run."""
+    rng = random.Random(pixels * 10 + repeats)
+    image = [rng.randrange(256) for _ in range(pixels)]
+    m = Module()
+    m.submodules.feeder = feeder = ImageFeeder(pixels=pixels)
+    m.submodules.buffer = buffer = Memory(shape=unsigned(8), depth=pixels, init=image)
+    wiring.connect(m, feeder.read, buffer.read_port())
+    sim = Simulator(m)
+    sent = check_protocol(sim, feeder.o, "o")
+    jobs = check_protocol(sim, feeder.i, "i")
+    sink = StreamSink(feeder.o, int, rng, stall=stall)
+    valid_log = []
+
+    async def monitor(ctx):
+        async for _, _, valid in ctx.tick().sample(feeder.o.valid):
+            valid_log.append(valid)
+    sim.add_process(monitor)
+
+    async def bench(ctx):
+        for count in (repeats, 1):
+            ctx.set(feeder.i.payload, count)
+            ctx.set(feeder.i.valid, 1)
+            await ctx.tick().until(feeder.i.ready)
+            ctx.set(feeder.i.valid, 0)
+            await ctx.tick().until(~feeder.o.valid & feeder.i.ready)
+    sim.add_testbench(bench)
+    sim.add_testbench(sink.run(pixels * (repeats + 1)))
+    run_simulation(sim, 100 * pixels * (repeats + 1))
+    assert sink.received == sent == image * (repeats + 1)
+    assert jobs == [repeats, 1]
+    # One unbroken stretch of valid per job: the first image's pixels to the last one's.
+    stretches = "".join("1" if v else "0" for v in valid_log).strip("0").split("0")
+    assert len([s for s in stretches if s]) == 2
 
 
 @pytest.mark.synth

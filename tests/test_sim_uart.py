@@ -3,7 +3,9 @@
 ``sw.host.Board`` classifies images over a simulated serial line into the Verilog of
 ``UARTTop(Accelerator(...))``: every label and logit must equal the golden model's, and after
 garbage, bad headers, truncated, garbled and corrupted requests the device must answer as
-``docs/protocol.md`` says and then classify the next image correctly.
+``docs/protocol.md`` says and then classify the next image correctly. Bench requests
+(``Board.bench``) must count exactly ``L + (N - 1) * I`` cycles: ``L`` the count for
+``N = 1`` (one image's latency), ``I`` the core's predicted interval.
 """
 
 import numpy as np
@@ -30,6 +32,21 @@ def check(results, qmodel, images, faults):
     assert results["passed"]
 
 
+def check_bench(results, qmodel, image, repeats):
+    """Each bench count is the latency plus ``N - 1`` predicted intervals, to the cycle."""
+    labels, logits = golden.classify(qmodel, image[None])
+    assert [bench["repeats"] for bench in results["bench"]] == list(repeats)
+    for bench in results["bench"]:
+        assert (bench["label"], bench["logits"]) == (int(labels[0]), logits[0].tolist())
+    counts = {bench["repeats"]: bench["cycles"] for bench in results["bench"]}
+    latency, interval = counts[1], results["cycles_per_image"]
+    # One image passes through the slowest stage too: its latency is at least the interval.
+    assert interval <= latency
+    assert {n: count - latency for n, count in counts.items()} == {
+        n: (n - 1) * interval for n in counts}
+    return latency
+
+
 def test_uart_top_small_network_with_every_fault(tmp_path, rng):
     import keras
 
@@ -38,8 +55,9 @@ def test_uart_top_small_network_with_every_fault(tmp_path, rng):
     images = rng.integers(0, 256, size=(len(FAULTS) + 1, 8, 8), dtype=np.uint8)
     fold = {qmodel.weight_layers[0].name: (3, 1)}
     results = simulate_uart_top(qmodel, fold, images, divisor=4, timeout_cycles=160,
-                                workdir=tmp_path)
+                                bench=(1, 2, 5), workdir=tmp_path)
     check(results, qmodel, images, FAULTS)
+    check_bench(results, qmodel, images[0], (1, 2, 5))
 
 
 def test_uart_top_shipped_mlp_on_mnist_digits(tmp_path, mnist_train):
@@ -52,14 +70,16 @@ def test_uart_top_shipped_mlp_on_mnist_digits(tmp_path, mnist_train):
 
     digits, classes = mnist_train
     qmodel, _ = quantize_model("mlp", QuantConfig(weight_bits=2), digits[::25])
-    picked = [1001, 2501, 4001]
-    assert classes[picked].tolist() == [2, 5, 8]
+    # The first 2, 5 and 8 that are not calibration images.
+    picked = [next(int(i) for i in np.flatnonzero(classes == digit) if i % 25)
+              for digit in (2, 5, 8)]
     images = digits[picked]
     results = simulate_uart_top(qmodel, {}, images, divisor=4, timeout_cycles=200,
-                                faults=("checksum",), workdir=tmp_path)
+                                faults=("checksum",), bench=(1, 2, 5), workdir=tmp_path)
     check(results, qmodel, images, ("checksum",))
     # Real answers, not a constant: the digits are told apart.
     assert len(set(results["labels"])) > 1
+    check_bench(results, qmodel, images[0], (1, 2, 5))
 
 
 # About 15 s with a cached build, but building this design's Verilator model takes a minute
@@ -76,3 +96,22 @@ def test_uart_top_tiny_cnn_on_mnist(tmp_path, mnist_test):
     results = simulate_uart_top(qmodel, {"conv2d": (4, 1)}, images, divisor=4,
                                 timeout_cycles=200, faults=faults, workdir=tmp_path)
     check(results, qmodel, images, faults)
+
+
+# A Verilator build of its own (a minute or more on two busy cores), so opt-in like the one
+# above. The fold makes the convolution the slowest stage (11,520 cycles, not the 784 input
+# cycles), so the interval in the count is the MAC array's, not the feeder's.
+@pytest.mark.slow
+def test_uart_top_tiny_cnn_bench_counts(tmp_path, mnist_test):
+    from sw.data import load_train
+    from sw.quantize import quantize_model
+
+    qmodel, _ = quantize_model("tiny_cnn", QuantConfig(weight_bits=2),
+                               load_train(None)[0][:200])
+    fold = {"conv2d": (1, 5), "dense": (1, 1)}
+    images = mnist_test[0][:1]
+    results = simulate_uart_top(qmodel, fold, images, divisor=4, timeout_cycles=200,
+                                faults=(), bench=(1, 2, 5), workdir=tmp_path)
+    check(results, qmodel, images, ())
+    assert results["cycles_per_image"] == 11520
+    check_bench(results, qmodel, images[0], (1, 2, 5))

@@ -9,16 +9,22 @@ import pytest
 from sw import host
 from sw.errors import UserError
 from sw.host import (
+    CMD_BENCH,
     CMD_CLASSIFY,
+    CYCLE_COUNT_BYTES,
+    MAX_REPEATS,
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
+    BenchResult,
     Board,
     DeviceError,
     ProtocolError,
     Response,
     Status,
+    bench_figures,
     crc8,
     decode_response,
+    encode_bench_request,
     encode_request,
     encode_response,
     logit_bytes,
@@ -31,14 +37,17 @@ class FakeDevice:
 
     ``classify(pixels)`` returns ``(label, logits)``; ``noise`` bytes precede each response;
     ``corrupt`` responses in a row get one bit flipped; ``fail`` error statuses are answered
-    first, in order.
+    first, in order. A bench of ``N`` images counts ``latency + (N - 1) * interval`` cycles.
     """
 
-    def __init__(self, classify, pixels, width=4, noise=b"", corrupt=0, fail=()):
+    def __init__(self, classify, pixels, width=4, noise=b"", corrupt=0, fail=(), latency=500,
+                 interval=120):
         self.classify, self.pixels, self.width = classify, pixels, width
         self.noise, self.corrupt, self.fail = noise, corrupt, list(fail)
+        self.latency, self.interval = latency, interval
         self.pending = bytearray()
         self.requests = 0
+        self.benches = []
         self.closed = False
 
     def answer(self, request):
@@ -47,12 +56,20 @@ class FakeDevice:
             return b""
         if crc8(body) != request[-1]:
             return encode_response(Status.CHECKSUM)
-        if body[0] != CMD_CLASSIFY:
+        if body[0] not in (CMD_CLASSIFY, CMD_BENCH):
             return encode_response(Status.COMMAND)
         if int.from_bytes(body[1:3], "little") != self.pixels:
             return encode_response(Status.LENGTH)
-        label, logits = self.classify(np.frombuffer(body[3:], np.uint8))
-        return encode_response(Status.OK, label, logits, self.width)
+        if body[0] == CMD_CLASSIFY:
+            label, logits = self.classify(np.frombuffer(body[3:], np.uint8))
+            return encode_response(Status.OK, label, logits, self.width)
+        repeats = int.from_bytes(body[3:5], "little")
+        if repeats == 0:
+            return encode_response(Status.REPEATS)
+        self.benches.append(repeats)
+        label, logits = self.classify(np.frombuffer(body[5:], np.uint8))
+        cycles = self.latency + (repeats - 1) * self.interval
+        return encode_response(Status.OK, label, logits, self.width, cycles=cycles)
 
     def write(self, data):
         self.requests += 1
@@ -97,6 +114,16 @@ def test_examples_of_docs_protocol_md():
         "0c 00 00 20 6c fb 05 00 00 2c 00 00 a8 61 00 da")
     assert encode_response(Status.TIMEOUT) == bytes.fromhex("5a a5 02 00 00 00 2c")
     assert encode_request(np.zeros((28, 28), np.uint8))[:5] == bytes.fromhex("a5 5a 01 10 03")
+    # The bench examples.
+    assert encode_bench_request(np.array([[0, 128], [255, 7]], np.uint8), 5) == bytes.fromhex(
+        "a5 5a 02 04 00 05 00 00 80 ff 07 fa")
+    assert encode_bench_request(np.zeros((28, 28), np.uint8), 1000)[:7] == bytes.fromhex(
+        "a5 5a 02 10 03 e8 03")
+    assert 3000 + 999 * 2000 == 2_001_000 == 0x1E8868
+    assert encode_response(Status.OK, 9, logits, 3, cycles=2_001_000) == bytes.fromhex(
+        "5a a5 00 09 0a 03 10 fa ff 36 01 00 01 08 00 f9 ff ff 00 00 00"
+        "0c 00 00 20 6c fb 05 00 00 2c 00 00 a8 61 00 68 88 1e 00 00 0a")
+    assert encode_response(Status.REPEATS) == bytes.fromhex("5a a5 06 00 00 00 74")
 
 
 def test_encode_request_layout():
@@ -140,6 +167,57 @@ def test_response_round_trip(width):
         assert len(data) == 7 + classes * width == response_length(data[:6])
         response = decode_response(data)
         assert response == Response(Status.OK, label, logits) and response.ok
+
+
+def test_encode_bench_request_layout():
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    request = encode_bench_request(image, 0x1234)
+    body = bytes([CMD_BENCH, 6, 0, 0x34, 0x12, 0, 1, 2, 3, 4, 5])
+    assert request == REQUEST_MAGIC + body + bytes([crc8(body)])
+    # The pixels are those of the classify request, after the repeat count.
+    assert request[7:-1] == encode_request(image)[5:-1]
+    assert encode_bench_request(image, np.int64(MAX_REPEATS))[5:7] == b"\xff\xff"
+
+
+@pytest.mark.parametrize("repeats,error,match", [
+    (0, ValueError, r"repeats must be 1\.\.65535, not 0"),
+    (MAX_REPEATS + 1, ValueError, "not 65536"),
+    (-1, ValueError, "not -1"),
+    (True, TypeError, "repeats must be an int"),
+    (2.0, TypeError, "repeats must be an int"),
+])
+def test_encode_bench_request_rejects(repeats, error, match):
+    with pytest.raises(error, match=match):
+        encode_bench_request(np.zeros((2, 2), np.uint8), repeats)
+
+
+def test_bench_response_round_trip():
+    logits = [-(1 << 23), 5, (1 << 23) - 1]
+    for cycles in (0, 1, 2_001_000, (1 << (8 * CYCLE_COUNT_BYTES)) - 1):
+        data = encode_response(Status.OK, 2, logits, 3, cycles=cycles)
+        assert len(data) == 7 + 3 * 3 + CYCLE_COUNT_BYTES == response_length(data, bench=True)
+        assert decode_response(data, bench=True) == Response(Status.OK, 2, logits, cycles)
+        # Read as a classify response, the count's bytes are extra: refused, not ignored.
+        with pytest.raises(ProtocolError, match="length 21 bytes, its header says 16"):
+            decode_response(data)
+    # Error responses to bench requests carry no count.
+    data = encode_response(Status.REPEATS, cycles=1234)
+    assert data == encode_response(Status.REPEATS) and response_length(data, bench=True) == 7
+    assert decode_response(data, bench=True) == Response(Status.REPEATS, 0, [], None)
+    assert decode_response(encode_response(Status.OK, 1, [1], 1)).cycles is None
+    with pytest.raises(ValueError, match="cycles must fit in 5 bytes"):
+        encode_response(Status.OK, 0, [1], 1, cycles=1 << 40)
+
+
+def test_bench_figures():
+    figures = bench_figures(3000, 2_001_000, 1000, clock_mhz=50.0)
+    assert figures == {"latency": 3000, "cycles": 2_001_000, "repeats": 1000,
+                       "interval": 2000.0, "per_image": 2001.0,
+                       "images_per_second": 25_000.0, "latency_us": 60.0}
+    single = bench_figures(3000, 3000, 1)
+    assert single["interval"] is None and single["per_image"] == 3000.0
+    assert "images_per_second" not in single
+    assert bench_figures(3000, 3000, 1, clock_mhz=30.0)["images_per_second"] == 10_000.0
 
 
 def test_error_responses():
@@ -271,6 +349,31 @@ def test_board_retries_damaged_exchanges_only():
     assert device.requests == 1
 
 
+def test_board_benches():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
+    device = FakeDevice(sums, 784, width=3, noise=b"\x5a\x00", latency=900, interval=300)
+    with Board(device, timeout=0.5, pixels=784) as board:
+        assert board.bench(image, 1) == BenchResult(900, *sums(image.reshape(-1)))
+        assert board.bench(image, 7, timeout=5.0) == BenchResult(900 + 6 * 300,
+                                                                 *sums(image.reshape(-1)))
+        assert board.classify(image) == sums(image.reshape(-1))
+    assert device.benches == [1, 7]
+    with pytest.raises(UserError, match="10 pixels; the board's network takes 784"):
+        Board(device, pixels=784).bench(np.zeros(10, np.uint8), 2)
+    with pytest.raises(DeviceError, match="REPEATS") as info:
+        Board(FakeDevice(sums, 784, fail=[Status.REPEATS]), timeout=0.5, retries=2).bench(
+            image, 3)
+    assert info.value.status == Status.REPEATS and "N = 0" in str(info.value)
+
+    class Silent(FakeDevice):
+        def write(self, data):
+            return len(data)
+    # A bench waits for its own timeout, not the board's.
+    with pytest.raises(ProtocolError, match=r"no response from the board within 0\.05 s"):
+        Board(Silent(sums, 784), timeout=60).bench(image, 2, timeout=0.05)
+
+
 def test_cli_without_port_is_one_line_error():
     result = subprocess.run([sys.executable, "-m", "sw.host", "--port", "/dev/nonexistent-tty",
                              "--images", "1"], capture_output=True, text=True, timeout=60)
@@ -285,6 +388,43 @@ def test_cli_rejects_bad_arguments(capsys):
         host.main(["--port", "/dev/nonexistent-tty", "--images", "0"])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --images must be positive, not 0"
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--bench", "0"], "--bench must be 1..65535, not 0"),
+    (["--bench", "many"], "argument --bench: invalid int value: 'many'"),
+    (["--bench", "5", "--clock-mhz", "fast"], "argument --clock-mhz: invalid float value"),
+    (["--bench", "65536"], "--bench must be 1..65535, not 65536"),
+    (["--bench", "5", "--clock-mhz", "0"], "--clock-mhz must be positive, not 0.0"),
+    (["--bench", "5", "--clock-mhz", "-3"], "--clock-mhz must be positive, not -3.0"),
+    (["--bench", "5", "--clock-mhz", "25", "--report", "report.json"],
+     "give --clock-mhz or --report, not both"),
+    (["--bench", "5", "--images", "10"],
+     "--images and --bench exclude each other (--bench N times N classify requests itself)"),
+    (["--clock-mhz", "25"], "--clock-mhz and --report go with --bench"),
+    (["--report", "report.json"], "--clock-mhz and --report go with --bench"),
+    (["--bench", "5", "--report", "missing.json"],
+     "cannot read report 'missing.json': No such file or directory"),
+    (["--bench", "5", "--report", "broken.json"], "report 'broken.json' is not JSON: "),
+    (["--bench", "5", "--report", "verilog.json"],
+     "report 'verilog.json' has no clock_mhz (only hw.build --target bitstream writes one); "
+     "give --clock-mhz"),
+])
+def test_cli_bench_argument_errors(arguments, message, tmp_path, monkeypatch, capsys):
+    """Each bad argument is one line and exit status 2, before any port is opened."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "verilog.json").write_text('{"cycles_per_image": 100}')
+
+    def no_port(*args, **kwargs):
+        raise AssertionError("the port was opened")
+    monkeypatch.setattr(Board, "open", staticmethod(no_port))
+    with pytest.raises(SystemExit) as info:
+        host.main(["--port", "/dev/ttyFAKE", *arguments])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {message}")
 
 
 def test_cli_reports_accuracy(tmp_path, monkeypatch, capsys):
@@ -304,3 +444,64 @@ def test_cli_reports_accuracy(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert opened == {"port": "/dev/ttyFAKE", "baud": 9600}
     assert out.startswith("accuracy: 75.00% (3/4 test images on /dev/ttyFAKE")
+
+
+@pytest.mark.parametrize("clock", ["report", "option", "none"])
+def test_cli_bench_reports_speeds(clock, tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_test=images, y_test=np.zeros(3, np.uint8))
+    (tmp_path / "report.json").write_text('{"clock_mhz": 50.0, "cycles_per_image": 2000}')
+    device = FakeDevice(sums, 784, width=3, latency=3000, interval=2000)
+
+    def fake_open(port, baud, timeout, **kwargs):
+        return Board(device, timeout=timeout, **kwargs)
+    monkeypatch.setattr(Board, "open", staticmethod(fake_open))
+    extra = {"report": ["--report", str(tmp_path / "report.json")],
+             "option": ["--clock-mhz", "50"], "none": []}[clock]
+    host.main(["--port", "/dev/ttyFAKE", "--bench", "50", "--data", str(tmp_path), *extra])
+    out = capsys.readouterr().out
+    label = sums(images[0].reshape(-1))[0]
+    assert device.benches == [1, 50]
+    assert device.requests == 2 + 50  # two bench requests, then 50 classify requests
+    assert out.startswith(f"bench on /dev/ttyFAKE: test image 0 (label {label}) run 50 "
+                          f"times on chip\n")
+    assert ("  count: 101000 cycles from the first pixel taken to result 50; latency "
+            "(N = 1): 3000 cycles\n") in out
+    predicted = "; predicted 2000" if clock == "report" else ""
+    assert f"  cycles per image: 2000.0 = (count - latency) / (N - 1){predicted}\n" in out
+    if clock == "none":
+        assert "  images/s on chip: give --clock-mhz or --report\n" in out
+    else:
+        assert "  images/s on chip: 25000.0 at 50 MHz (latency 60.0 us)\n" in out
+    assert "  end to end over the link: " in out and "(50 classify requests at 3000000" in out
+
+
+def test_cli_bench_of_one_and_a_disagreeing_board(tmp_path, monkeypatch, capsys):
+    images = np.zeros((1, 28, 28), np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_test=images, y_test=np.zeros(1, np.uint8))
+    device = FakeDevice(sums, 784, latency=777)
+    monkeypatch.setattr(Board, "open", staticmethod(
+        lambda port, baud, timeout, **kwargs: Board(device, timeout=timeout, **kwargs)))
+    host.main(["--port", "P", "--bench", "1", "--data", str(tmp_path), "--clock-mhz", "7.77"])
+    out = capsys.readouterr().out
+    assert "  cycles per image: 777.0 = count / N (N = 1: the latency)\n" in out
+    assert "  images/s on chip: 10000.0 at 7.77 MHz (latency 100.0 us)\n" in out
+
+    # A bench whose result is not the classify result of the same image is a broken board.
+    def other(pixels):
+        label, logits = sums(pixels)
+        return label, [value + 1 for value in logits]
+    device = FakeDevice(sums, 784)
+    original = device.answer
+
+    def answer(request):
+        if request[2] == CMD_CLASSIFY:
+            device.classify = other
+        return original(request)
+    device.answer = answer
+    with pytest.raises(SystemExit) as info:
+        host.main(["--port", "P", "--bench", "2", "--data", str(tmp_path)])
+    assert info.value.code == 2
+    assert "error: the bench result (label 0) differs from the classify result" in (
+        capsys.readouterr().err)
