@@ -20,6 +20,15 @@ from the buffer. Everything after the issue stage runs freely (no enable from ``
 each operation carries a valid bit down the pipeline. Backpressure is handled by credits: a
 fold (``SF`` operations, one output transfer) is only started when the output FIFO is sure to
 have room for its result, counting the results still in flight.
+
+Each lane's product comes from the ``multiplier`` kind of :mod:`hw.multiplier`: a hard
+multiplier (``"dsp"``), LUTs and carry chains (``"lut"``), or, for ``"packed"``, one hard
+multiplier shared by two PEs. Packed PEs ``2q`` and ``2q + 1`` form one *stage*: they read
+their ROMs at the same address and multiply the same registered input, so one
+multiplication ``(w_a + 2**k * w_b) * x`` gives both products; the input still hops stage to
+stage through a register (the array stays systolic, with half as many hops), and PE
+``2q + 1``'s ROM holds the high code ``w_b - [w_a < 0]`` the packed operand needs. With an
+odd ``PE`` the last PE is a stage of its own with a plain hard multiplier.
 """
 
 import math
@@ -34,6 +43,15 @@ from amaranth.lib.wiring import In, Out
 from sw.qmodel import signed_bits, value_range, weight_range
 from sw.quantize import rom_words
 
+from .multiplier import (
+    DSP_WIDTHS,
+    KINDS,
+    high_codes,
+    lut_product,
+    packed_products,
+    packing_shift,
+    product_range,
+)
 from .params import check_int
 from .weight_rom import STYLES, WeightROM
 
@@ -75,7 +93,7 @@ class MACArray(wiring.Component):
     transfers; transfer ``nf`` holds in lane ``p`` the exact accumulator
     ``bias[c] + sum_k weights[k, c] * x[k]`` of channel ``c = nf * pe + p``. Vectors follow
     each other back to back; at full rate one vector takes exactly :attr:`cycles_per_vector`
-    ``= NF * SF`` cycles.
+    ``= NF * SF`` cycles, whatever the ``multiplier``.
 
     Parameters
     ----------
@@ -99,6 +117,16 @@ class MACArray(wiring.Component):
     rom_style : {"auto", "block", "logic"}
         Placement of the ``pe`` weight ROMs (``NF * SF`` words each), see
         :class:`~hw.weight_rom.WeightROM`.
+    multiplier : {"dsp", "lut", "packed"}
+        How the lanes multiply (:mod:`hw.multiplier`): ``"dsp"`` (default) one hard
+        multiplier per lane; ``"lut"`` LUTs and carry chains, no hard multiplier; ``"packed"``
+        one hard multiplier for the two lanes of PEs ``2q`` and ``2q + 1`` that share an
+        input, which also halves the input hops (see :attr:`stages`). 1-bit weights add or
+        subtract whatever the kind.
+    dsp_width : int
+        Signed operand width of the target's hard multiplier, 18 (ECP5, default) or 16
+        (iCE40 UP5K), see :data:`hw.multiplier.DSP_WIDTHS`: ``"packed"`` is refused unless a
+        packed pair fits it.
 
     Attributes
     ----------
@@ -112,12 +140,13 @@ class MACArray(wiring.Component):
     TypeError
         If a parameter has the wrong type.
     ValueError
-        If a parameter is out of range, ``pe``/``simd`` does not divide the matrix, or
-        ``acc_bits`` is too narrow to hold every partial sum.
+        If a parameter is out of range, ``pe``/``simd`` does not divide the matrix,
+        ``acc_bits`` is too narrow to hold every partial sum, or a ``"packed"`` pair does
+        not fit the hard multiplier.
     """
 
     def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
-                 rom_style="auto"):
+                 rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"]):
         weight_bits = check_int("weight_bits", weight_bits)
         if weight_bits > 8:
             raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
@@ -132,6 +161,13 @@ class MACArray(wiring.Component):
         if rom_style not in STYLES:
             raise ValueError(f"rom_style must be one of {', '.join(map(repr, STYLES))}, not "
                              f"{rom_style!r}")
+        if multiplier not in KINDS:
+            raise ValueError(f"multiplier must be one of {', '.join(map(repr, KINDS))}, not "
+                             f"{multiplier!r}")
+        dsp_width = check_int("dsp_width", dsp_width, minimum=2)
+        # The packed operand's shift; None where no multiplier is packed.
+        shift = (packing_shift(weight_bits, in_shape, dsp_width)
+                 if multiplier == "packed" and weight_bits > 1 else None)
 
         weights = np.asarray(weights)
         if weights.dtype.kind not in "iu":
@@ -173,8 +209,11 @@ class MACArray(wiring.Component):
         self._weight_bits, self._in_shape, self._acc_bits = weight_bits, in_shape, acc_bits
         self._pe, self._simd, self._rom_style = pe, simd, rom_style
         self._nf, self._sf = channels // pe, fan_in // simd
-        products = [x * w for x in (xlo, xhi) for w in weight_range(weight_bits)]
-        self._product_range = min(products), max(products)
+        self._product_range = product_range(weight_bits, in_shape)
+        self._multiplier, self._dsp_width, self._shift = multiplier, dsp_width, shift
+        pairs = multiplier == "packed"
+        self._stages = tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
+                             for p in range(0, pe, 2 if pairs else 1))
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), pe))),
@@ -215,6 +254,24 @@ class MACArray(wiring.Component):
         return self._rom_style
 
     @property
+    def multiplier(self):
+        """The multiplier kind: ``"dsp"``, ``"lut"`` or ``"packed"``."""
+        return self._multiplier
+
+    @property
+    def dsp_width(self):
+        return self._dsp_width
+
+    @property
+    def stages(self):
+        """The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``.
+
+        The PEs of a stage share one registered input and compute in the same cycle; the
+        input hops from stage to stage.
+        """
+        return self._stages
+
+    @property
     def fan_in(self):
         return self._weights.shape[0]
 
@@ -246,11 +303,12 @@ class MACArray(wiring.Component):
     def latency(self):
         """Cycles from the last input transfer of a vector to its first output, at full rate.
 
-        ``pe + simd + 4``: one cycle to read the input buffer and ROMs, one to register what
-        they read, ``simd`` registered chain stages, ``pe - 1`` hops to the last PE, the
-        result register after the accumulator's adder, and the output FIFO's two cycles.
+        ``len(stages) + simd + 4``: one cycle to read the input buffer and ROMs, one to
+        register what they read, ``simd`` registered chain stages, ``len(stages) - 1`` hops to
+        the last stage (``pe - 1``, or ``ceil(pe / 2) - 1`` when ``"packed"``), the result
+        register after the accumulator's adder, and the output FIFO's two cycles.
         """
-        return self._pe + self._simd + 4
+        return len(self._stages) + self._simd + 4
 
     @property
     def fifo_depth(self):
@@ -261,6 +319,77 @@ class MACArray(wiring.Component):
         rate. Depth 1 is avoided: ``SyncFIFOBuffered`` of depth 1 only passes every other cycle.
         """
         return max(2, math.ceil((self._sf + self.latency) / self._sf))
+
+    def _rom_matrix(self):
+        """The weights as the ROMs hold them: the second PE of a packed pair stores high codes.
+
+        Channel ``c`` is PE ``c % pe``'s; an odd PE is paired with the one before it.
+        """
+        if self._shift is None:
+            return self._weights
+        matrix = self._weights.copy()
+        odd = np.flatnonzero(np.arange(self.channels) % self._pe % 2 == 1)
+        matrix[:, odd] = high_codes(matrix[:, odd - 1], matrix[:, odd])
+        return matrix
+
+    def _products(self, m, lane, codes, s):
+        """The products of one SIMD lane for the PEs of one stage.
+
+        ``codes`` maps each PE of the stage to its weight code for this lane. Returns
+        ``({pe: product signal}, {pe: borrow})``: a LUT-built product and the second of a
+        packed pair come with a borrow bit that the adder using the product must add too
+        (:mod:`hw.multiplier`).
+        """
+        products, borrows = {}, {}
+        for p in codes:
+            products[p] = Signal(signed(self.product_bits), name=f"product_pe{p}_s{s}")
+            if self._weight_bits == 1:
+                # Bit b means weight 2b - 1: add or subtract the input, no multiplier.
+                m.d.comb += products[p].eq(Mux(codes[p][0], lane, -lane))
+            elif len(codes) == 1 and self._multiplier == "lut":
+                value, borrows[p] = lut_product(m, lane, codes[p], name=f"product_pe{p}_s{s}")
+                m.d.comb += products[p].eq(value)
+            elif len(codes) == 1:
+                # "dsp", and the unpaired last PE of an odd "packed" array.
+                m.d.comb += products[p].eq(lane * codes[p].as_signed())
+        if len(codes) == 2 and self._weight_bits > 1:
+            a, b = codes
+            low, high, borrows[b] = packed_products(m, lane, codes[a], codes[b],
+                                                    shift=self._shift, name=f"product_pe{a}_s{s}")
+            m.d.comb += [products[a].eq(low), products[b].eq(high)]
+        return products, borrows
+
+    def _accumulate(self, m, p, t, chain, carry, controls):
+        """PE ``p``'s accumulator over the SF input folds (in stage ``t``), deskewed result.
+
+        ``chain`` is the SIMD chain's last partial sum, ``carry`` a bit to add with it (or
+        ``None``); ``controls[k]`` the operation's control ``k`` cycles after the input buffer and
+        ROM 0 are read.
+        """
+        simd, nf_count, acc_bits = self._simd, self._nf, self._acc_bits
+        ctrl = controls[simd + t + 1]
+        bias = [int(self._bias[n * self._pe + p]) for n in range(nf_count)]
+        if nf_count == 1:
+            start = C(bias[0], signed(acc_bits))
+        else:
+            # A small ROM in logic, read one cycle ahead like a synchronous port.
+            start = Signal(signed(acc_bits), name=f"bias_pe{p}", reset_less=True)
+            table = Array(C(b, signed(acc_bits)) for b in bias)
+            m.d.sync += start.eq(table[controls[simd + t]["nf"]])
+        accumulator = Signal(signed(acc_bits), name=f"acc_pe{p}", reset_less=True)
+        result = Signal(signed(acc_bits), name=f"result_pe{p}", reset_less=True)
+        first, last = ctrl.get("first", C(1)), ctrl.get("last", C(1))
+        total = Mux(first, start, accumulator) + chain
+        if carry is not None:
+            total = total + carry
+        with m.If(ctrl["valid"]):
+            m.d.sync += accumulator.eq(total)
+        with m.If(ctrl["valid"] & last):
+            m.d.sync += result.eq(total)
+        # Deskew: stage t's results hold for at least SF cycles and are sampled
+        # len(stages) - 1 - t cycles after they appear (with the last stage's), so only the
+        # part of that wait beyond SF - 1 needs registers.
+        return _delay(m, result, max(0, len(self._stages) - t - self._sf), f"result_pe{p}")
 
     def elaborate(self, platform):
         m = Module()
@@ -308,7 +437,7 @@ class MACArray(wiring.Component):
         # output delay plus a multiplier would set the clock (ECP5: 5.6 + 3.9 ns).
         x = data.View(vector, _delay(m, x, 1, "x_q"))
 
-        # Control of each operation, delayed along the PEs (entry k is k cycles after the
+        # Control of each operation, delayed along the stages (entry k is k cycles after the
         # input buffer and ROM 0 are read; the registered slice x is entry 1).
         valid = Signal(name="op_valid")
         m.d.sync += valid.eq(issue)
@@ -321,68 +450,56 @@ class MACArray(wiring.Component):
             control["nf"] = Signal(range(nf_count), name="op_nf", reset_less=True)
             m.d.sync += control["nf"].eq(nf)
         controls = [control]
-        for k in range(1, simd + pe + 1):
+        for k in range(1, simd + len(self._stages) + 1):
             controls.append({key: _delay(m, value, 1, f"{key}{k - 1}", reset_less=key != "valid")
                              for key, value in controls[-1].items()})
 
-        # ---- Operand skew: lane s of PE p meets its weight s + p cycles after x. ---------
-        # ROM p is read p cycles after ROM 0 (its address comes along the PEs) and its word
-        # is registered like x, so weights and inputs of PE p are aligned before the skew.
+        # ---- Operand skew: lane s of stage t meets its weights s + t cycles after x. -----
+        # The ROMs of stage t are read t cycles after ROM 0 (their address comes along the
+        # stages) and their words are registered like x, so weights and inputs of a stage
+        # are aligned before the skew.
         x_lanes = [_delay(m, x[s], s, f"x_pe0_s{s}") for s in range(simd)]
-        words = rom_words(self._weights, wbits, pe, simd)
+        words = rom_words(self._rom_matrix(), wbits, pe, simd)
         rom_address = address
-        results, done = [], None
-        for p in range(pe):
-            if p:
-                x_lanes = [_delay(m, lane, 1, f"x_pe{p}_s{s}") for s, lane in enumerate(x_lanes)]
-                rom_address = _delay(m, rom_address, 1, f"rom_address_pe{p}")
-            rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=simd * wbits,
-                                                       style=self._rom_style)
-            m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
+        results = []
+        for t, members in enumerate(self._stages):
+            if t:
+                x_lanes = [_delay(m, lane, 1, f"x_pe{members[0]}_s{s}")
+                           for s, lane in enumerate(x_lanes)]
+                rom_address = _delay(m, rom_address, 1, f"rom_address_pe{members[0]}")
+            word = {}
+            for p in members:
+                rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=simd * wbits,
+                                                           style=self._rom_style)
+                m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
+                word[p] = _delay(m, rom.data, 1, f"rom_q_pe{p}")
 
-            word = _delay(m, rom.data, 1, f"rom_q_pe{p}")
-
-            # Registered SIMD chain: stage s adds its product to stage s-1's partial sum.
-            chain = None
+            # Registered SIMD chain: step s adds its product to step s-1's partial sum. A
+            # product's borrow bit is the carry-in of the adder that takes the product; lane
+            # 0 has no adder, so its borrow goes along the chain to the accumulator's.
+            chains, carries = dict.fromkeys(members), dict.fromkeys(members)
             for s in range(simd):
-                code = _delay(m, word[s * wbits:(s + 1) * wbits], s, f"w_pe{p}_s{s}")
-                lane = x_lanes[s]
-                product = Signal(signed(self.product_bits), name=f"product_pe{p}_s{s}")
-                if wbits == 1:
-                    # Bit b means weight 2b - 1: add or subtract the input, no multiplier.
-                    m.d.comb += product.eq(Mux(code[0], lane, -lane))
-                else:
-                    m.d.comb += product.eq(lane * code.as_signed())
+                codes = {p: _delay(m, word[p][s * wbits:(s + 1) * wbits], s, f"w_pe{p}_s{s}")
+                         for p in members}
+                products, borrows = self._products(m, x_lanes[s], codes, s)
                 lo, hi = self._product_range
                 width = min(acc_bits, signed_bits((s + 1) * lo, (s + 1) * hi))
-                partial = Signal(signed(width), name=f"partial_pe{p}_s{s}", reset_less=True)
-                m.d.sync += partial.eq(product if chain is None else chain + product)
-                chain = partial
-
-            # Accumulator over the SF input folds, starting from the bias.
-            ctrl = controls[simd + p + 1]
-            bias = [int(self._bias[n * pe + p]) for n in range(nf_count)]
-            if nf_count == 1:
-                start = C(bias[0], signed(acc_bits))
-            else:
-                # A small ROM in logic, read one cycle ahead like a synchronous port.
-                start = Signal(signed(acc_bits), name=f"bias_pe{p}", reset_less=True)
-                table = Array(C(b, signed(acc_bits)) for b in bias)
-                m.d.sync += start.eq(table[controls[simd + p]["nf"]])
-            accumulator = Signal(signed(acc_bits), name=f"acc_pe{p}", reset_less=True)
-            result = Signal(signed(acc_bits), name=f"result_pe{p}", reset_less=True)
-            first, last = ctrl.get("first", C(1)), ctrl.get("last", C(1))
-            total = Mux(first, start, accumulator) + chain
-            with m.If(ctrl["valid"]):
-                m.d.sync += accumulator.eq(total)
-            with m.If(ctrl["valid"] & last):
-                m.d.sync += result.eq(total)
-            # Deskew: result p holds for at least SF cycles and is sampled pe - 1 - p cycles
-            # after it appears, so only the part of that wait beyond SF - 1 needs registers.
-            results.append(_delay(m, result, max(0, pe - p - sf_count), f"result_pe{p}"))
-            if p == pe - 1:
-                done = Signal(name="result_done")
-                m.d.sync += done.eq(ctrl["valid"] & last)
+                for p in members:
+                    partial = Signal(signed(width), name=f"partial_pe{p}_s{s}", reset_less=True)
+                    if chains[p] is None:
+                        m.d.sync += partial.eq(products[p])
+                        if p in borrows:
+                            carries[p] = _delay(m, borrows[p], simd, f"borrow_pe{p}")
+                    elif p in borrows:
+                        m.d.sync += partial.eq(chains[p] + products[p] + borrows[p])
+                    else:
+                        m.d.sync += partial.eq(chains[p] + products[p])
+                    chains[p] = partial
+            results += [self._accumulate(m, p, t, chains[p], carries[p], controls)
+                        for p in members]
+        done = Signal(name="result_done")
+        ctrl = controls[simd + len(self._stages)]
+        m.d.sync += done.eq(ctrl["valid"] & ctrl.get("last", C(1)))
 
         # ---- Output FIFO: the credits above guarantee it is never written when full. -----
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=pe * acc_bits, depth=depth)

@@ -2,11 +2,20 @@
 
 Command line::
 
-    python -m hw.macbench [--bits 4,8] [--pe 4] [--simd 4] [--fan-in 64] [--channels 16]
+    python -m hw.macbench [--bits 4,8] [--multiplier dsp,lut,packed] [--pe 4] [--simd 4]
+                          [--fan-in 64] [--channels 16]
 
-The array gets random weights of the given width and unsigned inputs of the same width. For
-place and route it sits in a harness that drives it from an LFSR and folds its outputs into
-8 registered pins, so the I/O count fits the smallest package (iCE40 UP5K sg48, ECP5 25F).
+The array gets random weights of the given width and unsigned inputs of the same width, and
+multiplies with each ``--multiplier`` kind (:mod:`hw.multiplier`); ``"packed"`` is checked
+against the device's hard multiplier (18x18 on ECP5, 16x16 on the UP5K) and reported as not
+fitting where it is too wide. For place and route the array sits in a harness that drives it
+from an LFSR and folds its outputs into 8 registered pins, so the I/O count fits the smallest
+package (iCE40 UP5K sg48, ECP5 25F).
+
+Cells are Yosys' counts for the array alone. ``LUTs`` are LUT4 cells: on the iCE40 they
+include the LUT beside every ``SB_CARRY``; on ECP5 the carry chains are ``CCU2C`` cells
+(``carries``), each the two LUT4s of a slice, so ``LUT4 eq./lane`` counts
+``LUTs + 2 * carries`` there (the iCE40's equals its LUTs).
 """
 
 import argparse
@@ -21,10 +30,11 @@ from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-from sw.errors import cli_main
+from sw.errors import UserError, cli_main
 from sw.qmodel import Dense, weight_range
 
 from .mac_array import MACArray
+from .multiplier import DSP_WIDTHS, KINDS, packing_shift
 from .toolchain import SCRIPT_AFTER_READ, synthesize, tool
 
 __all__ = ["Harness", "main", "measure"]
@@ -59,7 +69,7 @@ class Harness(wiring.Component):
         return m
 
 
-def _array(bits, pe, simd, fan_in, channels, seed=0):
+def _array(bits, pe, simd, fan_in, channels, multiplier, family, seed=0):
     rng = np.random.default_rng(seed)
     lo, hi = weight_range(bits)
     weights = rng.integers(lo, hi + 1, size=(fan_in, channels))
@@ -70,16 +80,31 @@ def _array(bits, pe, simd, fan_in, channels, seed=0):
                   weight_frac=np.zeros(channels, int), in_bits=bits, in_signed=False,
                   in_frac=0, relu=True)
     return MACArray(weights, layer.bias, weight_bits=bits, in_shape=unsigned(bits),
-                    acc_bits=layer.acc_bits, pe=pe, simd=simd)
+                    acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+                    dsp_width=DSP_WIDTHS[family])
 
 
-def measure(bits, pe, simd, fan_in, channels, family):
-    """Synthesize the array alone (cell counts) and place the harness (Fmax) on ``family``."""
-    cells = synthesize(_array(bits, pe, simd, fan_in, channels), family)
+def measure(bits, pe, simd, fan_in, channels, family, multiplier="dsp"):
+    """Synthesize the array alone (cell counts) and place the harness (Fmax) on ``family``.
+
+    Returns
+    -------
+    dict
+        ``luts``, ``carries``, ``ffs``, ``brams``, ``dsps`` (cell counts), ``fmax_mhz``
+        (``None`` if place and route failed) and ``error`` (nextpnr's first error, or why a
+        ``"packed"`` array does not fit, with every count ``None``).
+    """
+    if multiplier == "packed" and bits > 1:
+        try:
+            packing_shift(bits, unsigned(bits), DSP_WIDTHS[family])
+        except ValueError as error:
+            return {**dict.fromkeys(("luts", "carries", "ffs", "brams", "dsps", "fmax_mhz")),
+                    "error": str(error)}
+    arguments = (bits, pe, simd, fan_in, channels, multiplier, family)
+    cells = synthesize(_array(*arguments), family)
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        (directory / "top.il").write_text(
-            rtlil.convert(Harness(_array(bits, pe, simd, fan_in, channels)), name="top"))
+        (directory / "top.il").write_text(rtlil.convert(Harness(_array(*arguments)), name="top"))
         subprocess.run([tool("YOSYS"), "-q", "-p", f"read_rtlil top.il; {SCRIPT_AFTER_READ}; "
                         f"{_SYNTH[family]} -top top -json top.json"], cwd=directory, check=True,
                        capture_output=True)
@@ -89,9 +114,28 @@ def measure(bits, pe, simd, fan_in, channels, family):
         log = (directory / "pnr.log").read_text(errors="replace")
     found = re.findall(r"Max frequency for clock\s+'[^']+': ([\d.]+) MHz", log)
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
-    return {**{key: cells[key] for key in ("luts", "ffs", "brams", "dsps")},
+    return {**{key: cells[key] for key in ("luts", "carries", "ffs", "brams", "dsps")},
             "fmax_mhz": float(found[-1]) if found else None,
             "error": errors[0] if errors else None}
+
+
+def _row(bits, device, family, multiplier, r, lanes):
+    """One Markdown table row of :func:`main`."""
+    if r["luts"] is None:
+        return f"| {bits} | {device} | {multiplier} | does not fit: {r['error']} |"
+    fmax = f"{r['fmax_mhz']:.1f} MHz" if r["fmax_mhz"] else f"fails: {r['error']}"
+    equivalent = r["luts"] + (2 * r["carries"] if family == "ecp5" else 0)
+    return (f"| {bits} | {device} | {multiplier} | {r['luts']} | {r['carries']} | {r['ffs']} "
+            f"| {r['brams']} | {r['dsps']} | {r['luts'] / lanes:.1f} | {equivalent / lanes:.1f} "
+            f"| {r['ffs'] / lanes:.1f} | {r['dsps'] / lanes:.2f} | {fmax} |")
+
+
+def _multipliers(text):
+    kinds = [part.strip() for part in str(text).split(",") if part.strip()]
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if not kinds or unknown:
+        raise UserError(f"--multiplier takes a list of {', '.join(KINDS)}, not {text!r}")
+    return kinds
 
 
 @cli_main
@@ -101,23 +145,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m hw.macbench",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--bits", default="4,8")
+    parser.add_argument("--multiplier", default="dsp",
+                        help="comma-separated multiplier kinds: dsp, lut, packed")
     parser.add_argument("--pe", type=int, default=4)
     parser.add_argument("--simd", type=int, default=4)
     parser.add_argument("--fan-in", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
     args = parser.parse_args(argv)
+    multipliers = _multipliers(args.multiplier)
     lanes = args.pe * args.simd
     print(f"MAC array {args.pe} PE x {args.simd} SIMD, {args.fan_in} inputs x {args.channels} "
           f"outputs; per lane = array / {lanes}")
-    print("| bits | device | LUTs | FFs | BRAMs | DSPs | LUT/lane | FF/lane | DSP/lane | Fmax |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| bits | device | multiplier | LUTs | carries | FFs | BRAMs | DSPs | LUT/lane "
+          "| LUT4 eq./lane | FF/lane | DSP/lane | Fmax |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for bits in parse_bits(args.bits):
         for family, device in (("ice40", "UP5K"), ("ecp5", "ECP5-25F")):
-            r = measure(bits, args.pe, args.simd, args.fan_in, args.channels, family)
-            fmax = f"{r['fmax_mhz']:.1f} MHz" if r["fmax_mhz"] else f"fails: {r['error']}"
-            print(f"| {bits} | {device} | {r['luts']} | {r['ffs']} | {r['brams']} | {r['dsps']} "
-                  f"| {r['luts'] / lanes:.1f} | {r['ffs'] / lanes:.1f} | {r['dsps'] / lanes:.2f} "
-                  f"| {fmax} |", flush=True)
+            for multiplier in multipliers:
+                r = measure(bits, args.pe, args.simd, args.fan_in, args.channels, family,
+                            multiplier)
+                print(_row(bits, device, family, multiplier, r, lanes), flush=True)
 
 
 if __name__ == "__main__":

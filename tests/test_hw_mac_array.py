@@ -1,5 +1,8 @@
 # amaranth: UnusedElaboratable=no
-"""MACArray against the golden model: random shapes, all bit widths, stalls, exact timing."""
+"""MACArray against the golden model: random shapes, all bit widths, stalls, exact timing.
+
+Every behavioural test runs with each multiplier kind (hard, LUT-built, packed pairs).
+"""
 
 import random
 
@@ -9,6 +12,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from hw.mac_array import MACArray
+from hw.multiplier import packing_shift
 from sw import golden
 from sw.qmodel import Dense, weight_range
 from tests.streams import (
@@ -22,6 +26,8 @@ from tests.streams import (
 )
 
 pytestmark = pytest.mark.hw
+
+MULTIPLIERS = ("dsp", "lut", "packed")
 
 
 def make_layer(rng, fan_in, channels, weight_bits, in_shape, bias_bits=10):
@@ -37,10 +43,27 @@ def make_layer(rng, fan_in, channels, weight_bits, in_shape, bias_bits=10):
                  in_bits=in_shape.width, in_signed=in_shape.signed, in_frac=0, relu=False)
 
 
-def make_array(layer, pe, simd):
+def make_array(layer, pe, simd, multiplier="dsp"):
     shape = signed(layer.in_bits) if layer.in_signed else unsigned(layer.in_bits)
     return MACArray(layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
-                    acc_bits=layer.acc_bits, pe=pe, simd=simd)
+                    acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier)
+
+
+def shape_for(multiplier, weight_bits, in_shape):
+    """``in_shape``, or for ``"packed"`` the widest input of its signedness that packs.
+
+    (Pairs too wide for the hard multiplier are refused: see test_parameter_errors.)
+    """
+    if multiplier != "packed" or weight_bits == 1:
+        return in_shape
+    make = signed if in_shape.signed else unsigned
+    for width in range(in_shape.width, 0, -1):
+        try:
+            packing_shift(weight_bits, make(width))
+        except ValueError:
+            continue
+        return make(width)
+    raise AssertionError("unreachable: 1-bit inputs always pack")
 
 
 def random_inputs(rng, layer, vectors):
@@ -84,37 +107,41 @@ def divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_random_shapes_all_widths_with_stalls(bits):
+def test_random_shapes_all_widths_with_stalls(bits, multiplier):
     """Weights of ``bits`` bits and inputs of ``bits`` bits (signed on odd widths > 1)."""
     rng = np.random.default_rng(100 + bits)
     in_shape = signed(bits) if bits % 2 and bits > 1 else unsigned(bits)
+    in_shape = shape_for(multiplier, bits, in_shape)
     fan_in = int(rng.choice([6, 12, 18, 20, 24, 30]))
     channels = int(rng.choice([2, 3, 4, 6, 8]))
     pe = int(rng.choice(divisors(channels)[:4]))
     simd = int(rng.choice([d for d in divisors(fan_in) if d <= 6]))
     layer = make_layer(rng, fan_in, channels, bits, in_shape)
-    dut = make_array(layer, pe, simd)
+    dut = make_array(layer, pe, simd, multiplier)
     x = random_inputs(rng, layer, 3)
     received, _ = simulate(dut, x, seed=bits, idle=0.3, stall=0.4)
     assert received == expected_transfers(layer, x, pe)
 
 
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize(("weight_bits", "in_bits"), [(1, 8), (2, 7), (3, 1), (5, 2), (8, 8),
-                                                      (4, 6), (6, 3), (7, 5)])
-def test_mixed_widths_first_layer_style(weight_bits, in_bits):
+                                                      (4, 6), (6, 3), (7, 5), (4, 8)])
+def test_mixed_widths_first_layer_style(weight_bits, in_bits, multiplier):
     """Mixed weight/input widths, including the first layer's 8-bit unsigned pixels."""
     rng = np.random.default_rng(weight_bits * 10 + in_bits)
-    in_shape = unsigned(in_bits)
+    in_shape = shape_for(multiplier, weight_bits, unsigned(in_bits))
     layer = make_layer(rng, 16, 4, weight_bits, in_shape, bias_bits=14)
-    dut = make_array(layer, pe=2, simd=4)
+    dut = make_array(layer, pe=2, simd=4, multiplier=multiplier)
     x = random_inputs(rng, layer, 3)
     received, _ = simulate(dut, x, seed=in_bits, idle=0.2, stall=0.5)
     assert received == expected_transfers(layer, x, 2)
 
 
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize("seed", range(4))
-def test_larger_random_shapes(seed):
+def test_larger_random_shapes(seed, multiplier):
     """Fan-in up to 60 and 12 channels, random divisors, including pe=1/simd=1 and full."""
     rng = np.random.default_rng(seed)
     fan_in = int(rng.choice([36, 48, 60]))
@@ -122,14 +149,15 @@ def test_larger_random_shapes(seed):
     pe = int(rng.choice(divisors(channels)))
     simd = int(rng.choice([d for d in divisors(fan_in) if d <= 12]))
     bits = int(rng.integers(1, 9))
-    in_shape = unsigned(int(rng.integers(1, 9)))
+    in_shape = shape_for(multiplier, bits, unsigned(int(rng.integers(1, 9))))
     layer = make_layer(rng, fan_in, channels, bits, in_shape)
-    dut = make_array(layer, pe, simd)
+    dut = make_array(layer, pe, simd, multiplier)
     x = random_inputs(rng, layer, 2)
     received, _ = simulate(dut, x, seed=seed, idle=0.2, stall=0.3)
     assert received == expected_transfers(layer, x, pe)
 
 
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize(("fan_in", "channels", "pe", "simd"), [
     (12, 6, 2, 3),   # NF=3, SF=4
     (8, 4, 4, 8),    # NF=1, SF=1: one vector a cycle
@@ -137,12 +165,15 @@ def test_larger_random_shapes(seed):
     (6, 6, 1, 6),    # NF=6, SF=1: replayed from the buffer every cycle
     (12, 8, 4, 2),   # SF > PE: no deskew registers
     (4, 6, 6, 1),    # PE > SF: deskew registers
+    (6, 10, 5, 2),   # odd PE: packed, the last PE is a stage of its own
 ])
-def test_full_rate_exact_cycles(fan_in, channels, pe, simd):
+def test_full_rate_exact_cycles(fan_in, channels, pe, simd, multiplier):
     """II=1: back to back vectors, NF*SF cycles each, outputs at the stated latency."""
     rng = np.random.default_rng(fan_in * channels + pe)
     layer = make_layer(rng, fan_in, channels, 4, unsigned(4))
-    dut = make_array(layer, pe, simd)
+    dut = make_array(layer, pe, simd, multiplier)
+    stages = (pe + 1) // 2 if multiplier == "packed" else pe
+    assert dut.latency == stages + simd + 4
     vectors = 6
     x = random_inputs(rng, layer, vectors)
     received, times = simulate(dut, x)
@@ -162,11 +193,12 @@ def test_full_rate_exact_cycles(fan_in, channels, pe, simd):
     assert times["o"][-1] + 1 == vectors * period + dut.latency
 
 
-def test_full_rate_total_cycles_formula():
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
+def test_full_rate_total_cycles_formula(multiplier):
     """V vectors take exactly V*NF*SF cycles plus a constant (latency + 1)."""
     rng = np.random.default_rng(7)
     layer = make_layer(rng, 24, 8, 3, unsigned(3))
-    dut = make_array(layer, pe=2, simd=3)
+    dut = make_array(layer, pe=2, simd=3, multiplier=multiplier)
     for vectors in (1, 5):
         x = random_inputs(rng, layer, vectors)
         received, times = simulate(dut, x)
@@ -175,11 +207,12 @@ def test_full_rate_total_cycles_formula():
         assert times["o"][-1] + 1 == vectors * dut.cycles_per_vector + dut.latency
 
 
-def test_output_stall_then_resume_loses_nothing():
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
+def test_output_stall_then_resume_loses_nothing(multiplier):
     """A long output stall fills the FIFO; credits stop the issue stage, nothing drops."""
     rng = np.random.default_rng(3)
     layer = make_layer(rng, 4, 8, 2, unsigned(5))
-    dut = make_array(layer, pe=4, simd=4)  # SF=1: most results in flight at once
+    dut = make_array(layer, pe=4, simd=4, multiplier=multiplier)  # SF=1: most in flight
     x = random_inputs(rng, layer, 12)
     received, _ = simulate(dut, x, seed=5, idle=0.0, stall=0.9)
     assert received == expected_transfers(layer, x, 4)
@@ -195,8 +228,20 @@ def test_properties():
     assert dut.cycles_per_vector == 8 and dut.latency == 3 + 5 + 4
     assert dut.product_bits == 12  # 255 * 7 needs 12 signed bits
     assert np.array_equal(dut.weights, layer.matrix) and np.array_equal(dut.bias, layer.bias)
+    assert (dut.multiplier, dut.dsp_width, dut.stages) == ("dsp", 18, ((0,), (1,), (2,)))
     with pytest.raises(AttributeError):
         dut.pe = 2
+    with pytest.raises(AttributeError):
+        dut.multiplier = "lut"
+    packed = make_array(layer, pe=3, simd=5, multiplier="packed")
+    assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 5 + 4
+    # The ROMs of the second PE of a pair hold w_b - [w_a < 0]; the weights stay as given.
+    assert np.array_equal(packed.weights, layer.matrix)
+    stored = packed._rom_matrix()
+    assert np.array_equal(stored[:, 1], layer.matrix[:, 1] - (layer.matrix[:, 0] < 0))
+    assert np.array_equal(stored[:, [0, 2, 3, 5]], layer.matrix[:, [0, 2, 3, 5]])
+    assert np.array_equal(stored[:, 4], layer.matrix[:, 4] - (layer.matrix[:, 3] < 0))
+    assert make_array(layer, pe=3, simd=5, multiplier="lut").latency == dut.latency
 
 
 def _kwargs(**changes):
@@ -224,6 +269,17 @@ def _kwargs(**changes):
      "weights must be a non-empty (fan_in, channels) matrix, not shape (8,)"),
     ({"bias": np.zeros(3, np.int64)}, ValueError,
      "bias must have shape (4,) to match the weights, not (3,)"),
+    ({"multiplier": "booth"}, ValueError,
+     "multiplier must be one of 'dsp', 'lut', 'packed', not 'booth'"),
+    ({"dsp_width": 0}, ValueError, "dsp_width must be at least 2, not 0"),
+    ({"multiplier": "packed", "weights": np.full((8, 4), 127), "weight_bits": 8,
+      "in_shape": unsigned(8), "acc_bits": 14}, ValueError,
+     "packed products of 8-bit weights and unsigned(8) inputs need a 24x9-bit signed "
+     "multiplier, wider than 18x18; use multiplier 'dsp' or 'lut'"),
+    ({"multiplier": "packed", "weights": np.full((8, 4), 15), "weight_bits": 5,
+      "in_shape": unsigned(8), "acc_bits": 16, "dsp_width": 16}, ValueError,
+     "packed products of 5-bit weights and unsigned(8) inputs need a 18x9-bit signed "
+     "multiplier, wider than 16x16; use multiplier 'dsp' or 'lut'"),
 ])
 def test_parameter_errors(changes, error, message):
     with pytest.raises(error) as info:
@@ -232,19 +288,28 @@ def test_parameter_errors(changes, error, message):
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize(("bits", "multiplier"), [(4, "dsp"), (8, "dsp"), (4, "lut"), (8, "lut"),
+                                                  (4, "packed")])
 @pytest.mark.parametrize("family", ["ice40", "ecp5"])
-def test_synthesis_4x4(family, bits):
-    """A 4x4 array: ROMs in block RAM, 8-bit products in DSPs, registers everywhere."""
+def test_synthesis_4x4(family, bits, multiplier):
+    """A 4x4 array: ROMs in block RAM, products where the multiplier kind puts them."""
+    from hw.multiplier import DSP_WIDTHS
     from hw.toolchain import synthesize
 
     rng = np.random.default_rng(bits)
     layer = make_layer(rng, 32, 8, bits, unsigned(bits))
     dut = MACArray(layer.matrix, layer.bias, weight_bits=bits, in_shape=unsigned(bits),
-                   acc_bits=layer.acc_bits, pe=4, simd=4, rom_style="block")
+                   acc_bits=layer.acc_bits, pe=4, simd=4, rom_style="block",
+                   multiplier=multiplier, dsp_width=DSP_WIDTHS[family])
     counts = synthesize(dut, family)
     assert counts["brams"] >= dut.pe, counts  # one weight ROM per PE at least
     assert counts["luts"] > 0 and counts["ffs"] > dut.pe * dut.simd * bits, counts
-    if bits == 8 or family == "ecp5":
+    if multiplier == "lut":
+        assert counts["dsps"] == 0, counts
+    elif multiplier == "packed":
+        # One hard multiplier per pair of PEs and lane (4x4 products alone stay in LUTs on
+        # the iCE40, under synth_ice40's 11-bit minimum; packed, they reach it).
+        assert counts["dsps"] == dut.pe // 2 * dut.simd, counts
+    elif bits == 8 or family == "ecp5":
         # Multipliers go to DSPs (iCE40 packs two 8x8 products into one SB_MAC16).
         assert counts["dsps"] >= dut.pe * dut.simd // 2, counts
