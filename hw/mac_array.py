@@ -303,12 +303,13 @@ class MACArray(wiring.Component):
     def latency(self):
         """Cycles from the last input transfer of a vector to its first output, at full rate.
 
-        ``len(stages) + simd + 4``: one cycle to read the input buffer and ROMs, one to
-        register what they read, ``simd`` registered chain stages, ``len(stages) - 1`` hops to
+        ``len(stages) + simd + 5``: one cycle to read the input buffer and ROMs, one to
+        register what they read, one to register the products, ``simd`` registered chain
+        stages, ``len(stages) - 1`` hops to
         the last stage (``pe - 1``, or ``ceil(pe / 2) - 1`` when ``"packed"``), the result
         register after the accumulator's adder, and the output FIFO's two cycles.
         """
-        return len(self._stages) + self._simd + 4
+        return len(self._stages) + self._simd + 5
 
     @property
     def fifo_depth(self):
@@ -367,7 +368,7 @@ class MACArray(wiring.Component):
         ROM 0 are read.
         """
         simd, nf_count, acc_bits = self._simd, self._nf, self._acc_bits
-        ctrl = controls[simd + t + 1]
+        ctrl = controls[simd + t + 2]
         bias = [int(self._bias[n * self._pe + p]) for n in range(nf_count)]
         if nf_count == 1:
             start = C(bias[0], signed(acc_bits))
@@ -375,7 +376,7 @@ class MACArray(wiring.Component):
             # A small ROM in logic, read one cycle ahead like a synchronous port.
             start = Signal(signed(acc_bits), name=f"bias_pe{p}", reset_less=True)
             table = Array(C(b, signed(acc_bits)) for b in bias)
-            m.d.sync += start.eq(table[controls[simd + t]["nf"]])
+            m.d.sync += start.eq(table[controls[simd + t + 1]["nf"]])
         accumulator = Signal(signed(acc_bits), name=f"acc_pe{p}", reset_less=True)
         result = Signal(signed(acc_bits), name=f"result_pe{p}", reset_less=True)
         first, last = ctrl.get("first", C(1)), ctrl.get("last", C(1))
@@ -450,7 +451,7 @@ class MACArray(wiring.Component):
             control["nf"] = Signal(range(nf_count), name="op_nf", reset_less=True)
             m.d.sync += control["nf"].eq(nf)
         controls = [control]
-        for k in range(1, simd + len(self._stages) + 1):
+        for k in range(1, simd + len(self._stages) + 2):
             controls.append({key: _delay(m, value, 1, f"{key}{k - 1}", reset_less=key != "valid")
                              for key, value in controls[-1].items()})
 
@@ -482,6 +483,13 @@ class MACArray(wiring.Component):
                 codes = {p: _delay(m, word[p][s * wbits:(s + 1) * wbits], s, f"w_pe{p}_s{s}")
                          for p in members}
                 products, borrows = self._products(m, x_lanes[s], codes, s)
+                # A register right behind each multiplier: on ECP5 nextpnr places the
+                # MULT18X18Ds far from their operand and adder cells, and a DSP, a route there
+                # and a route back plus the adder in one cycle held LeNet-5 below 68 MHz.
+                products = {p: _delay(m, v, 1, f"product_q_pe{p}_s{s}")
+                            for p, v in products.items()}
+                borrows = {p: _delay(m, v, 1, f"borrow_q_pe{p}_s{s}")
+                           for p, v in borrows.items()}
                 lo, hi = self._product_range
                 width = min(acc_bits, signed_bits((s + 1) * lo, (s + 1) * hi))
                 for p in members:
@@ -498,7 +506,7 @@ class MACArray(wiring.Component):
             results += [self._accumulate(m, p, t, chains[p], carries[p], controls)
                         for p in members]
         done = Signal(name="result_done")
-        ctrl = controls[simd + len(self._stages)]
+        ctrl = controls[simd + len(self._stages) + 1]
         m.d.sync += done.eq(ctrl["valid"] & ctrl.get("last", C(1)))
 
         # ---- Output FIFO: the credits above guarantee it is never written when full. -----

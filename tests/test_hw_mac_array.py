@@ -173,7 +173,7 @@ def test_full_rate_exact_cycles(fan_in, channels, pe, simd, multiplier):
     layer = make_layer(rng, fan_in, channels, 4, unsigned(4))
     dut = make_array(layer, pe, simd, multiplier)
     stages = (pe + 1) // 2 if multiplier == "packed" else pe
-    assert dut.latency == stages + simd + 4
+    assert dut.latency == stages + simd + 5  # ROM read, ROM register, product register
     vectors = 6
     x = random_inputs(rng, layer, vectors)
     received, times = simulate(dut, x)
@@ -225,7 +225,7 @@ def test_properties():
     assert (dut.pe, dut.simd, dut.nf, dut.sf) == (3, 5, 2, 4)
     assert (dut.fan_in, dut.channels, dut.weight_bits) == (20, 6, 4)
     assert dut.acc_bits == layer.acc_bits and dut.in_shape == unsigned(8)
-    assert dut.cycles_per_vector == 8 and dut.latency == 3 + 5 + 4
+    assert dut.cycles_per_vector == 8 and dut.latency == 3 + 5 + 5
     assert dut.product_bits == 12  # 255 * 7 needs 12 signed bits
     assert np.array_equal(dut.weights, layer.matrix) and np.array_equal(dut.bias, layer.bias)
     assert (dut.multiplier, dut.dsp_width, dut.stages) == ("dsp", 18, ((0,), (1,), (2,)))
@@ -234,7 +234,7 @@ def test_properties():
     with pytest.raises(AttributeError):
         dut.multiplier = "lut"
     packed = make_array(layer, pe=3, simd=5, multiplier="packed")
-    assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 5 + 4
+    assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 5 + 5
     # The ROMs of the second PE of a pair hold w_b - [w_a < 0]; the weights stay as given.
     assert np.array_equal(packed.weights, layer.matrix)
     stored = packed._rom_matrix()
