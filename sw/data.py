@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,9 @@ def _find(directory, stem):
 def _load_dir(directory, split):
     directory = Path(directory)
     if directory.is_file() and directory.suffix == ".npz":
+        if not zipfile.is_zipfile(directory):  # numpy would call random bytes a "pickle"
+            raise UserError(f"cannot read {str(directory)!r}: not a .npz archive (damaged, or "
+                            f"another format renamed)")
         try:
             with np.load(directory, allow_pickle=False) as npz:
                 images, labels = npz[f"x_{split}"], npz[f"y_{split}"]

@@ -94,7 +94,8 @@ def test_build_with_unusable_data_fails_and_writes_nothing(tmp_path):
                                                    f"or mnist.npz) in '{empty}'")
     corrupt = tmp_path / "mnist.npz"
     corrupt.write_bytes(os.urandom(3000))
-    _one_error(_run(*build, "--data", str(corrupt)), f"cannot read '{corrupt}'")
+    _one_error(_run(*build, "--data", str(corrupt)), f"cannot read '{corrupt}': not a .npz "
+                                                     f"archive")
     assert not out.exists()
 
 
