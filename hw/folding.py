@@ -16,8 +16,7 @@ from amaranth.hdl import unsigned
 from sw.errors import UserError
 from sw.qmodel import Conv2D, Pool2D
 
-from .network import check_fold, layer_stages, schedule, simd_unit
-from .window import WindowGenerator
+from .network import check_fold, conv_window, layer_stages, schedule, simd_unit
 
 __all__ = ["DEVICES", "Device", "Resources", "auto_fold", "estimate", "load_fold"]
 
@@ -131,15 +130,20 @@ def estimate(qmodel, fold, device):
             luts += pe * math.ceil(nf * sf * simd * wbits / 16)
         brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
         if isinstance(layer, Conv2D):
-            height, width, channels = layer.in_shape
-            window = WindowGenerator(height=height, width=width, channels=channels,
-                                     kernel=layer.kernel_size, shape=unsigned(abits), simd=simd,
-                                     stride=layer.stride, padding=layer.padding)
+            window = conv_window(layer, simd, unsigned(abits))
             window._MustUse__silence = True  # built only to ask its buffer geometry
-            brams += window.banks * _bram_blocks(window.buffer_depth, window.in_simd * abits,
+            brams += window.banks * _bram_blocks(window.buffer_depth, window.in_lanes * abits,
                                                  device)
-            luts += 150 + 20 * simd * abits // 4
-            ffs += 100 + simd * abits
+            if window.path == "window-register":
+                # About a LUT and a flip-flop per bit of the window and snapshot registers,
+                # plus the multiplexer that picks a window's transfer (Yosys on LeNet's
+                # layers, ECP5), halved since the sums are scaled up below.
+                mux = simd * abits * (window.window_words - 1)
+                luts += (300 + window.register_bits + mux) // 2
+                ffs += (100 + window.register_bits) // 2
+            else:
+                luts += 150 + 20 * simd * abits // 4
+                ffs += 100 + simd * abits
     top_luts, top_ffs = _TOP[device.family]
     return Resources(int(top_luts + _LUT_SCALE * luts), int(top_ffs + _FF_SCALE * ffs),
                      int(brams), int(dsps))

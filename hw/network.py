@@ -28,8 +28,8 @@ from .requantize import Requantize
 from .width import WidthConverter
 from .window import WindowGenerator
 
-__all__ = ["Accelerator", "Stage", "check_fold", "default_fold", "input_lanes", "layer_stages",
-           "schedule", "simd_unit"]
+__all__ = ["Accelerator", "Stage", "check_fold", "conv_window", "default_fold", "input_lanes",
+           "layer_stages", "schedule", "simd_unit"]
 
 
 def _shape(bits, is_signed):
@@ -42,16 +42,38 @@ def default_fold(qmodel):
 
 
 def simd_unit(layer):
-    """What SIMD must divide: one kernel row, ``K * Cin`` (conv), or the input vector (dense)."""
+    """What SIMD must divide: a conv's whole window, ``K * K * Cin``, or a dense layer's input
+    vector."""
     if isinstance(layer, Conv2D):
-        return layer.kernel_size * layer.in_shape[-1]
+        return layer.kernel_size ** 2 * layer.in_shape[-1]
     return layer.fan_in
+
+
+def _window_pixels(layer, simd):
+    """``pixels`` of a conv's window generator: channel groups of ``gcd(simd, Cin)`` where
+    SIMD divides a kernel row (its kernel-row path reads them straight out of the line
+    buffer), else whole pixels, so the input is not slower than the window register."""
+    return None if (layer.kernel_size * layer.in_shape[-1]) % simd == 0 else 1
 
 
 def input_lanes(layer, simd):
     """Lanes of the stream a weight layer takes in: a conv's window generator reads
-    ``gcd(simd, Cin)`` channels a word and gathers SIMD from several pixels itself."""
-    return math.gcd(simd, layer.in_shape[-1]) if isinstance(layer, Conv2D) else simd
+    ``gcd(simd, Cin)`` channels or a whole pixel a word (see :func:`conv_window`) and
+    gathers SIMD from several pixels itself."""
+    if not isinstance(layer, Conv2D):
+        return simd
+    channels = layer.in_shape[-1]
+    return math.gcd(simd, channels) if _window_pixels(layer, simd) is None else channels
+
+
+def conv_window(layer, simd, shape):
+    """The :class:`~hw.window.WindowGenerator` of a conv layer folded to ``simd`` lanes,
+    taking elements of ``shape``."""
+    height, width, channels = layer.in_shape
+    return WindowGenerator(height=height, width=width, channels=channels,
+                           kernel=layer.kernel_size, shape=shape, simd=simd,
+                           stride=layer.stride, padding=layer.padding,
+                           pixels=_window_pixels(layer, simd))
 
 
 def check_fold(qmodel, fold):
@@ -75,7 +97,7 @@ def check_fold(qmodel, fold):
             raise UserError(f"layer {layer.name!r}: PE {pe} must divide its {layer.channels} "
                             f"output channels")
         if simd < 1 or unit % simd:
-            what = "kernel-row inputs (K x Cin)" if isinstance(layer, Conv2D) else "inputs"
+            what = "window inputs (K x K x Cin)" if isinstance(layer, Conv2D) else "inputs"
             raise UserError(f"layer {layer.name!r}: SIMD {simd} must divide its {unit} {what}")
         checked[layer.name] = (pe, simd)
     return checked
@@ -111,6 +133,13 @@ def schedule(qmodel, fold):
             if lanes != needed:
                 stages.append(Stage(f"{layer.name}.width", "width",
                                     elements // min(lanes, needed)))
+            if isinstance(layer, Conv2D):
+                # The window generator's own interval: its input, its output, and on its
+                # window-register path the wait of each window row for its first columns.
+                window = conv_window(layer, simd, unsigned(1))
+                window._MustUse__silence = True  # built only to ask its schedule
+                stages.append(Stage(f"{layer.name}.window", "window", window.cycles_per_image,
+                                    simd=simd))
             positions = math.prod(layer.out_shape[:-1]) if isinstance(layer, Conv2D) else 1
             cycles = positions * (layer.channels // pe) * (layer.fan_in // simd)
             stages.append(Stage(layer.name, layer.kind, cycles, pe, simd, layer.macs))
@@ -168,10 +197,7 @@ def layer_stages(qmodel, fold, index):
             stages.append((f"{name}_buffer", StreamFIFO(
                 shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1)))
         if isinstance(layer, Conv2D):
-            height, width, channels = layer.in_shape
-            stages.append((f"{name}_window", WindowGenerator(
-                height=height, width=width, channels=channels, kernel=layer.kernel_size,
-                shape=shape, simd=simd, stride=layer.stride, padding=layer.padding)))
+            stages.append((f"{name}_window", conv_window(layer, simd, shape)))
         stages.append((f"{name}_mac", MACArray(
             layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
             acc_bits=layer.acc_bits, pe=pe, simd=simd)))
