@@ -2,29 +2,13 @@
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sw.data import load_test
 from sw.errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "NNFPGA_OFFLINE": "1"})
-
-
-def _one_error(result, message):
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+from tests.cli import assert_one_error, run_command
 
 
 def _npz(path, images, labels=None):
@@ -68,8 +52,8 @@ def test_labels_are_checked(tmp_path, pixels):
 
 def test_out_of_range_data_is_one_line_in_the_commands(tmp_path):
     data = _npz(tmp_path / "mnist.npz", np.full((4, 28, 28), 1000, np.int32))
-    _one_error(_run("sw.evaluate", "--model", "mlp", "--bits", "2", "--data", str(data)),
-               "int32 images with values 1000..1000")
+    result = run_command("sw.evaluate", "--model", "mlp", "--bits", "2", "--data", str(data))
+    assert_one_error(result, "int32 images with values 1000..1000")
 
 
 @pytest.mark.parametrize("command", [
@@ -79,7 +63,7 @@ def test_out_of_range_data_is_one_line_in_the_commands(tmp_path):
 @pytest.mark.parametrize("count", ["0", "-5"])
 def test_calibration_must_be_positive(command, count, tmp_path):
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in command]
-    _one_error(_run(*args, "--calibration", count),
+    assert_one_error(run_command(*args, "--calibration", count),
                f"--calibration must be a positive number of images, not {count}")
     assert not any(tmp_path.iterdir())
 
@@ -90,12 +74,12 @@ def test_build_with_unusable_data_fails_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     build = ["hw.build", "--model", "mlp", "--bits", "2", "--target", "verilog", "--out",
              str(out)]
-    _one_error(_run(*build, "--data", str(empty)), f"no MNIST test set (t10k-*-idx*-ubyte[.gz] "
-                                                   f"or mnist.npz) in '{empty}'")
+    assert_one_error(run_command(*build, "--data", str(empty)),
+                     f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in '{empty}'")
     corrupt = tmp_path / "mnist.npz"
     corrupt.write_bytes(os.urandom(3000))
-    _one_error(_run(*build, "--data", str(corrupt)), f"cannot read '{corrupt}': not a .npz "
-                                                     f"archive")
+    assert_one_error(run_command(*build, "--data", str(corrupt)),
+                     f"cannot read '{corrupt}': not a .npz archive")
     assert not out.exists()
 
 
@@ -106,5 +90,5 @@ def test_build_with_unusable_data_fails_and_writes_nothing(tmp_path):
 def test_damaged_model_files_say_what_is_wrong(tmp_path, suffix, message):
     junk = tmp_path / f"junk{suffix}"
     junk.write_bytes(os.urandom(5000))
-    _one_error(_run("sw.evaluate", "--model", str(junk), "--bits", "4"),
+    assert_one_error(run_command("sw.evaluate", "--model", str(junk), "--bits", "4"),
                f"model file '{junk}' {message}")

@@ -3,9 +3,6 @@
 import json
 import os
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +16,7 @@ from sw.outputs import (
     write_file,
     write_json,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cli import assert_one_error, run_command
 
 
 def _mode(path):
@@ -136,16 +132,6 @@ def test_files_are_replaced_only_when_ours(tmp_path):
     assert empty.read_bytes() == b"\x89PNG"
 
 
-def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "NNFPGA_OFFLINE": "1"})
-
-
-def _one_error(result, message):
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
 
 
 #: Each writing command with its output option, pointed at a placeholder ``{out}``.
@@ -166,10 +152,10 @@ FOLDER_WRITERS = ("hw.build", "sw.quantize", "sw.bench")
 def test_every_command_refuses_to_overwrite_what_it_did_not_write(writer, foreign):
     target = foreign if writer in FOLDER_WRITERS else foreign / "thesis.txt"
     if writer == "sw.bench":  # the bench writes OUT/ and OUT.md: both are checked
-        _one_error(_run(*WRITERS[writer], str(foreign)), f"'{foreign}' exists and holds files "
-                                                         f"sw.bench did not write")
+        assert_one_error(run_command(*WRITERS[writer], str(foreign)),
+                         f"'{foreign}' exists and holds files sw.bench did not write")
     else:
-        _one_error(_run(*WRITERS[writer], str(target)), f"'{target}' exists and ")
+        assert_one_error(run_command(*WRITERS[writer], str(target)), f"'{target}' exists and ")
     _untouched(foreign)
 
 
@@ -177,7 +163,7 @@ def test_every_command_refuses_to_overwrite_what_it_did_not_write(writer, foreig
 def test_every_command_refuses_a_path_under_a_file_before_working(writer, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    _one_error(_run(*WRITERS[writer], str(blocker / "sub" / "out")),
+    assert_one_error(run_command(*WRITERS[writer], str(blocker / "sub" / "out")),
                f"'{blocker}' is a file, not a folder")
     assert blocker.read_text() == "x" and [p.name for p in tmp_path.iterdir()] == ["a-file"]
 
@@ -186,17 +172,17 @@ def test_a_build_replaces_its_own_earlier_output_and_keeps_the_mode(tmp_path, fo
     out = tmp_path / "build"
     out.mkdir()
     out.chmod(0o755)
-    first = _run(*WRITERS["hw.build"], str(out))
+    first = run_command(*WRITERS["hw.build"], str(out))
     assert first.returncode == 0, first.stderr[-2000:]
     assert (out / "core.v").is_file() and (out / "report.json").is_file()
     assert _mode(out) == 0o755
     (out / "core.v").write_text("stale")
     out.chmod(0o750)
-    again = _run(*WRITERS["hw.build"], str(out))
+    again = run_command(*WRITERS["hw.build"], str(out))
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "core.v").read_text() != "stale" and _mode(out) == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "mine"]
-    forced = _run(*WRITERS["hw.build"], str(foreign), "--force")
+    forced = run_command(*WRITERS["hw.build"], str(foreign), "--force")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert not (foreign / "thesis.txt").exists() and (foreign / "core.v").is_file()
     assert _mode(foreign) == 0o751
