@@ -3,16 +3,25 @@
 Command line::
 
     python -m sw.bench [--models lenet5,tiny_cnn] [--bits 1,2,4,8]
-        [--boards ulx3s-85f,icebreaker] [--rtl-images 200] [--data DIR] [--out docs/results]
+        [--boards ulx3s-85f,icebreaker] [--rtl-images 200] [--rtl-idle 0.2] [--rtl-stall 0.2]
+        [--data DIR] [--out docs/results] [--no-build] [--force | --stored-only]
 
 Measures, for every combination: float accuracy (Keras) and integer golden accuracy (post-
 training and, where a model was trained for it, quantization-aware) on the whole test set;
-RTL accuracy and mismatches on a sample (``python -m sim.regress``); resources, Fmax, cycles
-per image, images/s and MAC efficiency from a real build (``python -m hw.build``); and the
-CPU baselines a user would otherwise run, on this machine. Writes ``<out>.md``, and
-``<out>/results.json`` and PNG plots. Every measurement is stored as soon as it is made, keyed
-by what it depends on (the model files' hashes): an interrupted sweep resumes where it
-stopped, and a retrained model is measured again.
+an RTL regression of the first ``--rtl-images`` test images through the generated Verilog
+(``python -m sim.regress``, with random input gaps and output backpressure): mismatches, RTL
+and golden accuracy, measured and predicted cycles per image, simulator speed; resources,
+Fmax, cycles per image, images/s and MAC efficiency from a real build (``python -m
+hw.build``); and the CPU baselines a user would otherwise run, on this machine. Writes
+``<out>.md``, and ``<out>/results.json`` and PNG plots.
+
+Every measurement is stored as soon as it is made, keyed by what it depends on: the model
+files' hashes and, for RTL regressions and builds, the hardware generator's source
+(:func:`hardware_fingerprint`) and the settings. An interrupted sweep resumes where it
+stopped; a retrained model or a changed generator is measured again. Builds skipped with
+``--no-build`` (and anything not measured with ``--stored-only``) are shown from the newest
+stored measurement, marked when it came from another generator source. Exits 1, after writing
+the page, when an RTL regression on it found mismatches or failed.
 """
 
 import argparse
@@ -30,10 +39,15 @@ import numpy as np
 from .errors import UserError, cli_main
 from .outputs import STAMP, marker, prepare_dir, prepare_file, write_file
 
-__all__ = ["Store", "ceiling", "main", "render_markdown"]
+__all__ = ["HARDWARE_SOURCES", "Store", "ceiling", "hardware_fingerprint", "main",
+           "render_markdown", "rtl_check"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = 1
+#: The files that decide the generated hardware and what its simulation is compared with
+#: (globs relative to the project): RTL regressions and builds are keyed by their hash.
+HARDWARE_SOURCES = ("hw/*.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
+                    "sw/quantize.py", "sw/qmodel.py")
 
 
 class Store:
@@ -63,11 +77,22 @@ class Store:
         start = time.monotonic()
         result = function()
         result["measured_seconds"] = round(time.monotonic() - start, 1)
+        result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.entries[key] = result
         self.save()
         return result
 
+    def newest(self, keys):
+        """A copy of the newest stored entry among ``keys`` (``None`` if none is stored).
+
+        Entries from before ``measured_at`` was recorded count as the oldest.
+        """
+        stored = [(self.entries[key].get("measured_at", ""), key) for key in keys
+                  if key in self.entries]
+        return dict(self.entries[max(stored)[1]]) if stored else None
+
     def save(self):
+        """Write every entry, atomically (a reader never sees half a file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"version": VERSION, "entries": self.entries},
@@ -91,13 +116,40 @@ def _fingerprint(model, bits):
     return digest.hexdigest()[:12]
 
 
+def hardware_fingerprint(root=ROOT):
+    """A hash of the hardware generator's source (:data:`HARDWARE_SOURCES` under ``root``).
+
+    A change to any of these files can change the generated Verilog or what the RTL is
+    compared with, so the stored RTL regressions and builds no longer describe it.
+
+    Parameters
+    ----------
+    root : Path
+        The project folder.
+
+    Returns
+    -------
+    str
+        12 hex digits.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted({path for pattern in HARDWARE_SOURCES for path in root.glob(pattern)}):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def _run(command, log):
     """Run a project command, its output into ``log``; returns (exit code, last error line)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as file:
         done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, stdout=file,
                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if not errors and done.returncode and lines and "Traceback" in "".join(lines):
+        errors = lines[-1:]  # a crash: its exception line
     return done.returncode, errors[-1] if errors else None
 
 
@@ -148,20 +200,27 @@ def _cpu_baselines(model, calibration, images):
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
 
 
-def _rtl(model, bits, board, images, data, jobs, scratch):
+def _rtl(model, bits, board, images, idle, stall, data, jobs, scratch):
+    """``python -m sim.regress`` on the first ``images`` test images; its summary.
+
+    A regression that found mismatches is a measurement like any other (its summary names the
+    first mismatching image and layer); one that could not run raises :class:`UserError`.
+    """
     out = scratch / f"rtl-{model}-{bits}b.json"
     out.unlink(missing_ok=True)  # the bench's own scratch file: a stale one must not be read
     code, error = _run(["sim.regress", "--model", model, "--bits", str(bits), "--images",
-                        str(images), "--jobs", str(jobs), "--board", board, "--json", str(out),
+                        str(images), "--jobs", str(jobs), "--board", board, "--idle", str(idle),
+                        "--stall", str(stall), "--json", str(out),
                         *(["--data", data] if data else [])], out.with_suffix(".log"))
     if not out.is_file():
         raise UserError(f"sim.regress {model} {bits}b failed: {error or f'exit {code}'} "
                         f"(see {out.with_suffix('.log')})")
     summary = json.loads(out.read_text())
-    keys = ("images", "mismatches", "rtl_accuracy", "golden_accuracy", "cycles_per_image",
-            "cycles_per_image_predicted", "sim_images_per_second", "seconds", "jobs",
-            "method")
-    return {key: summary[key] for key in keys}
+    keys = ("images", "mismatches", "mismatched_images", "rtl_accuracy", "golden_accuracy",
+            "cycles_per_image", "cycles_per_image_predicted", "sim_images_per_second",
+            "seconds", "build_seconds", "jobs", "method", "idle", "stall", "harness",
+            "first_mismatch")
+    return {key: summary[key] for key in keys if key in summary}
 
 
 def _hardware(model, bits, board, data, scratch):
@@ -196,16 +255,119 @@ def _clock_note(hw):
     return "" if hw["timing_met"] else ", timing NOT met"
 
 
-def render_markdown(results, models, bits_list, boards, command):
-    """The results page from ``results`` (keys like ``hw/lenet5/4/ulx3s-85f``; missing
-    ones show as ``–`` and are listed at the end)."""
-    get = results.get
+def _source(entry, hw_source):
+    """The generator-source cell of a stored RTL run or build: its hash, marked if stale."""
+    stored = entry.get("hw_source")
+    if stored is None:
+        return "not recorded (stale)"
+    return f"`{stored[:8]}`" + ("" if stored == hw_source else " (stale)")
 
+
+def _input_bound(rtl):
+    """Cycles per image a source idle ``idle`` of the time allows a one-pixel-a-cycle input."""
+    words, idle = rtl.get("input_words"), rtl.get("idle")
+    if not words or not idle or rtl["cycles_per_image_predicted"] != words:
+        return None
+    return words / (1 - idle)
+
+
+def rtl_check(rtl):
+    """Whether an RTL regression passed, and what the page says about it.
+
+    Parameters
+    ----------
+    rtl : dict
+        A stored :func:`sim.regress.regress` summary (or ``{"error": ...}``).
+
+    Returns
+    -------
+    tuple
+        ``(failed, text)``: ``failed`` when the RTL disagreed with the golden model or could
+        not run; ``text`` says ``ok`` only when there were no mismatches, the RTL accuracy is
+        the golden accuracy and the measured interval is the predicted one.
+    """
+    if "error" in rtl:
+        return True, f"**FAILED**: {rtl['error']}"
+    notes = []
+    if rtl["mismatches"]:
+        first = rtl.get("first_mismatch") or {}
+        found = first.get("layer")
+        where = "" if not isinstance(found, dict) else f", layer {found['layer']} " + ", ".join(
+            f"{name} {value}" for name, value in found.get("position", {}).items())
+        count = rtl["mismatches"]
+        notes.append(f"**{count} MISMATCH{'ES' if count > 1 else ''}**" + (
+            f" (first: image {first['image']}{where.rstrip()})" if first else ""))
+    if rtl["rtl_accuracy"] != rtl["golden_accuracy"]:
+        notes.append("**RTL accuracy ≠ golden**")
+    measured, predicted = rtl["cycles_per_image"], rtl["cycles_per_image_predicted"]
+    bound = _input_bound(rtl)
+    if measured != predicted and bound and measured is not None and \
+            abs(measured - bound) <= 0.01 * bound:
+        # An input-bound core takes a word every cycle the source offers one: at idle p
+        # that is words / (1 - p) on average, which is the interval to expect.
+        return bool(rtl["mismatches"]), "; ".join(notes) or (
+            f"ok (input-bound: {rtl['input_words']} words an image at a {1 - rtl['idle']:.0%} "
+            f"input rate = {bound:.0f} cycles)")
+    if measured != predicted:
+        notes.append("**measured ≠ predicted**")
+    return bool(rtl["mismatches"]), "; ".join(notes) or "ok"
+
+
+def _rtl_rows(results, models, bits_list, hw_source):
+    rows = ["| model | bits | images | idle / stall | mismatches | RTL % | golden % | "
+            "cycles/image measured | predicted | sim images/s | sim s | generator | check |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model in models:
+        for bits in bits_list:
+            rtl = results.get(f"rtl/{model}/{bits}")
+            if rtl is None:
+                continue
+            _, check = rtl_check(rtl)
+            if "error" in rtl:
+                rows.append(f"| {model} | {bits} | {check} ||||||||||")
+                continue
+            settings = ("–" if "idle" not in rtl else
+                        f"{rtl['idle']:.0%} / {rtl['stall']:.0%}")
+            measured = rtl["cycles_per_image"]
+            rows.append(
+                f"| {model} | {bits} | {rtl['images']:,} | {settings} | {rtl['mismatches']} | "
+                f"{_percent(rtl['rtl_accuracy'])} | {_percent(rtl['golden_accuracy'])} | "
+                f"{'–' if measured is None else f'{measured:g}'} | "
+                f"{rtl['cycles_per_image_predicted']} | {rtl['sim_images_per_second']:,.0f} | "
+                f"{rtl['seconds']:.0f} | {_source(rtl, hw_source)} | {check} |")
+    return rows
+
+
+def render_markdown(results, models, bits_list, boards, command, hw_source=None):
+    """The results page.
+
+    Parameters
+    ----------
+    results : dict
+        Measurements keyed like ``hw/lenet5/4/ulx3s-85f`` and ``rtl/lenet5/4`` (``None``:
+        not measured; shown as ``–`` and listed at the end).
+    models, bits_list, boards : list
+        What the page shows, in order.
+    command : str
+        The command line that made the page.
+    hw_source : str, optional
+        The current :func:`hardware_fingerprint`: RTL runs and builds from another source are
+        marked stale.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
+    get = results.get
+    rtl_images = sorted({get(f"rtl/{m}/{b}")["images"] for m in models for b in bits_list
+                         if get(f"rtl/{m}/{b}") and "images" in get(f"rtl/{m}/{b}")})
     lines = [f"<!-- {marker('sw.bench')}: regenerate, do not edit -->", "# Results", "",
              f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}; every number below was "
              f"measured by that run (or an earlier run of it, resumed) on this 2-core machine.",
              "Accuracy is on the 10,000 real MNIST test images; RTL accuracy on the first "
-             "images of that set through the generated Verilog (Verilator).", "",
+             + (" or ".join(f"{n:,}" for n in rtl_images) or "N") + " images of that set "
+             "through the generated Verilog (Verilator).", "",
              "## Accuracy (%)", "",
              "| model | float | bits | post-training | QAT | RTL (images, mismatches) |",
              "|---|---|---|---|---|---|"]
@@ -215,17 +377,34 @@ def render_markdown(results, models, bits_list, boards, command):
             ptq = get(f"golden/{model}/{bits}/ptq")
             qat = get(f"golden/{model}/{bits}/qat")
             rtl = get(f"rtl/{model}/{bits}")
-            rtl_text = "–" if rtl is None else (f"{_percent(rtl['rtl_accuracy'])} "
-                                               f"({rtl['images']}, {rtl['mismatches']})")
+            rtl_text = ("–" if rtl is None else "failed" if "error" in rtl else
+                        f"{_percent(rtl['rtl_accuracy'])} ({rtl['images']:,}, "
+                        f"{rtl['mismatches']})")
             lines.append(f"| {model} | {_percent(float_ and float_['accuracy'])} | {bits} | "
                          f"{_percent(ptq and ptq['accuracy'])} | "
                          f"{_percent(qat and qat['accuracy'])} | {rtl_text} |")
     lines += ["", "QAT is empty where no quantization-aware trained model is shipped for "
-              "those bits; the RTL column uses what `hw.build` uses (QAT where shipped).", "",
-              "## Hardware", "",
+              "those bits; the RTL columns use what `hw.build` uses (QAT where shipped).", ""]
+    rtl_rows = _rtl_rows(results, models, bits_list, hw_source)
+    if len(rtl_rows) > 2:
+        lines += ["## RTL regression", "",
+                  "The first test images through the generated core's Verilog (`python -m "
+                  "sim.regress`: Verilator, the compiled C++ testbench, the fold `hw.build` "
+                  "uses for the first board), with the input idle on a random fraction of "
+                  "cycles and the output stalled on another (idle / stall); every logit is "
+                  "compared with the golden model's. Cycles/image: the median steady-state "
+                  "interval between answers, measured, and the fold's prediction (the build "
+                  "report's). Sim images/s and s: the simulation alone, all jobs together. "
+                  f"Generator: hash of the hardware generator's source "
+                  f"({', '.join(f'`{p}`' for p in HARDWARE_SOURCES)})"
+                  + (f", `{hw_source[:8]}` now" if hw_source else "") + "; a stale row was "
+                  "measured with other source and is shown from the store.", "", *rtl_rows,
+                  ""]
+    lines += ["## Hardware", "",
               "| model | bits | board | LUT | FF | BRAM | DSP | Fmax MHz | cycles/image | "
-              "images/s at the core clock (clock) | ceiling | MAC efficiency | build s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "images/s at the core clock (clock) | ceiling | MAC efficiency | build s | "
+              "generator |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in models:
         for bits in bits_list:
             for board in boards:
@@ -234,7 +413,8 @@ def render_markdown(results, models, bits_list, boards, command):
                     continue
                 if not hw["fits"]:
                     lines.append(f"| {model} | {bits} | {board} | does not fit: "
-                                 f"{hw['error'].removeprefix('error: ')} ||||||||||")
+                                 f"{hw['error'].removeprefix('error: ')} |||||||||| "
+                                 f"{_source(hw, hw_source)} |")
                     continue
                 lines.append(
                     f"| {model} | {bits} | {board} | {hw['luts']}/{hw['luts_available']} | "
@@ -243,11 +423,12 @@ def render_markdown(results, models, bits_list, boards, command):
                     f"{hw['cycles_per_image']} | {hw['images_per_second']:,.0f} "
                     f"({hw['clock_mhz']:.1f} MHz{_clock_note(hw)}) | "
                     f"{hw['ceiling_images_per_second']:,.0f} | {hw['mac_efficiency']:.3f} | "
-                    f"{hw['build_seconds']:.0f} |")
+                    f"{hw['build_seconds']:.0f} | {_source(hw, hw_source)} |")
     lines += ["", "Ceiling: images/s if every multiplier in use (DSP and LUT MAC lanes) did "
               "one MAC per cycle at the core clock, `lanes x clock / MACs per image`; MAC "
               "efficiency is the measured images/s over that ceiling, "
-              "`MACs / (lanes x cycles per image)`.",
+              "`MACs / (lanes x cycles per image)`. Builds are shown from the store when "
+              "skipped (`--no-build`); a stale one was built from other generator source.",
               "", "## CPU baselines (this machine)", "",
               "| model | Keras predict, batch 1 | Keras predict, batch 256 | "
               "numpy golden model (4 bit) |", "|---|---|---|---|"]
@@ -327,6 +508,31 @@ def _csv(text, what, convert=str):
     return values
 
 
+def _generated(store, prefix, legacy, suffix, what, function, measure):
+    """A build or RTL regression of the current hardware generator source, or a stored one.
+
+    Measured (or taken from the store) under ``prefix/<hardware fingerprint><suffix>``. When
+    not measuring (``--no-build`` for builds, ``--stored-only``) and nothing is stored for the
+    current source, the newest entry under ``prefix`` (or a ``legacy`` key, from before the
+    fingerprint was part of the key) is shown instead; its ``hw_source`` says which source it
+    was measured with. Returns ``None`` when there is none.
+    """
+    source = hardware_fingerprint()  # read again before each: others may edit the tree
+    key = f"{prefix}/{source}{suffix}"
+    if measure and not store.stored_only:
+        return store.measure(key, what, lambda: {**function(), "hw_source": source})
+    if key in store.entries:
+        print(f"  {what}: stored", file=sys.stderr)
+        return store.entries[key]
+    entry = store.newest([*legacy, *(k for k in store.entries if k.startswith(prefix + "/"))])
+    if entry is None:
+        print(f"  {what}: {'not measured yet' if measure else 'none stored'}", file=sys.stderr)
+    else:
+        print(f"  {what}: shown from the store (generator source "
+              f"{entry.get('hw_source', 'not recorded')}, now {source})", file=sys.stderr)
+    return entry
+
+
 @cli_main
 def main(argv=None):
     from hw.boards import BOARDS, get_board
@@ -340,14 +546,22 @@ def main(argv=None):
     parser.add_argument("--models", default="lenet5,tiny_cnn")
     parser.add_argument("--bits", default="1,2,4,8", help="bit widths (weights = activations)")
     parser.add_argument("--boards", default="ulx3s-85f,icebreaker",
-                        help=f"boards to build for ({', '.join(BOARDS)})")
+                        help=f"boards to build for ({', '.join(BOARDS)}); the RTL regression "
+                             f"folds the core for the first")
     parser.add_argument("--rtl-images", type=int, default=200,
                         help="test images through the RTL per model and bit width (0: skip)")
+    parser.add_argument("--rtl-idle", type=float, default=0.2,
+                        help="probability that the RTL's input is idle on a cycle "
+                             "(sim.regress --idle; default 0.2)")
+    parser.add_argument("--rtl-stall", type=float, default=0.2,
+                        help="probability that the RTL's output is stalled on a cycle "
+                             "(sim.regress --stall; default 0.2)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--out", default="docs/results",
                         help="writes OUT.md, OUT/results.json and OUT/*.png")
-    parser.add_argument("--no-build", action="store_true", help="skip the hardware builds")
+    parser.add_argument("--no-build", action="store_true",
+                        help="skip the hardware builds (stored ones are still shown)")
     parser.add_argument("--force", action="store_true", help="measure everything again")
     parser.add_argument("--stored-only", action="store_true",
                         help="measure nothing; write the page from what is stored")
@@ -364,6 +578,8 @@ def main(argv=None):
         get_board(board)
     if args.rtl_images < 0 or args.jobs < 1:
         raise UserError("--rtl-images must be >= 0 and --jobs >= 1")
+    if not 0 <= args.rtl_idle < 1 or not 0 <= args.rtl_stall < 1:
+        raise UserError("--rtl-idle and --rtl-stall must be at least 0 and below 1")
     if args.force and args.stored_only:
         raise UserError("--force and --stored-only contradict each other")
     # The results folder is a store this command keeps adding to: it must be new, empty or
@@ -373,21 +589,24 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / STAMP).write_text(marker("sw.bench") + "\n")
     store = Store(out / "results.json", force=args.force, stored_only=args.stored_only)
-    scratch = ROOT / "build" / "bench"
+    # Scratch files per results folder: two sweeps (a test's and the real one) never share.
+    scratch = (ROOT / "build" / "bench"
+               / hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:8])
     images, labels = load_test(args.data)
     calibration = load_train(args.data)[0][:1000]
+    input_words = int(np.prod(images.shape[1:]))
     command = "python -m sw.bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    # Cheap measurements first, then builds, then RTL samples: a sweep stopped early has the
-    # whole accuracy table and the hardware of the first models.
+    # Cheap measurements first, then builds, then RTL regressions: a sweep stopped early has
+    # the whole accuracy table and the hardware of the first models.
     steps = [("float", model, None, None) for model in models]
     steps += [("golden", model, bits, None) for model in models for bits in order]
-    if not args.no_build:
-        steps += [("hw", model, bits, board) for bits in order for model in models
-                  for board in boards]
+    steps += [("hw", model, bits, board) for bits in order for model in models
+              for board in boards]
     if args.rtl_images:
         steps += [("rtl", model, bits, boards[0]) for bits in order for model in models]
-    results = {}  # this sweep's measurements, keyed without the fingerprint
+    settings = f"/n{args.rtl_images}-i{args.rtl_idle:g}-s{args.rtl_stall:g}"
+    results = {}  # this sweep's measurements, keyed without the fingerprints
     for number, (kind, model, bits, board) in enumerate(steps, 1):
         print(f"[{number}/{len(steps)}] {kind} {model}" + (f" {bits}-bit" if bits else "") +
               (f" on {board}" if board else ""), file=sys.stderr, flush=True)
@@ -410,20 +629,40 @@ def main(argv=None):
                 except UserError as error:  # no QAT model for these bits
                     print(f"  {method}: {error}", file=sys.stderr)
         elif kind == "hw":
-            results[f"hw/{model}/{bits}/{board}"] = store.measure(
-                f"hw/{model}/{bits}/{board}/{tag}", "build",
-                lambda m=model, b=bits, x=board: _hardware(m, b, x, args.data, scratch))
+            key = f"hw/{model}/{bits}/{board}/{tag}"
+            entry = _generated(store, key, [key], "", "build",
+                               lambda m=model, b=bits, x=board: _hardware(m, b, x, args.data,
+                                                                          scratch),
+                               measure=not args.no_build)
+            if entry is not None or not args.no_build:  # skipped builds are not "missing"
+                results[f"hw/{model}/{bits}/{board}"] = entry
         else:
-            results[f"rtl/{model}/{bits}"] = store.measure(
-                f"rtl/{model}/{bits}/{tag}", "RTL sample",
-                lambda m=model, b=bits, x=board: _rtl(m, b, x, args.rtl_images, args.data,
-                                                      args.jobs, scratch))
+            key = f"rtl/{model}/{bits}"
+            try:
+                results[key] = _generated(
+                    store, f"{key}/{board}/{tag}", [f"{key}/{tag}"], settings, "RTL regression",
+                    lambda m=model, b=bits, x=board: {
+                        **_rtl(m, b, x, args.rtl_images, args.rtl_idle, args.rtl_stall,
+                               args.data, args.jobs, scratch), "input_words": input_words},
+                    measure=True)
+            except UserError as error:  # not stored: the next run tries again
+                print(f"  error: {error}", file=sys.stderr)
+                results[key] = {"error": str(error)}
+            if results[key] is not None:
+                print(f"  {rtl_check(results[key])[1]}", file=sys.stderr)
     _plots(results, models, bits_list, boards, out)
-    markdown = render_markdown(results, models, bits_list, boards, command)
+    markdown = render_markdown(results, models, bits_list, boards, command,
+                               hardware_fingerprint())
     write_file(page, markdown)
     print(markdown)
     print(f"wrote {page}, {out / 'results.json'}, {out / 'accuracy.png'}, "
           f"{out / 'hardware.png'}", file=sys.stderr)
+    failed = [key for key, value in results.items()
+              if key.startswith("rtl/") and value is not None and rtl_check(value)[0]]
+    if failed:
+        print(f"error: the RTL disagrees with the golden model or did not run: "
+              f"{', '.join(failed)} (see {page})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``python -m sw.bench``: a small real sweep, its page and JSON, and resuming it."""
+"""``python -m sw.bench``: a small real sweep with an RTL regression, its page and JSON,
+resuming it, and re-measuring when the hardware generator's source changes."""
 
 import json
 import subprocess
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sw.bench import Store, ceiling
+import sw.bench
+from sw.bench import HARDWARE_SOURCES, Store, ceiling, hardware_fingerprint, rtl_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,13 +19,23 @@ def _bench(*args):
                           text=True, cwd=ROOT)
 
 
-def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path):
+def _rtl_entries(out):
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    return {key: value for key, value in entries.items() if key.startswith("rtl/")}
+
+
+def _row(page, start):
+    rows = [line for line in page.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, page
+    return rows[0]
+
+
+def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, capsys):
     from sw.data import find_mnist
 
     out = tmp_path / "results"
-    args = ["--models", "mlp", "--bits", "2,8", "--no-build", "--rtl-images", "0",
-            "--data", str(find_mnist()), "--out", str(out)]
-    first = _bench(*args)
+    common = ["--models", "mlp", "--no-build", "--data", str(find_mnist()), "--out", str(out)]
+    first = _bench(*common, "--bits", "2,8", "--rtl-images", "0")
     assert first.returncode == 0, first.stderr
     entries = json.loads((out / "results.json").read_text())["entries"]
     golden = {key.rsplit("/", 1)[0]: value for key, value in entries.items()
@@ -32,18 +44,106 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path):
     assert all(value["images"] == 10000 for value in golden.values())
     assert golden["golden/mlp/8/ptq"]["accuracy"] > golden["golden/mlp/2/ptq"]["accuracy"] > 0.5
     page = (tmp_path / "results.md").read_text()
-    assert "| mlp | 88.00 | 8 |" in page
+    assert "| mlp | 88.00 | 8 |" in page and "## RTL regression" not in page
     assert (out / "accuracy.png").stat().st_size > 1000
+
+    # The RTL regression, with the default random input gaps and output stalls; the accuracy
+    # measurements resume from the store.
+    args = [*common, "--bits", "2", "--rtl-images", "50", "--jobs", "1"]
     second = _bench(*args)
-    assert second.returncode == 0
+    assert second.returncode == 0, second.stderr
     assert "golden accuracy (ptq): stored" in second.stderr
-    assert json.loads((out / "results.json").read_text())["entries"] == entries
+    [(key, rtl)] = _rtl_entries(out).items()
+    source = rtl["hw_source"]
+    assert len(source) == 12
+    assert key == f"rtl/mlp/2/ulx3s-85f/{key.split('/')[4]}/{source}/n50-i0.2-s0.2"
+    assert (rtl["images"], rtl["mismatches"], rtl["idle"], rtl["stall"]) == (50, 0, 0.2, 0.2)
+    assert rtl["rtl_accuracy"] == rtl["golden_accuracy"] > 0.5
+    assert rtl["cycles_per_image_predicted"] == 784 and rtl["sim_images_per_second"] > 0
+    page = (tmp_path / "results.md").read_text()
+    row = _row(page, "| mlp | 2 | 50 | 20% / 20% | 0 |")
+    assert f"`{source[:8]}` |" in row
+    # The MLP takes one pixel a cycle: a source idle 20% of cycles stretches its interval,
+    # which the page says rather than hiding.
+    assert not rtl_check(rtl)[0]
+    assert row.endswith("| ok |") == (rtl["cycles_per_image"] == 784)
+    assert ("input-bound" in row) == (rtl["cycles_per_image"] != 784)
+
+    # Resumed for the same generator source: nothing is measured again.
+    monkeypatch.setattr(sw.bench, "hardware_fingerprint", lambda root=None: source)
+    stored = json.loads((out / "results.json").read_text())["entries"]
+    sw.bench.main(args)
+    assert "RTL regression: stored" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["entries"] == stored
+
+    # A changed generator: --stored-only shows the old run, marked stale, and measures nothing.
+    monkeypatch.setattr(sw.bench, "hardware_fingerprint", lambda root=None: "feedfacecafe")
+    sw.bench.main([*args, "--stored-only"])
+    assert json.loads((out / "results.json").read_text())["entries"] == stored
+    assert f"`{source[:8]}` (stale) |" in _row((tmp_path / "results.md").read_text(),
+                                               "| mlp | 2 | 50 |")
+
+    # ... and a sweep measures again, under a new key; a mismatch is shown and exits 1.
+    def mismatching(*_args):
+        return {**rtl, "mismatches": 1, "mismatched_images": [7], "rtl_accuracy": 0.5,
+                "first_mismatch": {"image": 7, "layer": {"layer": "dense_1",
+                                                         "position": {"channel": 3}}}}
+
+    monkeypatch.setattr(sw.bench, "_rtl", mismatching)
+    with pytest.raises(SystemExit) as exit_:
+        sw.bench.main(args)
+    assert exit_.value.code == 1
+    assert "rtl/mlp/2" in capsys.readouterr().err
+    rtl_entries = _rtl_entries(out)
+    assert set(rtl_entries) == {key, key.replace(source, "feedfacecafe")}
+    row = _row((tmp_path / "results.md").read_text(), "| mlp | 2 | 50 |")
+    assert "| 1 |" in row and "**1 MISMATCH** (first: image 7, layer dense_1 channel 3)" in row
+
+
+def test_hardware_fingerprint_follows_the_generator_source(tmp_path):
+    for name in ("hw/a.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
+                 "sw/quantize.py", "sw/qmodel.py", "sw/bench.py", "hw/notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    before = hardware_fingerprint(tmp_path)
+    assert hardware_fingerprint(tmp_path) == before
+    (tmp_path / "sw/bench.py").write_text("changed")  # not the hardware
+    (tmp_path / "hw/notes.txt").write_text("changed")
+    assert hardware_fingerprint(tmp_path) == before
+    for name in ("hw/a.py", "sim/compiled_tb.cpp", "sw/golden.py"):
+        (tmp_path / name).write_text("changed")
+        assert hardware_fingerprint(tmp_path) != before
+        before = hardware_fingerprint(tmp_path)
+    (tmp_path / "hw/b.py").write_text("")  # a new generator file
+    assert hardware_fingerprint(tmp_path) != before
+    assert "hw/*.py" in HARDWARE_SOURCES
+
+
+def test_rtl_check_never_hides_a_failure():
+    ok = {"mismatches": 0, "rtl_accuracy": 0.9, "golden_accuracy": 0.9,
+          "cycles_per_image": 2880.0, "cycles_per_image_predicted": 2880, "idle": 0.2,
+          "input_words": 784}
+    assert rtl_check(ok) == (False, "ok")
+    slow = rtl_check({**ok, "cycles_per_image": 2900.0})
+    assert slow == (False, "**measured ≠ predicted**")
+    bound = rtl_check({**ok, "cycles_per_image": 980.0, "cycles_per_image_predicted": 784})
+    assert bound == (False, "ok (input-bound: 784 words an image at a 80% input rate = 980 "
+                            "cycles)")
+    # Off the input bound by more than 1%: said, in bold.
+    off = rtl_check({**ok, "cycles_per_image": 1000.0, "cycles_per_image_predicted": 784})
+    assert off == (False, "**measured ≠ predicted**")
+    failed, text = rtl_check({**ok, "mismatches": 3, "rtl_accuracy": 0.8})
+    assert failed and "**3 MISMATCHES**" in text and "≠ golden" in text
+    assert rtl_check({"error": "sim.regress crashed"}) == (
+        True, "**FAILED**: sim.regress crashed")
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
     for args, message in [(["--bits", "0"], "out of range"),
                           (["--boards", "nosuchboard"], "nosuchboard"),
-                          (["--models", "nosuch"], "nosuch")]:
+                          (["--models", "nosuch"], "nosuch"),
+                          (["--rtl-idle", "1"], "--rtl-idle"),
+                          (["--rtl-stall", "-0.1"], "--rtl-stall")]:
         done = _bench(*args, "--out", str(tmp_path / "r"))
         assert done.returncode == 2
         assert done.stderr.startswith("error:") and message in done.stderr
