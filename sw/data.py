@@ -245,23 +245,23 @@ def load_train(data=None):
     return x[order].reshape(-1, 28, 28).astype(np.uint8), y[order].astype(np.uint8)
 
 
+def _test_set_in(path):
+    found = _load_dir(path, "test")
+    if found is None:
+        raise UserError(f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in "
+                        f"{str(path)!r}")
+    return found
+
+
 def load_test(data=None):
-    """Test images and labels: from ``data``, else Keras' download, else ``../shared``."""
+    """Test images and labels: from ``data``, else Keras' download, else :func:`find_mnist`."""
     if data is not None:
-        found = _load_dir(data, "test")
-        if found is None:
-            raise UserError(f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in "
-                            f"{str(data)!r}")
-        return found
+        return _test_set_in(data)
     downloaded = _keras_download()
     if downloaded is not None:
         return downloaded[1]
     found = find_mnist()
     if found is not None:
-        test_set = _load_dir(found, "test")
-        if test_set is None:
-            raise UserError(f"no MNIST test set (t10k-*-idx*-ubyte[.gz] or mnist.npz) in "
-                            f"{str(found)!r}")
-        return test_set
+        return _test_set_in(found)
     raise UserError("no MNIST test set: offline, no --data DIR given, and none in " +
                     ", ".join(str(path) for path in mnist_locations()))
