@@ -42,7 +42,8 @@ from sw.quantize import (
 )
 
 from .boards import BOARDS, BoardTop, get_board
-from .folding import DEVICES, auto_fold, estimate, load_fold
+from .folding import DEVICES, auto_fold, estimate, lanes_by_kind, load_fold
+from .multiplier import DSP_WIDTHS
 from .network import Accelerator
 from .pll import pll_settings
 from .program import program
@@ -110,6 +111,10 @@ def _ff_count(directory, family):
     log = (directory / "top.rpt").read_text(errors="replace") if (
         directory / "top.rpt").is_file() else ""
     section = log[log.rfind("Printing statistics"):] if "Printing statistics" in log else log
+    # Yosys 0.70 prints the top module's own counts and then the design hierarchy's totals:
+    # count one of them, not both.
+    if "=== design hierarchy ===" in section:
+        section = section[section.find("=== design hierarchy ==="):]
     pattern = r"^\s+(\d+)\s+(SB_DFF\w*)$|^\s+(SB_DFF\w*)\s+(\d+)$" if family == "ice40" else \
         r"^\s+(\d+)\s+(TRELLIS_FF)$|^\s+(TRELLIS_FF)\s+(\d+)$"
     total = 0
@@ -183,26 +188,30 @@ def build(args, progress):
     accuracy, test_images = _integer_accuracy(qmodel, test_set)
 
     progress(f"folding for {board.name} ({device.name})")
-    fold = auto_fold(qmodel, device) if args.fold == "auto" else load_fold(args.fold, qmodel)
+    dsp_width = DSP_WIDTHS[device.family]
+    fold = (auto_fold(qmodel, device) if args.fold == "auto"
+            else load_fold(args.fold, qmodel, dsp_width))
     need = estimate(qmodel, fold, device)
-    core = Accelerator(qmodel, fold)
+    core = Accelerator(qmodel, fold, dsp_width)
     stages = core.stages
     interval = core.cycles_per_image
     for stage in stages:
+        kind = f" {fold[stage.name].multiplier}" if stage.name in fold else ""
         print(f"    {stage.name:<22} {stage.kind:<9} PE {stage.pe:>3} SIMD {stage.simd:>3} "
-              f"{stage.cycles:>8} cycles/image", file=sys.stderr)
+              f"{stage.cycles:>8} cycles/image{kind}", file=sys.stderr)
     print(f"    predicted interval: {interval} cycles/image", file=sys.stderr)
 
     with replace_dir(out, "hw.build") as scratch:
         write_exports(qmodel, scratch / "export", fold)
-        (scratch / "fold.json").write_text(json.dumps(fold, indent=1) + "\n")
+        (scratch / "fold.json").write_text(json.dumps(fold.to_json(), indent=1) + "\n")
         report = {
             "board": board.name, "device": device.name, "model": qmodel.name,
             "weight_bits": weight_bits, "act_bits": act_bits, "target": args.target,
             "quantization": method,
-            "accuracy": accuracy, "test_images": test_images, "fold": fold,
+            "accuracy": accuracy, "test_images": test_images, "fold": fold.to_json(),
             "cycles_per_image": interval, "macs_per_image": qmodel.macs,
             "multipliers": core.multipliers,
+            "lanes_by_kind": lanes_by_kind(qmodel, fold, device),
             "mac_efficiency": qmodel.macs / (core.multipliers * interval),
             "stages": [vars(stage) for stage in stages],
             "estimate": vars(need),

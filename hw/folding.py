@@ -11,14 +11,28 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import signed, unsigned
 
 from sw.errors import UserError
 from sw.qmodel import Conv2D, Pool2D
 
-from .network import check_fold, conv_window, layer_stages, schedule, simd_unit
+from .multiplier import DSP_WIDTHS, packing_shift, product_bits
+from .network import (
+    Fold,
+    LayerFold,
+    check_fold,
+    conv_window,
+    fold_from_json,
+    input_lanes,
+    layer_stages,
+    schedule,
+    simd_unit,
+)
+from .weight_rom import BLOCK_MIN_DEPTH
 
-__all__ = ["DEVICES", "Device", "Resources", "auto_fold", "estimate", "load_fold"]
+__all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
+           "auto_fold",
+           "estimate", "kinds", "lane_luts", "lanes_by_kind", "layer_estimates", "load_fold"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +61,23 @@ DEVICES = {
     "LFE5U-85F": Device("LFE5U-85F", "ecp5", 83640, 83640, 208, 156, 0),
 }
 
+#: Share of the device's LUTs (iCE40: logic cells) a fold may be estimated to fill: room
+#: for routing and timing on ECP5; on the iCE40 the estimate itself is the margin (10% above
+#: what nextpnr packed for tiny_cnn, which placed and met timing at 98% of the UP5K's cells).
+LUT_MARGIN = {"ecp5": 0.85, "ice40": 1.0}
+#: Most input pixels per transfer the folder asks of the core (and so of the board top's image
+#: buffer, which reads them in one word).
+MAX_PIXELS = 4
 #: LUTs and flip-flops of the UART board top (receiver, transmitter, framing, image buffer),
 #: from synthesis of ``hw/uart_top.py`` with a 784-pixel image.
 _TOP = {"ice40": (790, 310), "ecp5": (1070, 310)}
-#: What nextpnr reported over what the per-component sums below predicted, for the core's
-#: LUTs and FFs on the builds listed in the README (control, muxes and carry logic the sums
-#: leave out); the README states the remaining error.
-_LUT_SCALE, _FF_SCALE = 2.25, 2.0
+#: Window generator on its window-register path: LUT4s of its control, line-buffer
+#: addressing and multi-pixel word handling (the iCE40 counts no carry cells), and LUT4s per
+#: bit of its window and snapshot registers and of the multiplexer that picks a transfer
+#: (``python -m hw.macbench --build``: LeNet-5's two convolutions on ECP5, tiny_cnn's on the
+#: UP5K).
+_WINDOW_LUTS = {"ice40": 350, "ecp5": 750}
+_WINDOW_LUTS_PER_BIT = 0.55
 
 
 @dataclass(frozen=True)
@@ -63,14 +87,34 @@ class Resources:
     brams: int
     dsps: int
 
-    def fits(self, device, lut_margin=0.85):
-        return (self.luts <= lut_margin * device.luts and self.ffs <= device.ffs
+    def __add__(self, other):
+        return Resources(self.luts + other.luts, self.ffs + other.ffs, self.brams + other.brams,
+                         self.dsps + other.dsps)
+
+    def fits(self, device):
+        """Within the device, LUTs within :data:`LUT_MARGIN` of it."""
+        return (self.luts <= LUT_MARGIN[device.family] * device.luts and self.ffs <= device.ffs
                 and self.brams <= device.brams and self.dsps <= device.dsps)
+
+
+_NOTHING = Resources(0, 0, 0, 0)
+
+
+#: Yosys on the iCE40 puts every memory of more than this many bits in block RAM (a line
+#: buffer bank of 28 x 8 bits and a 13-entry output FIFO took one each in tiny_cnn's build).
+_ICE40_BRAM_MIN_BITS = 128
+#: iCE40: logic cells per flip-flop, as nextpnr packs a flip-flop with the LUT that feeds it
+#: only sometimes (tiny_cnn W4A4 on the UP5K: 3,204 LUT4s and 3,263 flip-flops filled
+#: 5,200 logic cells).
+_ICE40_LCS_PER_FF = 0.6
 
 
 def _bram_blocks(depth, width, device):
     """Block RAMs for a ``depth x width`` memory; tiny ones go to LUTs (returns 0)."""
-    if depth * width <= 1024 or depth <= 32:
+    if device.family == "ice40":
+        if depth * width <= _ICE40_BRAM_MIN_BITS or depth == 1:
+            return 0
+    elif depth * width <= 1024 or depth <= 32:
         return 0
     if device.family == "ice40":
         shapes = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
@@ -79,74 +123,210 @@ def _bram_blocks(depth, width, device):
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
 
 
+def _shape(layer):
+    return signed(layer.in_bits) if layer.in_signed else unsigned(layer.in_bits)
+
+
+def lane_luts(kind, weight_bits, in_bits, device):
+    """LUT4s (an ECP5 carry cell counted as two) of one MAC lane: its adder in the PE's
+    adder tree, and a LUT-built product's radix-4 Booth rows (a multiplexer per bit) and
+    adders.
+
+    Fitted to ``python -m hw.macbench --bits 2,4,8 --multiplier dsp,lut,packed`` (README,
+    "Cost of a MAC lane", less the array's accumulators and control) and to tiny_cnn's
+    first layer on the UP5K (4-bit weights, 8-bit pixels: about 36 LUTs a LUT-built lane).
+    """
+    product = product_bits(weight_bits, unsigned(in_bits))
+    adder = product + 1
+    if weight_bits == 1:
+        return adder + in_bits  # add or subtract, no multiplier
+    if kind == "lut" or (kind == "dsp" and product < device.dsp_min_product):
+        digits = -(-weight_bits // 2)
+        return adder + digits * (in_bits + 2) + (digits - 1) * (in_bits + weight_bits)
+    return adder
+
+
+def _lane_dsps(kind, pe, simd, weight_bits, product, device):
+    """Hard multipliers of a layer's ``pe x simd`` lanes (a product narrower than
+    ``device.dsp_min_product`` stays in LUTs, and so does an odd packed array's last PE's)."""
+    wide = product >= device.dsp_min_product
+    if weight_bits == 1 or kind == "lut" or (kind == "dsp" and not wide):
+        return 0
+    if kind == "packed":
+        return simd * (pe // 2 + (pe % 2 if wide else 0))
+    return simd * pe
+
+
+def kinds(layer, pe, device):
+    """The multiplier kinds worth considering for a layer folded to ``pe`` output lanes on
+    ``device``: LUTs always; hard multipliers where Yosys maps the product to one; packed
+    pairs where two PEs share an input and the pair fits the device's multiplier (on the
+    iCE40, whose DSPs take only products of 11 bits and more, even PEs only, so that no lane
+    falls back to Yosys' own LUT product)."""
+    product = product_bits(layer.weight_bits, _shape(layer))
+    wide = product >= device.dsp_min_product
+    if layer.weight_bits == 1 or not device.dsps:
+        return ("lut",)
+    options = ["lut", "dsp"] if wide else ["lut"]
+    try:
+        packing_shift(layer.weight_bits, _shape(layer), DSP_WIDTHS[device.family])
+    except ValueError:
+        return tuple(options)
+    if pe >= 2 and (wide or pe % 2 == 0):
+        options.append("packed")
+    return tuple(options)
+
+
+def lanes_by_kind(qmodel, fold, device):
+    """MAC lanes of ``fold`` on ``device`` by what computes their products: ``"dsp"`` (one
+    hard multiplier each), ``"packed"`` (two to a hard multiplier), ``"lut"`` (LUTs and carry
+    chains, including products too narrow for the device's DSPs) and ``"adder"`` (1-bit
+    weights: add or subtract)."""
+    fold = check_fold(qmodel, fold, DSP_WIDTHS[device.family])
+    counts = dict.fromkeys(("dsp", "packed", "lut", "adder"), 0)
+    for layer in qmodel.weight_layers:
+        pe, simd, kind, hard = _hard(fold[layer.name])
+        product = product_bits(layer.weight_bits, _shape(layer))
+        dsps = _lane_dsps(kind, pe, hard, layer.weight_bits, product, device)
+        if layer.weight_bits == 1:
+            counts["adder"] += pe * simd
+            continue
+        counts["lut"] += pe * (simd - hard)
+        if kind == "packed":
+            paired = hard * (pe - pe % 2)
+            counts["packed"] += paired
+            counts["dsp" if dsps > paired // 2 else "lut"] += pe * hard - paired
+        else:
+            counts["dsp" if dsps else "lut"] += pe * hard
+    return counts
+
+
+def _hard(entry):
+    """``(pe, simd, kind, hard lanes)`` of a :class:`LayerFold`, the hard lanes counted."""
+    pe, simd, kind, hard = entry
+    return pe, simd, kind, 0 if kind == "lut" else (simd if hard is None else hard)
+
+
+def _lanes_cost(layer, entry, device):
+    """Resources of a weight layer's MAC lanes: products, adder trees, their registers."""
+    pe, simd, kind, hard = _hard(entry)
+    wbits, abits = layer.weight_bits, layer.in_bits
+    product = product_bits(wbits, _shape(layer))
+    luts = pe * (hard * lane_luts(kind, wbits, abits, device)
+                 + (simd - hard) * lane_luts("lut", wbits, abits, device))
+    # Per lane: the product register and its node of the adder tree; per systolic stage the
+    # input's registered hop (a packed pair of PEs is one stage).
+    stages = pe - pe // 2 if kind == "packed" and hard else pe
+    ffs = pe * simd * (2 * product + 4) + stages * simd * abits
+    return Resources(int(luts), int(ffs), 0, _lane_dsps(kind, pe, hard, wbits, product, device))
+
+
+def _width_cost(elements, bits):
+    """A :class:`~hw.width.WidthConverter` buffering ``elements`` elements of ``bits``."""
+    return Resources(3 * elements * bits + 100, elements * bits + 10, 0, 0)
+
+
+def _window_cost(window, abits, device):
+    """A :class:`~hw.window.WindowGenerator`: its line buffer banks and registers."""
+    brams = window.banks * _bram_blocks(window.buffer_depth, window.in_lanes * abits, device)
+    if window.path == "window-register":
+        mux = window.simd * abits * (window.window_words - 1)
+        luts = _WINDOW_LUTS[device.family] + _WINDOW_LUTS_PER_BIT * (window.register_bits + mux)
+        return Resources(int(luts), window.register_bits + 100, brams, 0)
+    return Resources(300 + 10 * window.simd * abits, 200 + 2 * window.simd * abits, brams, 0)
+
+
+def _frame_cost(layer, pe, simd, device, upstream=1):
+    """Resources of a weight layer besides its lanes, whatever the multiplier kind: window
+    generator, width converter, input FIFO, ROMs, input buffer, accumulators, output FIFO,
+    requantizer and control; ``upstream`` lanes come in."""
+    nf, sf = layer.channels // pe, layer.fan_in // simd
+    wbits, abits, acc = layer.weight_bits, layer.in_bits, layer.acc_bits
+    needed = input_lanes(layer, simd, upstream)
+    total = _NOTHING
+    if needed != upstream:
+        total += _width_cost(upstream + needed - math.gcd(upstream, needed), abits)
+    if isinstance(layer, Conv2D):
+        window = conv_window(layer, simd, unsigned(abits), needed)
+        window._MustUse__silence = True  # built only to ask its buffer geometry
+        total += _window_cost(window, abits, device)
+    elif nf > 1:  # StreamFIFO of a vector (LUT RAM on ECP5, block RAM on the iCE40)
+        depth, width = sf + 1, simd * abits
+        total += Resources(50 + depth * width // 8 if device.family == "ecp5" else 90, 30,
+                           _bram_blocks(depth, width, device), 0)
+    # Per PE: the accumulator's adder, the result's and the bias's registers, two output
+    # FIFO entries, the requantizer's rounding adder and clamp; control along the stages.
+    depth = (simd - 1).bit_length() + pe + 2
+    luts = pe * (4 * acc + 20) + 60
+    ffs = pe * (5 * acc + wbits + layer.out_bits) + 20 + 5 * depth
+    brams = 0
+    # WeightROM: block RAM from BLOCK_MIN_DEPTH words on; Yosys keeps shorter ROMs in LUTs.
+    rom = _bram_blocks(nf * sf, simd * wbits, device) if nf * sf >= BLOCK_MIN_DEPTH else 0
+    brams += pe * rom
+    if not rom and nf * sf > 1:
+        luts += pe * math.ceil(nf * sf * simd * wbits / 16)
+    if nf > 1:
+        brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
+    # The output FIFO: room for the folds in flight (MACArray.fifo_depth).
+    latency = pe + (simd - 1).bit_length() + 5
+    brams += _bram_blocks(max(2, -(-(sf + latency) // sf)), pe * acc, device)
+    return total + Resources(int(luts), int(ffs), brams, 0)
+
+
+def _weight_layer_cost(layer, entry, device, upstream=1):
+    return (_frame_cost(layer, entry[0], entry[1], device, upstream)
+            + _lanes_cost(layer, entry, device))
+
+
+def _pool_cost(qmodel, fold, index, device):
+    layer = qmodel.layers[index]
+    [(_, pool)] = layer_stages(qmodel, fold, index)
+    pool._MustUse__silence = True  # built only to ask its widths and constants
+    bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
+    brams = _bram_blocks(layer.in_shape[1] * layer.in_shape[2], bits, device)
+    luts, ffs = pool.lanes * bits * 5 + 100, pool.lanes * bits * 2 + 50
+    if pool.division:
+        # Per lane: the sum register, and the constant division's shift-and-add
+        # adders (as wide as the sum times the multiplier).
+        width = bits + pool.division[0].bit_length()
+        luts += pool.lanes * pool.division_terms * width
+        ffs += pool.lanes * (bits + layer.bits)
+    return Resources(int(luts), int(ffs), brams, 0)
+
+
+def layer_estimates(qmodel, fold, device):
+    """The resource model's estimate for each layer with hardware, by name, and for the
+    board top (``"top"``: UART, framing, image buffer), as Yosys would count their cells
+    (LUT4s and flip-flops; on the iCE40 before packing into logic cells)."""
+    fold = check_fold(qmodel, fold, DSP_WIDTHS[device.family])
+    image_bits = math.prod(qmodel.input_shape) * qmodel.input_bits
+    top_luts, top_ffs = _TOP[device.family]
+    parts = {"top": Resources(top_luts, top_ffs, math.ceil(image_bits / device.bram_bits), 0)}
+    for index, layer in enumerate(qmodel.layers):
+        if isinstance(layer, Pool2D):
+            parts[layer.name] = _pool_cost(qmodel, fold, index, device)
+        elif hasattr(layer, "matrix"):
+            first = layer is qmodel.weight_layers[0]
+            parts[layer.name] = _weight_layer_cost(layer, fold[layer.name], device,
+                                                   fold.pixels if first else 1)
+    return parts
+
+
 def estimate(qmodel, fold, device):
     """Estimate the resources of the accelerator with ``fold`` (plus the UART top) on ``device``.
+
+    ``luts`` are what nextpnr reports: LUT4s (ECP5 ``TRELLIS_COMB``), or logic cells on the
+    iCE40 (``ICESTORM_LC``: LUTs and the flip-flops not packed beside one).
 
     Returns
     -------
     Resources
     """
-    fold = check_fold(qmodel, fold)
-    luts, ffs, brams, dsps = 0, 0, 0, 0
-    image_bits = math.prod(qmodel.input_shape) * qmodel.input_bits
-    brams += math.ceil(image_bits / device.bram_bits)
-    for index, layer in enumerate(qmodel.layers):
-        if isinstance(layer, Pool2D):
-            [(_, pool)] = layer_stages(qmodel, fold, index)
-            pool._MustUse__silence = True  # built only to ask its widths and constants
-            bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
-            width_words = layer.in_shape[1] * layer.in_shape[2]
-            brams += _bram_blocks(width_words, bits, device)
-            luts += 4 * bits + 40
-            ffs += 4 * bits + 30
-            if pool.division:
-                # Per lane: the sum register, and the constant division's shift-and-add
-                # adders (as wide as the sum times the multiplier).
-                width = bits + pool.division[0].bit_length()
-                luts += pool.lanes * pool.division_terms * width
-                ffs += pool.lanes * (bits + layer.bits)
-            continue
-        if not hasattr(layer, "matrix"):
-            continue
-        pe, simd = fold[layer.name]
-        nf, sf = layer.channels // pe, layer.fan_in // simd
-        wbits, abits, acc = layer.weight_bits, layer.in_bits, layer.acc_bits
-        product = wbits + abits
-        lanes = pe * simd
-        if wbits == 1:
-            mul_luts = 0  # add/subtract replaces the multiplier
-        elif product >= device.dsp_min_product and device.dsps:
-            mul_luts, dsps = 0, dsps + lanes
-        else:
-            mul_luts = wbits * abits + product
-        # Per lane: the multiplier, the partial-sum adder and registers of the systolic chain.
-        luts += lanes * (mul_luts + acc + 2)
-        ffs += lanes * (acc + abits + wbits + 2)
-        luts += pe * (acc + 10) + 60  # accumulators, requantization, control
-        ffs += pe * (2 * acc) + 40
-        rom = _bram_blocks(nf * sf, simd * wbits, device)
-        brams += pe * rom
-        if not rom:
-            luts += pe * math.ceil(nf * sf * simd * wbits / 16)
-        brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
-        if isinstance(layer, Conv2D):
-            window = conv_window(layer, simd, unsigned(abits))
-            window._MustUse__silence = True  # built only to ask its buffer geometry
-            brams += window.banks * _bram_blocks(window.buffer_depth, window.in_lanes * abits,
-                                                 device)
-            if window.path == "window-register":
-                # About a LUT and a flip-flop per bit of the window and snapshot registers,
-                # plus the multiplexer that picks a window's transfer (Yosys on LeNet's
-                # layers, ECP5), halved since the sums are scaled up below.
-                mux = simd * abits * (window.window_words - 1)
-                luts += (300 + window.register_bits + mux) // 2
-                ffs += (100 + window.register_bits) // 2
-            else:
-                luts += 150 + 20 * simd * abits // 4
-                ffs += 100 + simd * abits
-    top_luts, top_ffs = _TOP[device.family]
-    return Resources(int(top_luts + _LUT_SCALE * luts), int(top_ffs + _FF_SCALE * ffs),
-                     int(brams), int(dsps))
+    total = sum(layer_estimates(qmodel, fold, device).values(), _NOTHING)
+    if device.family == "ice40":
+        total = Resources(int(total.luts + _ICE40_LCS_PER_FF * total.ffs), total.ffs,
+                          total.brams, total.dsps)
+    return total
 
 
 def _divisors(n):
@@ -162,19 +342,69 @@ def _options(layer):
     return sorted(options, key=lambda option: (option[1], option[0]))
 
 
+def _pixels_for(qmodel, target):
+    """The fewest input pixels per transfer (at most :data:`MAX_PIXELS`) that bring an image
+    in within ``target`` cycles, or the most that the first layer takes."""
+    elements = math.prod(qmodel.input_shape)
+    valid = []
+    for pixels in range(1, MAX_PIXELS + 1):
+        try:
+            valid.append(check_fold(qmodel, Fold(pixels=pixels)).pixels)
+        except UserError:
+            continue
+    return next((pixels for pixels in valid if elements / pixels <= target), valid[-1])
+
+
 def _fold_for(qmodel, target):
-    fold = {}
+    """The fewest lanes of every weight layer, and input pixels per transfer, that run it in
+    ``target`` cycles, or None."""
+    fold = Fold(pixels=_pixels_for(qmodel, target))
     for layer in qmodel.weight_layers:
         fitting = [option for option in _options(layer) if option[0] <= target]
         if not fitting:
             return None
-        _, _, pe, simd = min(fitting, key=lambda option: (option[1], option[0]))
+        # Fewest lanes; of those, the narrowest SIMD, whose operand skew (SIMD^2) is smallest.
+        _, _, pe, simd = min(fitting, key=lambda option: (option[1], option[3], option[0]))
         fold[layer.name] = (pe, simd)
     return fold
 
 
+def assign_multipliers(qmodel, fold, device):
+    """Give every layer of ``fold`` the multiplier kind, and the number of its SIMD lanes
+    that use it, that spend the fewest LUTs in all while the hard multipliers last (a
+    knapsack over the device's DSPs, solved exactly; LUT lanes always fit it).
+
+    Returns
+    -------
+    dict of LayerFold
+    """
+    # best[d]: (LUTs, {layer: LayerFold}) of the cheapest assignment so far using d DSPs.
+    best = {0: (0, {})}
+    for layer in qmodel.weight_layers:
+        pe, simd = fold[layer.name][:2]
+        choices = [LayerFold(pe, simd, kind, None if hard == simd else hard)
+                   for kind in kinds(layer, pe, device)
+                   for hard in ([0] if kind == "lut" else range(1, simd + 1))]
+        step = {}
+        for choice in choices:
+            cost = _lanes_cost(layer, choice, device)
+            for used, (luts, chosen) in best.items():
+                total = used + cost.dsps
+                if total > device.dsps:
+                    continue
+                if total not in step or luts + cost.luts < step[total][0]:
+                    step[total] = (luts + cost.luts, {**chosen, layer.name: choice})
+        best = step
+    _, chosen = min(best.values(), key=lambda value: value[0])
+    return Fold(chosen, getattr(fold, "pixels", 1))
+
+
 def auto_fold(qmodel, device, max_lanes=None):
     """The fastest balanced folding that the resource model says fits ``device``.
+
+    For each candidate interval, from the slowest, every layer gets the fewest lanes that
+    meet it and the multiplier kinds that cost the fewest LUTs (:func:`assign_multipliers`);
+    the fastest interval that fits wins.
 
     Parameters
     ----------
@@ -196,11 +426,13 @@ def auto_fold(qmodel, device, max_lanes=None):
             break
         if max_lanes and any(pe * simd > max_lanes for pe, simd in fold.values()):
             break
-        if not estimate(qmodel, fold, device).fits(device):
-            break
-        best = fold
+        # Costs are not monotonic in the target (a faster fold may take a narrower SIMD and
+        # shed skew registers), so every target is tried.
+        fold = assign_multipliers(qmodel, fold, device)
+        if estimate(qmodel, fold, device).fits(device):
+            best = fold
     if best is None:
-        fold = {layer.name: (1, 1) for layer in qmodel.weight_layers}
+        fold = {layer.name: (1, 1, "lut") for layer in qmodel.weight_layers}
         need = estimate(qmodel, fold, device)
         raise UserError(
             f"{qmodel.name} at {qmodel.weight_bits} bits does not fit {device.name} even fully "
@@ -210,18 +442,21 @@ def auto_fold(qmodel, device, max_lanes=None):
     # Non-MAC stages (the pixel input, pooling, width converters) may set the interval: no
     # layer needs to be faster than that, so give back the lanes it does not need.
     interval = max(stage.cycles for stage in schedule(qmodel, best))
-    return _fold_for(qmodel, interval)
+    return assign_multipliers(qmodel, _fold_for(qmodel, interval), device)
 
 
-def load_fold(path, qmodel):
-    """Read a ``{"layer": [pe, simd], ...}`` JSON file and validate it against ``qmodel``."""
+def load_fold(path, qmodel, dsp_width=DSP_WIDTHS["ecp5"]):
+    """Read a fold JSON file and validate it against ``qmodel``: ``{"pixels": P, "layers":
+    {"layer": [pe, simd, multiplier, hard_lanes]}}`` as ``hw.build`` writes it, or a plain
+    ``{"layer": [pe, simd]}`` (multiplier and hard lanes optional; one pixel per transfer)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-        fold = {str(name): (int(value[0]), int(value[1])) for name, value in raw.items()}
+        fold = fold_from_json(json.loads(path.read_text()))
+        for value in fold.values():
+            int(value[0]), int(value[1])
     except FileNotFoundError:
         raise UserError(f"fold file {str(path)!r} not found") from None
-    except (ValueError, TypeError, IndexError, AttributeError) as error:
-        raise UserError(f"fold file {str(path)!r}: expected {{\"layer\": [pe, simd]}}: "
-                        f"{error}") from None
-    return check_fold(qmodel, fold)
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as error:
+        raise UserError(f"fold file {str(path)!r}: expected {{\"layer\": [pe, simd]}} or "
+                        f"[pe, simd, multiplier, hard_lanes]: {error}") from None
+    return check_fold(qmodel, fold, dsp_width)

@@ -127,6 +127,10 @@ class MACArray(wiring.Component):
         Signed operand width of the target's hard multiplier, 18 (ECP5, default) or 16
         (iCE40 UP5K), see :data:`hw.multiplier.DSP_WIDTHS`: ``"packed"`` is refused unless a
         packed pair fits it.
+    hard_lanes : int, optional
+        How many SIMD lanes (lanes ``0 .. hard_lanes - 1`` of every PE) use ``multiplier``'s
+        hard multipliers; the others are ``"lut"``. All of them when not given, so that a
+        layer can use exactly the hard multipliers a device has left.
 
     Attributes
     ----------
@@ -146,7 +150,8 @@ class MACArray(wiring.Component):
     """
 
     def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
-                 rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"]):
+                 rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"],
+                 hard_lanes=None):
         weight_bits = check_int("weight_bits", weight_bits)
         if weight_bits > 8:
             raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
@@ -165,6 +170,12 @@ class MACArray(wiring.Component):
             raise ValueError(f"multiplier must be one of {', '.join(map(repr, KINDS))}, not "
                              f"{multiplier!r}")
         dsp_width = check_int("dsp_width", dsp_width, minimum=2)
+        hard_lanes = simd if hard_lanes is None else check_int("hard_lanes", hard_lanes,
+                                                                minimum=0)
+        if hard_lanes > simd:
+            raise ValueError(f"hard_lanes {hard_lanes} exceeds simd {simd}")
+        if multiplier == "lut" or hard_lanes == 0:
+            multiplier, hard_lanes = "lut", 0
         # The packed operand's shift; None where no multiplier is packed.
         shift = (packing_shift(weight_bits, in_shape, dsp_width)
                  if multiplier == "packed" and weight_bits > 1 else None)
@@ -211,6 +222,7 @@ class MACArray(wiring.Component):
         self._nf, self._sf = channels // pe, fan_in // simd
         self._product_range = product_range(weight_bits, in_shape)
         self._multiplier, self._dsp_width, self._shift = multiplier, dsp_width, shift
+        self._hard_lanes = hard_lanes
         pairs = multiplier == "packed"
         self._stages = tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
                              for p in range(0, pe, 2 if pairs else 1))
@@ -263,6 +275,12 @@ class MACArray(wiring.Component):
         return self._dsp_width
 
     @property
+    def hard_lanes(self):
+        """SIMD lanes multiplying with :attr:`multiplier` (0 for ``"lut"``); the rest are
+        LUT-built."""
+        return self._hard_lanes
+
+    @property
     def stages(self):
         """The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``.
 
@@ -300,16 +318,21 @@ class MACArray(wiring.Component):
         return self._nf * self._sf
 
     @property
+    def tree_depth(self):
+        """Registered levels of each PE's adder tree: ``ceil(log2(simd))``."""
+        return (self._simd - 1).bit_length()
+
+    @property
     def latency(self):
         """Cycles from the last input transfer of a vector to its first output, at full rate.
 
-        ``len(stages) + simd + 5``: one cycle to read the input buffer and ROMs, one to
-        register what they read, one to register the products, ``simd`` registered chain
-        stages, ``len(stages) - 1`` hops to
-        the last stage (``pe - 1``, or ``ceil(pe / 2) - 1`` when ``"packed"``), the result
-        register after the accumulator's adder, and the output FIFO's two cycles.
+        ``len(stages) + tree_depth + 5``: one cycle to read the input buffer and ROMs, one to
+        register what they read, one to register the products, the adder tree's levels,
+        ``len(stages) - 1`` hops to the last stage (``pe - 1``, or ``ceil(pe / 2) - 1`` when
+        ``"packed"``), the result register after the accumulator's adder, and the output
+        FIFO's two cycles.
         """
-        return len(self._stages) + self._simd + 5
+        return len(self._stages) + self.tree_depth + 5
 
     @property
     def fifo_depth(self):
@@ -330,7 +353,10 @@ class MACArray(wiring.Component):
             return self._weights
         matrix = self._weights.copy()
         odd = np.flatnonzero(np.arange(self.channels) % self._pe % 2 == 1)
-        matrix[:, odd] = high_codes(matrix[:, odd - 1], matrix[:, odd])
+        # Row k is multiplied in SIMD lane k % simd: only the packed lanes hold high codes.
+        rows = np.flatnonzero(np.arange(self.fan_in) % self._simd < self._hard_lanes)
+        block = np.ix_(rows, odd)
+        matrix[block] = high_codes(self._weights[np.ix_(rows, odd - 1)], matrix[block])
         return matrix
 
     def _products(self, m, lane, codes, s):
@@ -342,33 +368,67 @@ class MACArray(wiring.Component):
         (:mod:`hw.multiplier`).
         """
         products, borrows = {}, {}
+        kind = self._multiplier if s < self._hard_lanes else "lut"
         for p in codes:
             products[p] = Signal(signed(self.product_bits), name=f"product_pe{p}_s{s}")
             if self._weight_bits == 1:
                 # Bit b means weight 2b - 1: add or subtract the input, no multiplier.
                 m.d.comb += products[p].eq(Mux(codes[p][0], lane, -lane))
-            elif len(codes) == 1 and self._multiplier == "lut":
+            elif kind == "lut":
                 value, borrows[p] = lut_product(m, lane, codes[p], name=f"product_pe{p}_s{s}")
                 m.d.comb += products[p].eq(value)
             elif len(codes) == 1:
                 # "dsp", and the unpaired last PE of an odd "packed" array.
                 m.d.comb += products[p].eq(lane * codes[p].as_signed())
-        if len(codes) == 2 and self._weight_bits > 1:
+        if len(codes) == 2 and self._weight_bits > 1 and kind == "packed":
             a, b = codes
             low, high, borrows[b] = packed_products(m, lane, codes[a], codes[b],
                                                     shift=self._shift, name=f"product_pe{a}_s{s}")
             m.d.comb += [products[a].eq(low), products[b].eq(high)]
         return products, borrows
 
+    def _adder_tree(self, m, p, nodes):
+        """PE ``p``'s registered adder tree over its lanes' registered products.
+
+        ``nodes`` are ``(lanes, value, borrow)``: a product, or a partial sum of ``lanes``
+        products, and a bit still to be added (or ``None``). Each level adds neighbours in
+        pairs and registers the sums (an odd one out is registered as it is), so the tree has
+        :attr:`tree_depth` levels. A sum takes one pending borrow as its adder's carry-in and
+        registers the other, so ``n`` borrows meet ``n - 1`` adders and one is left for the
+        accumulator's adder: no adder is spent on borrows. Returns the root node.
+        """
+        lo, hi = self._product_range
+        level = 0
+        while len(nodes) > 1:
+            joined = []
+            for j in range(0, len(nodes), 2):
+                pair = nodes[j:j + 2]
+                lanes = sum(node[0] for node in pair)
+                name = f"sum_pe{p}_l{level}_{j // 2}"
+                # A partial sum of n products carrying its pending borrow lies in
+                # n * lo - 1 .. n * hi.
+                total = Signal(signed(min(self._acc_bits,
+                                          signed_bits(lanes * lo - 1, lanes * hi))),
+                               name=name, reset_less=True)
+                borrows = [node[2] for node in pair if node[2] is not None]
+                value = sum((node[1] for node in pair[1:]), pair[0][1])
+                if len(pair) == 2 and borrows:
+                    value = value + borrows.pop()
+                m.d.sync += total.eq(value)
+                joined.append((lanes, total, _delay(m, borrows[0], 1, f"{name}_borrow")
+                               if borrows else None))
+            nodes, level = joined, level + 1
+        return nodes[0]
+
     def _accumulate(self, m, p, t, chain, carry, controls):
         """PE ``p``'s accumulator over the SF input folds (in stage ``t``), deskewed result.
 
-        ``chain`` is the SIMD chain's last partial sum, ``carry`` a bit to add with it (or
+        ``chain`` is the root of the PE's adder tree, ``carry`` a bit to add with it (or
         ``None``); ``controls[k]`` the operation's control ``k`` cycles after the input buffer and
         ROM 0 are read.
         """
-        simd, nf_count, acc_bits = self._simd, self._nf, self._acc_bits
-        ctrl = controls[simd + t + 2]
+        depth, nf_count, acc_bits = self.tree_depth, self._nf, self._acc_bits
+        ctrl = controls[depth + t + 2]
         bias = [int(self._bias[n * self._pe + p]) for n in range(nf_count)]
         if nf_count == 1:
             start = C(bias[0], signed(acc_bits))
@@ -376,7 +436,7 @@ class MACArray(wiring.Component):
             # A small ROM in logic, read one cycle ahead like a synchronous port.
             start = Signal(signed(acc_bits), name=f"bias_pe{p}", reset_less=True)
             table = Array(C(b, signed(acc_bits)) for b in bias)
-            m.d.sync += start.eq(table[controls[simd + t + 1]["nf"]])
+            m.d.sync += start.eq(table[controls[depth + t + 1]["nf"]])
         accumulator = Signal(signed(acc_bits), name=f"acc_pe{p}", reset_less=True)
         result = Signal(signed(acc_bits), name=f"result_pe{p}", reset_less=True)
         first, last = ctrl.get("first", C(1)), ctrl.get("last", C(1))
@@ -451,15 +511,15 @@ class MACArray(wiring.Component):
             control["nf"] = Signal(range(nf_count), name="op_nf", reset_less=True)
             m.d.sync += control["nf"].eq(nf)
         controls = [control]
-        for k in range(1, simd + len(self._stages) + 2):
+        for k in range(1, self.tree_depth + len(self._stages) + 2):
             controls.append({key: _delay(m, value, 1, f"{key}{k - 1}", reset_less=key != "valid")
                              for key, value in controls[-1].items()})
 
-        # ---- Operand skew: lane s of stage t meets its weights s + t cycles after x. -----
+        # ---- Stages: the input hops stage to stage; each PE sums its lanes in a tree. -----
         # The ROMs of stage t are read t cycles after ROM 0 (their address comes along the
-        # stages) and their words are registered like x, so weights and inputs of a stage
-        # are aligned before the skew.
-        x_lanes = [_delay(m, x[s], s, f"x_pe0_s{s}") for s in range(simd)]
+        # stages) and their words are registered like x, so a stage's weights and inputs
+        # meet aligned: every lane of a PE multiplies in the same cycle, no operand skew.
+        x_lanes = [x[s] for s in range(simd)]
         words = rom_words(self._rom_matrix(), wbits, pe, simd)
         rom_address = address
         results = []
@@ -470,43 +530,37 @@ class MACArray(wiring.Component):
                 rom_address = _delay(m, rom_address, 1, f"rom_address_pe{members[0]}")
             word = {}
             for p in members:
+                if len(words[p]) == 1:
+                    # One word (NF = SF = 1): the weights are constants, and Yosys reduces
+                    # each LUT-built product to the shifts and adds of its weight's digits.
+                    # Hard lanes keep a register operand: Yosys maps a multiplication by a
+                    # constant to hard multipliers unpredictably (31 for 25 packed lanes).
+                    constant = C(words[p][0], simd * wbits)
+                    hard = 0 if self._multiplier == "lut" else self._hard_lanes * wbits
+                    word[p] = Cat(_delay(m, constant[:hard], 1, f"rom_q_pe{p}"),
+                                  constant[hard:])
+                    continue
                 rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=simd * wbits,
                                                            style=self._rom_style)
                 m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
                 word[p] = _delay(m, rom.data, 1, f"rom_q_pe{p}")
-
-            # Registered SIMD chain: step s adds its product to step s-1's partial sum. A
-            # product's borrow bit is the carry-in of the adder that takes the product; lane
-            # 0 has no adder, so its borrow goes along the chain to the accumulator's.
-            chains, carries = dict.fromkeys(members), dict.fromkeys(members)
+            leaves = {p: [] for p in members}
             for s in range(simd):
-                codes = {p: _delay(m, word[p][s * wbits:(s + 1) * wbits], s, f"w_pe{p}_s{s}")
-                         for p in members}
+                codes = {p: word[p][s * wbits:(s + 1) * wbits] for p in members}
                 products, borrows = self._products(m, x_lanes[s], codes, s)
                 # A register right behind each multiplier: on ECP5 nextpnr places the
                 # MULT18X18Ds far from their operand and adder cells, and a DSP, a route there
                 # and a route back plus the adder in one cycle held LeNet-5 below 68 MHz.
-                products = {p: _delay(m, v, 1, f"product_q_pe{p}_s{s}")
-                            for p, v in products.items()}
-                borrows = {p: _delay(m, v, 1, f"borrow_q_pe{p}_s{s}")
-                           for p, v in borrows.items()}
-                lo, hi = self._product_range
-                width = min(acc_bits, signed_bits((s + 1) * lo, (s + 1) * hi))
                 for p in members:
-                    partial = Signal(signed(width), name=f"partial_pe{p}_s{s}", reset_less=True)
-                    if chains[p] is None:
-                        m.d.sync += partial.eq(products[p])
-                        if p in borrows:
-                            carries[p] = _delay(m, borrows[p], simd, f"borrow_pe{p}")
-                    elif p in borrows:
-                        m.d.sync += partial.eq(chains[p] + products[p] + borrows[p])
-                    else:
-                        m.d.sync += partial.eq(chains[p] + products[p])
-                    chains[p] = partial
-            results += [self._accumulate(m, p, t, chains[p], carries[p], controls)
-                        for p in members]
+                    borrow = borrows.get(p)
+                    leaves[p].append((1, _delay(m, products[p], 1, f"product_q_pe{p}_s{s}"),
+                                      None if borrow is None else
+                                      _delay(m, borrow, 1, f"borrow_q_pe{p}_s{s}")))
+            for p in members:
+                _, total, carry = self._adder_tree(m, p, leaves[p])
+                results.append(self._accumulate(m, p, t, total, carry, controls))
         done = Signal(name="result_done")
-        ctrl = controls[simd + len(self._stages) + 1]
+        ctrl = controls[self.tree_depth + len(self._stages) + 1]
         m.d.sync += done.eq(ctrl["valid"] & ctrl.get("last", C(1)))
 
         # ---- Output FIFO: the credits above guarantee it is never written when full. -----

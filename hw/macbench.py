@@ -1,9 +1,16 @@
-"""Cost and speed of one MAC array: cells per MAC lane from Yosys, Fmax from nextpnr.
+"""Cost and speed of one MAC array: cells per MAC lane from Yosys, Fmax from nextpnr; and the
+cells of every layer of a build beside the resource model's estimate.
 
 Command line::
 
     python -m hw.macbench [--bits 4,8] [--multiplier dsp,lut,packed] [--pe 4] [--simd 4]
                           [--fan-in 64] [--channels 16]
+    python -m hw.macbench --build DIR [--device NAME]
+
+``--build DIR`` takes a ``hw.build`` output (its quantized model and fold), synthesizes each
+layer's stages alone for the build's device and prints, per layer, Yosys' LUT4s, flip-flops,
+block RAMs and DSPs beside :func:`hw.folding.layer_estimates`: the measurements the model's
+constants are fitted to.
 
 The array gets random weights of the given width and unsigned inputs of the same width, and
 multiplies with each ``--multiplier`` kind (:mod:`hw.multiplier`); ``"packed"`` is checked
@@ -19,6 +26,7 @@ include the LUT beside every ``SB_CARRY``; on ECP5 the carry chains are ``CCU2C`
 """
 
 import argparse
+import json
 import re
 import subprocess
 import tempfile
@@ -31,13 +39,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from sw.errors import UserError, cli_main
-from sw.qmodel import Dense, weight_range
+from sw.qmodel import Dense, load_qmodel, weight_range
 
+from .folding import DEVICES, layer_estimates, load_fold
 from .mac_array import MACArray
 from .multiplier import DSP_WIDTHS, KINDS, packing_shift
+from .network import layer_stages
 from .toolchain import SCRIPT_AFTER_READ, synthesize, tool
 
-__all__ = ["Harness", "main", "measure"]
+__all__ = ["Harness", "layer_cells", "main", "measure"]
 
 _PNR = {
     "ice40": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained",
@@ -130,6 +140,52 @@ def _row(bits, device, family, multiplier, r, lanes):
             f"| {r['ffs'] / lanes:.1f} | {r['dsps'] / lanes:.2f} | {fmax} |")
 
 
+def layer_cells(directory, device):
+    """``{layer: (measured, estimated)}`` for the ``hw.build`` output in ``directory``:
+    Yosys' cell counts of each layer's stages synthesized alone (``luts`` as LUT4s plus two
+    per ECP5 carry cell, ``ffs``, ``brams``, ``dsps``), and the model's estimate."""
+    directory = Path(directory)
+    try:
+        qmodel = load_qmodel(directory / "export" / "model.npz")
+    except FileNotFoundError:
+        raise UserError(f"{str(directory)!r} is not a hw.build output (no "
+                        f"export/model.npz)") from None
+    width = DSP_WIDTHS[device.family]
+    fold = load_fold(directory / "fold.json", qmodel, width)
+    estimates = layer_estimates(qmodel, fold, device)
+    rows = {}
+    for index, layer in enumerate(qmodel.layers):
+        stages = layer_stages(qmodel, fold, index, width)
+        if not stages:
+            continue
+        measured = dict.fromkeys(("luts", "ffs", "brams", "dsps"), 0)
+        for _, stage in stages:
+            cells = synthesize(stage, device.family)
+            carries = 2 * cells["carries"] if device.family == "ecp5" else 0
+            for key in measured:
+                measured[key] += cells[key] + (carries if key == "luts" else 0)
+        rows[layer.name] = (measured, vars(estimates[layer.name]))
+    return rows
+
+
+def _build_table(directory, device_name):
+    device = DEVICES[device_name]
+    print(f"| layer | LUT4 measured / estimated | FFs | BRAM | DSP |  ({device.name})")
+    print("|---|---|---|---|---|")
+    totals = [dict.fromkeys(("luts", "ffs", "brams", "dsps"), 0) for _ in range(2)]
+    for name, pair in layer_cells(directory, device).items():
+        for total, values in zip(totals, pair, strict=True):
+            for key in total:
+                total[key] += values[key]
+        measured, estimated = pair
+        print(f"| {name} | " + " | ".join(f"{measured[key]} / {estimated[key]}"
+                                          for key in ("luts", "ffs", "brams", "dsps")) + " |",
+              flush=True)
+    measured, estimated = totals
+    print("| all layers | " + " | ".join(f"{measured[key]} / {estimated[key]}"
+                                        for key in ("luts", "ffs", "brams", "dsps")) + " |")
+
+
 def _multipliers(text):
     kinds = [part.strip() for part in str(text).split(",") if part.strip()]
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -151,7 +207,17 @@ def main(argv=None):
     parser.add_argument("--simd", type=int, default=4)
     parser.add_argument("--fan-in", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--build", default=None, metavar="DIR",
+                        help="per-layer cells of a hw.build output against the model")
+    parser.add_argument("--device", default=None, choices=sorted(DEVICES),
+                        help="device of --build (default: its report's)")
     args = parser.parse_args(argv)
+    if args.build:
+        report = Path(args.build) / "report.json"
+        device = args.device or (json.loads(report.read_text())["device"]
+                                 if report.is_file() else "LFE5U-85F")
+        _build_table(args.build, device)
+        return
     multipliers = _multipliers(args.multiplier)
     lanes = args.pe * args.simd
     print(f"MAC array {args.pe} PE x {args.simd} SIMD, {args.fan_in} inputs x {args.channels} "

@@ -12,6 +12,7 @@ per image; :func:`schedule` predicts them and the slowest stage sets the image i
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -23,13 +24,15 @@ from sw.qmodel import Conv2D, Dense, Pool2D
 from .argmax import Argmax
 from .fifo import StreamFIFO
 from .mac_array import MACArray
+from .multiplier import DSP_WIDTHS, KINDS, packing_shift
 from .pool import Pool
 from .requantize import Requantize
 from .width import WidthConverter
 from .window import WindowGenerator
 
-__all__ = ["Accelerator", "Stage", "check_fold", "conv_window", "default_fold", "input_lanes",
-           "layer_stages", "schedule", "simd_unit"]
+__all__ = ["Accelerator", "Fold", "LayerFold", "Stage", "check_fold", "conv_window",
+           "default_fold", "fold_from_json", "input_lanes", "layer_stages", "schedule",
+           "simd_unit"]
 
 
 def _shape(bits, is_signed):
@@ -49,49 +52,139 @@ def simd_unit(layer):
     return layer.fan_in
 
 
-def _window_pixels(layer, simd):
-    """``pixels`` of a conv's window generator: channel groups of ``gcd(simd, Cin)`` where
-    SIMD divides a kernel row (its kernel-row path reads them straight out of the line
-    buffer), else whole pixels, so the input is not slower than the window register."""
-    return None if (layer.kernel_size * layer.in_shape[-1]) % simd == 0 else 1
+def _window_pixels(layer, simd, upstream=1):
+    """``pixels`` of a conv's window generator fed ``upstream`` elements a transfer: several
+    whole pixels a word where the upstream brings them (the core's input at several pixels
+    per clock); else channel groups of ``gcd(simd, Cin)`` where SIMD divides a kernel row
+    (its kernel-row path reads them straight out of the line buffer); else one whole pixel,
+    so the input is not slower than the window register."""
+    channels, width = layer.in_shape[-1], layer.in_shape[1]
+    if upstream > channels and upstream % channels == 0 and width % (upstream // channels) == 0:
+        return upstream // channels
+    return None if (layer.kernel_size * channels) % simd == 0 else 1
 
 
-def input_lanes(layer, simd):
-    """Lanes of the stream a weight layer takes in: a conv's window generator reads
-    ``gcd(simd, Cin)`` channels or a whole pixel a word (see :func:`conv_window`) and
-    gathers SIMD from several pixels itself."""
+def input_lanes(layer, simd, upstream=1):
+    """Lanes of the stream a weight layer takes in from a stream of ``upstream`` lanes: a
+    conv's window generator reads several pixels, ``gcd(simd, Cin)`` channels or a whole
+    pixel a word (see :func:`conv_window`) and gathers SIMD from several pixels itself."""
     if not isinstance(layer, Conv2D):
         return simd
     channels = layer.in_shape[-1]
-    return math.gcd(simd, channels) if _window_pixels(layer, simd) is None else channels
+    pixels = _window_pixels(layer, simd, upstream)
+    return math.gcd(simd, channels) if pixels is None else pixels * channels
 
 
-def conv_window(layer, simd, shape):
+def conv_window(layer, simd, shape, upstream=1):
     """The :class:`~hw.window.WindowGenerator` of a conv layer folded to ``simd`` lanes,
-    taking elements of ``shape``."""
+    taking elements of ``shape`` from a stream of ``upstream`` lanes."""
     height, width, channels = layer.in_shape
     return WindowGenerator(height=height, width=width, channels=channels,
                            kernel=layer.kernel_size, shape=shape, simd=simd,
                            stride=layer.stride, padding=layer.padding,
-                           pixels=_window_pixels(layer, simd))
+                           pixels=_window_pixels(layer, simd, upstream))
 
 
-def check_fold(qmodel, fold):
-    """Validate ``fold`` (``{layer name: (pe, simd)}``) and fill in missing layers with 1, 1.
+class LayerFold(NamedTuple):
+    """How one weight layer is folded: ``pe`` output lanes x ``simd`` input lanes, the
+    ``multiplier`` kind of its lanes (:mod:`hw.multiplier`: ``"dsp"``, ``"lut"`` or
+    ``"packed"``) and how many of its SIMD lanes use it (the others are ``"lut"``)."""
+
+    pe: int
+    simd: int
+    multiplier: str = "dsp"
+    #: SIMD lanes that use ``multiplier``'s hard multipliers, the rest LUT-built; all if None.
+    hard_lanes: int | None = None
+
+
+class Fold(dict):
+    """A folding: ``{weight layer name: LayerFold}``, and ``pixels``, the input elements
+    (bytes of the image) the core takes per transfer of its input stream.
+
+    Parameters
+    ----------
+    layers : dict or iterable of pairs
+    pixels : int
+    """
+
+    def __init__(self, layers=(), pixels=1):
+        super().__init__(layers)
+        self.pixels = pixels
+
+    def to_json(self):
+        """``{"pixels": P, "layers": {name: [pe, simd, multiplier, hard_lanes]}}``."""
+        return {"pixels": self.pixels,
+                "layers": {name: list(entry) for name, entry in self.items()}}
+
+
+def fold_from_json(raw):
+    """A fold from :meth:`Fold.to_json`'s form, or from a plain ``{name: [pe, simd, ...]}``
+    (one pixel per transfer)."""
+    if isinstance(raw, dict) and set(raw) == {"pixels", "layers"}:
+        return Fold({str(name): tuple(value) for name, value in raw["layers"].items()},
+                    int(raw["pixels"]))
+    return Fold({str(name): tuple(value) for name, value in raw.items()})
+
+
+def _check_pixels(qmodel, pixels):
+    """``pixels`` (input elements per transfer), checked against the first layer's needs."""
+    # The first layer that computes (a Flatten changes nothing in the stream).
+    first = next(layer for layer in qmodel.layers if isinstance(layer, Conv2D | Dense | Pool2D))
+    elements = math.prod(qmodel.input_shape)
+    channels, width = qmodel.input_shape[-1], qmodel.input_shape[1]
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
+        raise UserError(f"fold: pixels must be a positive integer, not {pixels!r}")
+    if isinstance(first, Conv2D):
+        ok = pixels == 1 or (pixels % channels == 0 and width % (pixels // channels) == 0)
+        need = f"1, or a multiple of its {channels} channels whose pixels divide its width"
+    elif isinstance(first, Dense):
+        ok, need = elements % pixels == 0, f"a divisor of its {elements} inputs"
+    else:
+        ok, need = channels % pixels == 0, f"a divisor of its {channels} channels"
+    if not ok:
+        raise UserError(f"fold: {pixels} pixels per transfer do not suit the first layer "
+                        f"{first.name!r}: use {need}")
+    return pixels
+
+
+def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
+    """Validate ``fold`` and fill in missing layers with ``LayerFold(1, 1)``.
+
+    Parameters
+    ----------
+    qmodel : sw.qmodel.QModel
+    fold : dict
+        ``{layer name: (pe, simd)}``, ``(pe, simd, multiplier)`` (default ``"dsp"``) or
+        ``(pe, simd, multiplier, hard_lanes)`` (see :class:`LayerFold`).
+    dsp_width : int
+        The hard multiplier's operand width a ``"packed"`` layer must fit.
+
+    Returns
+    -------
+    Fold
+        Its ``pixels`` are ``fold``'s (1 for a plain dict).
 
     Raises
     ------
     UserError
-        Naming the layer whose PE does not divide its outputs or SIMD its inputs.
+        Naming the layer whose PE does not divide its outputs, SIMD its inputs, or whose
+        multiplier kind is unknown or cannot pack its products.
     """
     names = {layer.name for layer in qmodel.weight_layers}
     unknown = sorted(set(fold) - names)
     if unknown:
         raise UserError(f"fold names unknown layers {unknown}; the model's weight layers are "
                         f"{sorted(names)}")
-    checked = {}
+    checked = Fold(pixels=_check_pixels(qmodel, getattr(fold, "pixels", 1)))
     for layer in qmodel.weight_layers:
-        pe, simd = (int(v) for v in fold.get(layer.name, (1, 1)))
+        try:
+            entry = tuple(fold.get(layer.name, (1, 1)))
+            pe, simd = (int(v) for v in entry[:2])
+            multiplier = str(entry[2]) if len(entry) > 2 else "dsp"
+            hard_lanes = int(entry[3]) if len(entry) > 3 and entry[3] is not None else None
+        except (TypeError, ValueError) as error:
+            raise UserError(f"layer {layer.name!r}: expected [pe, simd, multiplier, "
+                            f"hard_lanes], not {fold.get(layer.name)!r} ({error})") from None
         unit = simd_unit(layer)
         if pe < 1 or layer.channels % pe:
             raise UserError(f"layer {layer.name!r}: PE {pe} must divide its {layer.channels} "
@@ -99,7 +192,19 @@ def check_fold(qmodel, fold):
         if simd < 1 or unit % simd:
             what = "window inputs (K x K x Cin)" if isinstance(layer, Conv2D) else "inputs"
             raise UserError(f"layer {layer.name!r}: SIMD {simd} must divide its {unit} {what}")
-        checked[layer.name] = (pe, simd)
+        if multiplier not in KINDS:
+            raise UserError(f"layer {layer.name!r}: multiplier {multiplier!r} is not one of "
+                            f"{', '.join(KINDS)}")
+        if multiplier == "packed" and layer.weight_bits > 1:
+            try:
+                packing_shift(layer.weight_bits, _shape(layer.in_bits, layer.in_signed),
+                              dsp_width)
+            except ValueError as error:
+                raise UserError(f"layer {layer.name!r}: {error}") from None
+        if hard_lanes is not None and not 0 <= hard_lanes <= simd:
+            raise UserError(f"layer {layer.name!r}: hard lanes {hard_lanes} must be in "
+                            f"0..{simd} (its SIMD)")
+        checked[layer.name] = LayerFold(pe, simd, multiplier, hard_lanes)
     return checked
 
 
@@ -123,20 +228,19 @@ def schedule(qmodel, fold):
     list of Stage
     """
     fold = check_fold(qmodel, fold)
-    pixels = math.prod(qmodel.input_shape)
-    stages = [Stage("input", "input", pixels)]
-    lanes = 1
+    lanes = fold.pixels
+    stages = [Stage("input", "input", math.prod(qmodel.input_shape) // lanes, lanes, lanes)]
     for layer in qmodel.layers:
         if isinstance(layer, Conv2D | Dense):
-            pe, simd = fold[layer.name]
-            elements, needed = math.prod(layer.in_shape), input_lanes(layer, simd)
+            pe, simd = fold[layer.name][:2]
+            elements, needed = math.prod(layer.in_shape), input_lanes(layer, simd, lanes)
             if lanes != needed:
                 stages.append(Stage(f"{layer.name}.width", "width",
                                     elements // min(lanes, needed)))
             if isinstance(layer, Conv2D):
                 # The window generator's own interval: its input, its output, and on its
                 # window-register path the wait of each window row for its first columns.
-                window = conv_window(layer, simd, unsigned(1))
+                window = conv_window(layer, simd, unsigned(1), needed)
                 window._MustUse__silence = True  # built only to ask its schedule
                 stages.append(Stage(f"{layer.name}.window", "window", window.cycles_per_image,
                                     simd=simd))
@@ -154,17 +258,17 @@ def schedule(qmodel, fold):
 
 def _input_formats(qmodel, fold):
     """The element shape and lanes of the stream entering each layer."""
-    shape, lanes, formats = unsigned(qmodel.input_bits), 1, []
+    shape, lanes, formats = unsigned(qmodel.input_bits), fold.pixels, []
     for layer in qmodel.layers:
         formats.append((shape, lanes))
         if isinstance(layer, Conv2D | Dense):
             if not layer.is_output:
                 shape = _shape(layer.out_bits, layer.out_signed)
-            lanes = fold[layer.name][0]
+            lanes = fold[layer.name].pe
     return formats
 
 
-def layer_stages(qmodel, fold, index):
+def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
     """The named stages that compute ``qmodel.layers[index]``, in stream order.
 
     Each stage's ``o`` feeds the next one's ``i``. A ``Flatten`` has none: the stream order
@@ -177,30 +281,34 @@ def layer_stages(qmodel, fold, index):
         ``{weight layer name: (pe, simd)}`` (see :func:`check_fold`).
     index : int
         Position of the layer in ``qmodel.layers``.
+    dsp_width : int
+        Operand width of the target's hard multiplier (:data:`hw.multiplier.DSP_WIDTHS`).
 
     Returns
     -------
     list of (str, wiring.Component)
     """
-    fold = check_fold(qmodel, fold)
+    fold = check_fold(qmodel, fold, dsp_width)
     layer = qmodel.layers[index]
     shape, lanes = _input_formats(qmodel, fold)[index]
     name, stages = f"l{index}_{layer.name}", []
     if isinstance(layer, Conv2D | Dense):
-        pe, simd = fold[layer.name]
-        if lanes != input_lanes(layer, simd):
+        pe, simd, multiplier, hard_lanes = fold[layer.name]
+        needed = input_lanes(layer, simd, lanes)
+        if lanes != needed:
             stages.append((f"{name}_width", WidthConverter(
-                shape=shape, in_lanes=lanes, out_lanes=input_lanes(layer, simd))))
+                shape=shape, in_lanes=lanes, out_lanes=needed)))
         if isinstance(layer, Dense) and layer.channels // pe > 1:
             # The MAC array takes input only during its first pass over the outputs;
             # a vector's worth of buffer keeps the upstream layers busy meanwhile.
             stages.append((f"{name}_buffer", StreamFIFO(
                 shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1)))
         if isinstance(layer, Conv2D):
-            stages.append((f"{name}_window", conv_window(layer, simd, shape)))
+            stages.append((f"{name}_window", conv_window(layer, simd, shape, needed)))
         stages.append((f"{name}_mac", MACArray(
             layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
-            acc_bits=layer.acc_bits, pe=pe, simd=simd)))
+            acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+            dsp_width=dsp_width, hard_lanes=hard_lanes)))
         if not layer.is_output:
             stages.append((f"{name}_requantize", Requantize(
                 layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
@@ -219,26 +327,34 @@ class Accelerator(wiring.Component):
     Parameters
     ----------
     qmodel : sw.qmodel.QModel
-    fold : dict, optional
-        ``{weight layer name: (pe, simd)}``; missing layers get ``(1, 1)``.
+    fold : dict or Fold, optional
+        ``{weight layer name: (pe, simd[, multiplier[, hard_lanes]])}`` (see
+        :func:`check_fold`); missing layers get ``(1, 1)``. A :class:`Fold` also sets the
+        input's pixels per transfer (1 otherwise).
+    dsp_width : int
+        Operand width of the target's hard multiplier, 18 (ECP5, default) or 16 (iCE40):
+        ``"packed"`` layers must fit it. It changes no result, only what is accepted.
 
     Attributes
     ----------
-    i : In(stream.Signature(ArrayLayout(unsigned(8), 1)))
-        The image's bytes in ``(y, x, c)`` order, one per transfer.
+    i : In(stream.Signature(ArrayLayout(unsigned(8), pixels)))
+        The image's bytes in ``(y, x, c)`` order, ``fold.pixels`` per transfer (lane 0
+        first).
     o : Out(stream.Signature(StructLayout({"label", "logits"})))
         One transfer per image: the class (lowest index on a tie) and every logit.
     """
 
-    def __init__(self, qmodel, fold=None):
+    def __init__(self, qmodel, fold=None, dsp_width=DSP_WIDTHS["ecp5"]):
         self._qmodel = qmodel
-        self._fold = check_fold(qmodel, fold or {})
+        self._dsp_width = dsp_width
+        self._fold = check_fold(qmodel, {} if fold is None else fold, dsp_width)
         self._schedule = schedule(qmodel, self._fold)
         output = qmodel.output_layer
         self._argmax = Argmax(classes=output.channels, shape=signed(output.acc_bits),
-                              lanes=self._fold[output.name][0])
+                              lanes=self._fold[output.name].pe)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(unsigned(qmodel.input_bits), 1))),
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(qmodel.input_bits),
+                                                      self._fold.pixels))),
             "o": Out(stream.Signature(self._argmax.output_layout)),
         })
 
@@ -248,8 +364,8 @@ class Accelerator(wiring.Component):
 
     @property
     def fold(self):
-        """``{weight layer name: (pe, simd)}`` for every weight layer."""
-        return dict(self._fold)
+        """The :class:`Fold`: a :class:`LayerFold` for every weight layer, and ``pixels``."""
+        return Fold(self._fold, self._fold.pixels)
 
     @property
     def stages(self):
@@ -263,7 +379,13 @@ class Accelerator(wiring.Component):
 
     @property
     def pixels(self):
+        """Bytes of one image."""
         return math.prod(self._qmodel.input_shape)
+
+    @property
+    def input_lanes(self):
+        """Bytes of the image per transfer on :attr:`i`."""
+        return self._fold.pixels
 
     @property
     def classes(self):
@@ -280,13 +402,13 @@ class Accelerator(wiring.Component):
     @property
     def multipliers(self):
         """MAC lanes instantiated (PE x SIMD summed over weight layers)."""
-        return sum(pe * simd for pe, simd in self._fold.values())
+        return sum(entry.pe * entry.simd for entry in self._fold.values())
 
     def elaborate(self, platform):
         m = Module()
         upstream = wiring.flipped(self.i)  # the stream feeding the next stage
         stages = [stage for index in range(len(self._qmodel.layers))
-                  for stage in layer_stages(self._qmodel, self._fold, index)]
+                  for stage in layer_stages(self._qmodel, self._fold, index, self._dsp_width)]
         for name, stage in [*stages, ("argmax", self._argmax)]:
             m.submodules[name] = stage
             wiring.connect(m, upstream=upstream, downstream=stage.i)

@@ -108,6 +108,13 @@ def _core_int(core, name, low, high):
     return value
 
 
+def image_buffer_signature(pixels, lanes):
+    """The image buffer's write port: ``pixels // lanes`` words of ``lanes`` bytes, written a
+    byte at a time."""
+    return WritePort.Signature(addr_width=ceil_log2(pixels // lanes), shape=unsigned(8 * lanes),
+                               granularity=8)
+
+
 class FrameParser(wiring.Component):
     """Checks request frames and writes their pixels into the image buffer.
 
@@ -117,6 +124,8 @@ class FrameParser(wiring.Component):
         Pixels per image, the only pixel count a request may announce.
     timeout_cycles : int
         Idle cycles (``receiving`` low) that end a request part-way.
+    lanes : int
+        Pixels per buffer word (the core takes a word per transfer); must divide ``pixels``.
 
     Attributes
     ----------
@@ -127,8 +136,10 @@ class FrameParser(wiring.Component):
         The receiver's framing-error pulse.
     receiving : In(1)
         The receiver's ``busy``; the line counts as idle while it is low.
-    write : In(WritePort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8)))
-        The image buffer's write port: pixel ``n`` of a request goes to address ``n``.
+    write : In(WritePort.Signature(addr_width=ceil_log2(pixels // lanes),
+                                   shape=unsigned(8 * lanes), granularity=8))
+        The image buffer's write port: pixel ``n`` of a request goes to address
+        ``n // lanes``, byte lane ``n % lanes``.
     o : Out(stream.Signature(REQUEST_LAYOUT))
         One transfer per request. ``valid`` rises in the cycle after the checksum byte of a
         good request (status ``OK``), or once the line has been idle for ``timeout_cycles``
@@ -137,13 +148,15 @@ class FrameParser(wiring.Component):
         parser hunts for the next request magic.
     """
 
-    def __init__(self, *, pixels, timeout_cycles):
-        self._pixels, self._timeout = pixels, timeout_cycles
+    def __init__(self, *, pixels, timeout_cycles, lanes=1):
+        if pixels % lanes:
+            raise ValueError(f"lanes {lanes} must divide the {pixels} pixels")
+        self._pixels, self._timeout, self._lanes = pixels, timeout_cycles, lanes
         super().__init__({
             "i": In(stream.Signature(unsigned(8))),
             "error": In(1),
             "receiving": In(1),
-            "write": In(WritePort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8))),
+            "write": In(image_buffer_signature(pixels, lanes)),
             "o": Out(stream.Signature(REQUEST_LAYOUT)),
         })
 
@@ -161,10 +174,14 @@ class FrameParser(wiring.Component):
         with m.Elif(~timed_out):
             m.d.sync += idle.eq(idle + 1)
 
-        index = Signal(range(self._pixels))
+        index = Signal(range(self._pixels))  # the pixel
+        word = Signal(range(self._pixels // self._lanes))  # the buffer word it goes to
+        lane = Signal(range(self._lanes))  # and its byte lane there
         crc = Signal(8)
         low = Signal(8)  # the first byte of a 16-bit field
-        m.d.comb += [self.write.addr.eq(index), self.write.data.eq(byte)]
+        m.d.comb += [self.write.addr.eq(word),
+                     self.write.data.eq(Cat(*[byte] * self._lanes))]
+        self._counters = (index, word, lane)
         with m.FSM(name="frame"):
             with m.State("HUNT"):
                 with m.If(got & (byte == REQUEST_MAGIC[0])):
@@ -223,20 +240,26 @@ class FrameParser(wiring.Component):
             with m.Elif(request.bench):
                 m.next = "REPEATS_LOW"
             with m.Else():
-                m.d.sync += index.eq(0)
+                m.d.sync += [counter.eq(0) for counter in self._counters]
                 m.next = "PIXELS"
         elif state == "REPEATS_HIGH":
             with m.If(both == 0):
                 self._abort(m, Status.REPEATS)
             with m.Else():
-                m.d.sync += [request.repeats.eq(both), index.eq(0)]
+                m.d.sync += [request.repeats.eq(both),
+                             *[counter.eq(0) for counter in self._counters]]
                 m.next = "PIXELS"
         elif state == "PIXELS":
-            m.d.comb += self.write.en.eq(1)
+            _, word, lane = self._counters
+            m.d.comb += self.write.en.eq(1 << lane)
             with m.If(index == self._pixels - 1):
                 m.next = "CHECKSUM"
             with m.Else():
                 m.d.sync += index.eq(index + 1)
+                with m.If(lane == self._lanes - 1):
+                    m.d.sync += [lane.eq(0), word.eq(word + 1)]
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
         else:
             with m.If(byte == crc):
                 m.d.sync += request.status.eq(Status.OK)
@@ -251,32 +274,39 @@ class ImageFeeder(wiring.Component):
     Parameters
     ----------
     pixels : int
-        Pixels per image (the buffer's depth).
+        Pixels per image.
+    lanes : int
+        Pixels per buffer word and per transfer on ``o``; must divide ``pixels``.
 
     Attributes
     ----------
     i : In(stream.Signature(unsigned(16)))
         Jobs: how many times ``N`` (at least 1) to send the image. Taken while the feeder is
         idle; the first pixel is read in the same cycle.
-    read : In(ReadPort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8)))
+    read : In(ReadPort.Signature(addr_width=ceil_log2(pixels // lanes),
+                                 shape=unsigned(8 * lanes)))
         The image buffer's (synchronous) read port.
-    o : Out(stream.Signature(unsigned(8)))
-        The pixels, image after image. The next pixel is read in every cycle in which the
-        waiting one is taken, so ``o.valid`` stays high from the first pixel to the last:
-        the core is fed in every cycle it is ready, also across images.
+    o : Out(stream.Signature(unsigned(8 * lanes)))
+        The pixels, image after image, ``lanes`` a transfer (the first in the low byte). The
+        next word is read in every cycle in which the waiting one is taken, so ``o.valid``
+        stays high from the first word to the last: the core is fed in every cycle it is
+        ready, also across images.
     """
 
-    def __init__(self, *, pixels):
-        self._pixels = pixels
+    def __init__(self, *, pixels, lanes=1):
+        if pixels % lanes:
+            raise ValueError(f"lanes {lanes} must divide the {pixels} pixels")
+        self._words = pixels // lanes
         super().__init__({
             "i": In(stream.Signature(unsigned(MAX_REPEATS.bit_length()))),
-            "read": In(ReadPort.Signature(addr_width=ceil_log2(pixels), shape=unsigned(8))),
-            "o": Out(stream.Signature(unsigned(8))),
+            "read": In(ReadPort.Signature(addr_width=ceil_log2(self._words),
+                                          shape=unsigned(8 * lanes))),
+            "o": Out(stream.Signature(unsigned(8 * lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        index = Signal(range(self._pixels))  # the next pixel to read
+        index = Signal(range(self._words))  # the next word to read
         images = Signal.like(self.i.payload)  # images left to read, the current one included
         running = Signal()  # pixels are left to read
         start, fetch = Signal(), Signal()
@@ -295,8 +325,8 @@ class ImageFeeder(wiring.Component):
         ]
         with m.If(fetch):
             m.d.sync += self.o.valid.eq(1)
-            with m.If(address == self._pixels - 1):
-                # The next image starts from its first pixel in the next cycle: no bubble.
+            with m.If(address == self._words - 1):
+                # The next image starts from its first word in the next cycle: no bubble.
                 m.d.sync += [index.eq(0), images.eq(remaining - 1),
                              running.eq(remaining != 1)]
             with m.Else():
@@ -426,9 +456,10 @@ class UARTTop(wiring.Component):
     Parameters
     ----------
     core : wiring.Component
-        The accelerator: ``i`` takes one image's pixels (one byte per transfer, raster
-        order), ``o`` gives one ``{label, logits}`` transfer per image; it has the properties
-        ``pixels``, ``classes``, ``logit_bits`` and ``label_bits``. It becomes a submodule.
+        The accelerator: ``i`` takes one image's pixels (raster order, ``input_lanes``
+        bytes per transfer, 1 if the core has no such property), ``o`` gives one
+        ``{label, logits}`` transfer per image; it has the properties ``pixels``,
+        ``classes``, ``logit_bits`` and ``label_bits``. It becomes a submodule.
     divisor : int
         Clock cycles per bit, ``clock_hz // baud`` (at least 4).
     timeout_cycles : int
@@ -448,9 +479,10 @@ class UARTTop(wiring.Component):
 
     Notes
     -----
-    A request's pixels are written into a buffer (a block RAM of ``pixels`` bytes, synchronous
-    read) and only streamed into ``core`` once the whole request, checksum included, has
-    arrived intact; so the core only ever sees whole images, whatever arrives on the line.
+    A request's pixels are written into a buffer (a block RAM of ``pixels`` bytes in words
+    of ``input_lanes`` bytes, synchronous read) and only streamed into ``core`` once the
+    whole request, checksum included, has arrived intact; so the core only ever sees whole
+    images, whatever arrives on the line.
     Any error part-way through a request (framing error, unknown command, wrong pixel count,
     a bench repeat count of 0, bad checksum, idle timeout) discards it; the device then
     ignores the line until it has been idle for ``timeout_cycles``, sends the error
@@ -470,6 +502,11 @@ class UARTTop(wiring.Component):
             if not hasattr(core, name):
                 raise TypeError(f"core must have stream port {name!r}, not {core!r}")
         self._pixels = _core_int(core, "pixels", 1, MAX_PIXELS)
+        self._lanes = _core_int(core, "input_lanes", 1, 64) if hasattr(
+            core, "input_lanes") else 1
+        if self._pixels % self._lanes:
+            raise ValueError(f"core.input_lanes ({self._lanes}) must divide core.pixels "
+                             f"({self._pixels})")
         self._classes = _core_int(core, "classes", 1, 255)
         self._label_bits = _core_int(core, "label_bits", 1, 8)
         self._logit_bits = _core_int(core, "logit_bits", 1, 64)
@@ -535,9 +572,11 @@ class UARTTop(wiring.Component):
         m.submodules.receiver = receiver = UARTReceiver(divisor=self._divisor)
         m.submodules.transmitter = transmitter = UARTTransmitter(divisor=self._divisor)
         m.submodules.parser = parser = FrameParser(pixels=self._pixels,
-                                                   timeout_cycles=self._timeout)
-        m.submodules.buffer = buffer = Memory(shape=unsigned(8), depth=self._pixels, init=[])
-        m.submodules.feeder = feeder = ImageFeeder(pixels=self._pixels)
+                                                   timeout_cycles=self._timeout,
+                                                   lanes=self._lanes)
+        m.submodules.buffer = buffer = Memory(shape=unsigned(8 * self._lanes),
+                                              depth=self._pixels // self._lanes, init=[])
+        m.submodules.feeder = feeder = ImageFeeder(pixels=self._pixels, lanes=self._lanes)
         m.submodules.timer = timer = BenchTimer()
         m.submodules.sender = sender = ResponseSender(
             classes=self._classes, label_bits=self._label_bits, logit_bits=self._logit_bits)
@@ -545,9 +584,9 @@ class UARTTop(wiring.Component):
         m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx),
                      parser.error.eq(receiver.error), parser.receiving.eq(receiver.busy)]
         wiring.connect(m, receiver.o, parser.i)
-        wiring.connect(m, parser.write, buffer.write_port())
+        wiring.connect(m, parser.write, buffer.write_port(granularity=8))
         wiring.connect(m, feeder.read, buffer.read_port())
-        # The core's pixel is an ``ArrayLayout`` of one lane: joined by hand, not connect().
+        # The core's pixels are an ``ArrayLayout`` of bytes: joined by hand, not connect().
         m.d.comb += [core.i.valid.eq(feeder.o.valid), feeder.o.ready.eq(core.i.ready),
                      Value.cast(core.i.payload).eq(feeder.o.payload)]
         wiring.connect(m, sender.o, transmitter.i)

@@ -39,7 +39,8 @@ from .harness import unpack
 
 __all__ = ["SOURCE", "TAP_TOPLEVEL", "VERILATOR_FLAGS", "CompiledCore", "Harness",
            "SimulationError", "accelerator", "build", "compare_outputs", "core_deadline",
-           "describe_difference", "first_differing_layer", "layer_taps", "port_width",
+           "describe_difference", "first_differing_layer", "input_words", "layer_taps",
+           "port_width",
            "simulate_core", "simulate_words", "tap_verilog"]
 
 SOURCE = Path(__file__).resolve().parent / "compiled_tb.cpp"
@@ -339,6 +340,15 @@ def accelerator(qmodel, fold):
     return _described(Accelerator(qmodel, fold))
 
 
+def input_words(images, core):
+    """``images`` (bytes, any shape) as the core's input payloads: ``core.input_lanes``
+    bytes a word, the first in the low bits (``uint64``)."""
+    lanes, bits = core.input_lanes, core.qmodel.input_bits
+    pixels = np.asarray(images, dtype=np.uint64).reshape(-1, lanes)
+    shifts = np.arange(lanes, dtype=np.uint64) * np.uint64(bits)
+    return (pixels << shifts).sum(axis=1, dtype=np.uint64)
+
+
 def core_deadline(core, images, idle=0.0, stall=0.0):
     """Generous cycles for ``images`` images through ``core`` (as :mod:`sim.core` allows)."""
     slack = 4 * (1 + idle + stall) / max(1e-3, 1 - max(idle, stall))
@@ -371,15 +381,17 @@ class CompiledCore:
             self.core, name=TOPLEVEL)
         self.harness = build(self.verilog)
         need = self.core.label_bits + self.core.classes * self.core.logit_bits
-        if (self.harness.in_width, self.harness.out_width) != (qmodel.input_bits, need):
+        in_width = qmodel.input_bits * self.core.input_lanes
+        if (self.harness.in_width, self.harness.out_width) != (in_width, need):
             raise UserError(f"the Verilog's streams (i {self.harness.in_width} bits, o "
                             f"{self.harness.out_width} bits) do not fit {qmodel.name} folded "
-                            f"as given (i {qmodel.input_bits}, o {need} bits)")
+                            f"as given (i {in_width}, o {need} bits)")
 
     def run(self, images, *, idle=0.0, stall=0.0, seed=0, workdir=None):
         """Run ``images`` and compare with the golden model; see :func:`simulate_core`."""
         images = np.asarray(images, dtype=np.uint8).reshape(-1, *self.qmodel.input_shape)
-        received = self.harness.run(images.reshape(-1), len(images), idle=idle, stall=stall,
+        received = self.harness.run(input_words(images, self.core), len(images), idle=idle,
+                                    stall=stall,
                                     seed=seed, workdir=workdir,
                                     deadline=core_deadline(self.core, len(images), idle, stall))
         return compare_outputs(self.qmodel, self.core, images, received["words"],
@@ -549,7 +561,7 @@ def first_differing_layer(qmodel, fold, image, *, verilog=None, workdir=None):
     taps = layer_taps(qmodel, core.fold, verilog)
     harness = build(verilog + tap_verilog(taps, in_width, out_width), TAP_TOPLEVEL,
                     [tap.name for tap in taps])
-    received = harness.run(image.reshape(-1), 1, deadline=core_deadline(core, 1),
+    received = harness.run(input_words(image, core), 1, deadline=core_deadline(core, 1),
                            workdir=workdir)
     outputs = run(qmodel, image)
     for tap in taps:

@@ -4,7 +4,7 @@ import numpy as np
 
 from sw.golden import argmax, classify
 
-from .harness import simulate_stream
+from .harness import pack, simulate_stream
 
 __all__ = ["TOPLEVEL", "core_verilog", "decode_output", "simulate_core"]
 
@@ -47,7 +47,8 @@ def simulate_core(qmodel, fold, images, *, idle=0.0, stall=0.0, seed=0,
     images = np.asarray(images, dtype=np.uint8)
     slack = 4 * (1 + idle + stall) / max(1e-3, 1 - max(idle, stall))
     deadline = int((len(images) + 4) * core.cycles_per_image * slack + 20 * core.pixels + 10000)
-    received = simulate_stream(verilog, TOPLEVEL, images.reshape(-1).tolist(), len(images),
+    words = pack(images, qmodel.input_bits, core.input_lanes)
+    received = simulate_stream(verilog, TOPLEVEL, words, len(images),
                                deadline=deadline, idle=idle, stall=stall, seed=seed,
                                simulator=simulator, workdir=workdir, waves=waves)
     decoded = [decode_output(word, core.label_bits, core.classes, core.logit_bits)

@@ -188,7 +188,7 @@ def regress(qmodel, fold, images, labels, *, jobs=2, simulator="verilator", idle
         "sim_images_per_second": len(images) / elapsed, "seconds": elapsed,
         "build_seconds": build_seconds, "harness": harness,
         "simulator": "verilator" if harness == "compiled" else simulator, "jobs": jobs,
-        "idle": idle, "stall": stall, "fold": fold,
+        "idle": idle, "stall": stall, "fold": accelerator(qmodel, fold).fold.to_json(),
     }
 
 

@@ -11,10 +11,10 @@ exactly the expected responses, with nothing left over.
 
 Configuration arrives through the environment (see :func:`sim.uart.simulate_uart_top`):
 ``NNFPGA_QMODEL`` (quantized model ``.npz``), ``NNFPGA_IMAGES`` (``.npz`` with ``images``),
-``NNFPGA_FOLD`` (JSON ``{layer: [pe, simd]}``), ``NNFPGA_DIVISOR``, ``NNFPGA_TIMEOUT`` (the
-device's idle timeout in cycles), ``NNFPGA_FAULTS`` (comma-separated), ``NNFPGA_BENCH``
-(comma-separated repeat counts), ``NNFPGA_SEED`` and ``NNFPGA_RESULTS`` (where the JSON
-results go).
+``NNFPGA_FOLD`` (JSON as ``hw.network.Fold.to_json`` writes it), ``NNFPGA_DIVISOR``,
+``NNFPGA_TIMEOUT`` (the device's idle timeout in cycles), ``NNFPGA_FAULTS``
+(comma-separated), ``NNFPGA_BENCH`` (comma-separated repeat counts), ``NNFPGA_SEED`` and
+``NNFPGA_RESULTS`` (where the JSON results go).
 """
 
 import json
@@ -28,7 +28,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.task import bridge
 from cocotb.triggers import ClockCycles
 
-from hw.network import Accelerator
+from hw.network import Accelerator, fold_from_json
 from sim.uart import FAULTS
 from sim.uart_model import SimSerial, UARTDriver, UARTMonitor, character_levels
 from sw.golden import classify
@@ -215,7 +215,7 @@ async def uart_top_classifies_and_recovers(dut):
     qmodel = load_qmodel(os.environ["NNFPGA_QMODEL"])
     with np.load(os.environ["NNFPGA_IMAGES"], allow_pickle=False) as npz:
         images = npz["images"]
-    fold = json.loads(os.environ.get("NNFPGA_FOLD", "{}"))
+    fold = fold_from_json(json.loads(os.environ.get("NNFPGA_FOLD", "{}")))
     divisor = int(os.environ["NNFPGA_DIVISOR"])
     timeout = int(os.environ["NNFPGA_TIMEOUT"])
     faults = [name for name in os.environ.get("NNFPGA_FAULTS", "").split(",") if name]

@@ -93,7 +93,7 @@ def simulate_uart_top(qmodel, fold, images, *, divisor=4, timeout_cycles=None, f
     results_path.unlink(missing_ok=True)
     env = {
         "NNFPGA_QMODEL": scratch / "model.npz", "NNFPGA_IMAGES": scratch / "images.npz",
-        "NNFPGA_FOLD": json.dumps({name: list(pair) for name, pair in top.core.fold.items()}),
+        "NNFPGA_FOLD": json.dumps(top.core.fold.to_json()),
         "NNFPGA_DIVISOR": divisor, "NNFPGA_TIMEOUT": timeout_cycles,
         "NNFPGA_FAULTS": ",".join(faults), "NNFPGA_BENCH": ",".join(map(str, bench)),
         "NNFPGA_SEED": seed,

@@ -428,7 +428,7 @@ def write_exports(qmodel, out, pe_simd=None):
     (out / "flat_weights.txt").write_text("\n".join(lines) + "\n")
     written.append(out / "flat_weights.txt")
     for layer in qmodel.weight_layers:
-        pe, simd = (pe_simd or {}).get(layer.name, (1, 1))
+        pe, simd = tuple((pe_simd or {}).get(layer.name, (1, 1)))[:2]
         digits = (simd * layer.weight_bits + 3) // 4
         for p, words in enumerate(rom_words(layer.matrix, layer.weight_bits, pe, simd)):
             path = out / f"{layer.name}.pe{p}.hex"

@@ -43,10 +43,11 @@ def make_layer(rng, fan_in, channels, weight_bits, in_shape, bias_bits=10):
                  in_bits=in_shape.width, in_signed=in_shape.signed, in_frac=0, relu=False)
 
 
-def make_array(layer, pe, simd, multiplier="dsp"):
+def make_array(layer, pe, simd, multiplier="dsp", hard_lanes=None):
     shape = signed(layer.in_bits) if layer.in_signed else unsigned(layer.in_bits)
     return MACArray(layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
-                    acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier)
+                    acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+                    hard_lanes=hard_lanes)
 
 
 def shape_for(multiplier, weight_bits, in_shape):
@@ -140,6 +141,41 @@ def test_mixed_widths_first_layer_style(weight_bits, in_bits, multiplier):
 
 
 @pytest.mark.parametrize("multiplier", MULTIPLIERS)
+@pytest.mark.parametrize(("weight_bits", "in_bits"), [(1, 8), (2, 2), (3, 5), (4, 8), (8, 4)])
+def test_constant_weights_one_word(weight_bits, in_bits, multiplier):
+    """NF = SF = 1: every lane keeps one weight, built in as a constant (no ROM); the
+    extremes of the input range meet every weight of the range."""
+    rng = np.random.default_rng(weight_bits * 10 + in_bits)
+    lo, hi = weight_range(weight_bits)
+    channels = 4
+    in_shape = shape_for(multiplier, weight_bits, unsigned(in_bits))
+    layer = make_layer(rng, hi - lo + 1, channels, weight_bits, in_shape)
+    if weight_bits > 1:  # every weight value in every channel
+        layer.weight[...] = np.arange(lo, hi + 1)[:, None]
+    dut = make_array(layer, pe=channels, simd=layer.fan_in, multiplier=multiplier)
+    assert (dut.nf, dut.sf) == (1, 1)
+    x = random_inputs(rng, layer, 3)
+    received, _ = simulate(dut, x, seed=in_bits, idle=0.2, stall=0.3)
+    assert received == expected_transfers(layer, x, channels)
+
+
+@pytest.mark.parametrize("multiplier", ["dsp", "packed"])
+@pytest.mark.parametrize(("pe", "simd", "hard_lanes", "weight_bits", "in_bits"), [
+    (2, 5, 2, 4, 8), (3, 4, 1, 4, 4), (4, 6, 5, 2, 2), (2, 3, 0, 4, 8), (5, 4, 3, 3, 6)])
+def test_some_lanes_hard_the_rest_lut(pe, simd, hard_lanes, weight_bits, in_bits, multiplier):
+    """``hard_lanes``: the first lanes use hard (or packed) multipliers, the rest LUTs; a
+    packed PE pair's ROM holds high codes only for its packed lanes."""
+    rng = np.random.default_rng(pe * 100 + simd * 10 + hard_lanes)
+    layer = make_layer(rng, simd * 3, pe * 2, weight_bits, unsigned(in_bits))
+    dut = make_array(layer, pe, simd, multiplier, hard_lanes=hard_lanes)
+    assert dut.hard_lanes == hard_lanes and dut.multiplier == (multiplier if hard_lanes
+                                                               else "lut")
+    x = random_inputs(rng, layer, 3)
+    received, _ = simulate(dut, x, seed=hard_lanes, idle=0.2, stall=0.3)
+    assert received == expected_transfers(layer, x, pe)
+
+
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize("seed", range(4))
 def test_larger_random_shapes(seed, multiplier):
     """Fan-in up to 60 and 12 channels, random divisors, including pe=1/simd=1 and full."""
@@ -173,7 +209,8 @@ def test_full_rate_exact_cycles(fan_in, channels, pe, simd, multiplier):
     layer = make_layer(rng, fan_in, channels, 4, unsigned(4))
     dut = make_array(layer, pe, simd, multiplier)
     stages = (pe + 1) // 2 if multiplier == "packed" else pe
-    assert dut.latency == stages + simd + 5  # ROM read, ROM register, product register
+    # ROM read, ROM register, product register, the adder tree's ceil(log2(simd)) levels...
+    assert dut.latency == stages + (simd - 1).bit_length() + 5
     vectors = 6
     x = random_inputs(rng, layer, vectors)
     received, times = simulate(dut, x)
@@ -225,7 +262,7 @@ def test_properties():
     assert (dut.pe, dut.simd, dut.nf, dut.sf) == (3, 5, 2, 4)
     assert (dut.fan_in, dut.channels, dut.weight_bits) == (20, 6, 4)
     assert dut.acc_bits == layer.acc_bits and dut.in_shape == unsigned(8)
-    assert dut.cycles_per_vector == 8 and dut.latency == 3 + 5 + 5
+    assert dut.cycles_per_vector == 8 and dut.latency == 3 + 3 + 5  # 5 lanes: 3 tree levels
     assert dut.product_bits == 12  # 255 * 7 needs 12 signed bits
     assert np.array_equal(dut.weights, layer.matrix) and np.array_equal(dut.bias, layer.bias)
     assert (dut.multiplier, dut.dsp_width, dut.stages) == ("dsp", 18, ((0,), (1,), (2,)))
@@ -234,7 +271,7 @@ def test_properties():
     with pytest.raises(AttributeError):
         dut.multiplier = "lut"
     packed = make_array(layer, pe=3, simd=5, multiplier="packed")
-    assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 5 + 5
+    assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 3 + 5
     # The ROMs of the second PE of a pair hold w_b - [w_a < 0]; the weights stay as given.
     assert np.array_equal(packed.weights, layer.matrix)
     stored = packed._rom_matrix()

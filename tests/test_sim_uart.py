@@ -47,13 +47,18 @@ def check_bench(results, qmodel, image, repeats):
     return latency
 
 
-def test_uart_top_small_network_with_every_fault(tmp_path, rng):
+@pytest.mark.parametrize("pixels", [1, 2])
+def test_uart_top_small_network_with_every_fault(tmp_path, rng, pixels):
+    """Every fault, and bench counts, with the core taking one or two pixels a transfer (the
+    image buffer then holds two-byte words, written a byte at a time)."""
     import keras
+
+    from hw.network import Fold
 
     qmodel = quantize(extract(small_model(keras, 11, image=8)),
                       rng.integers(0, 256, size=(64, 8, 8)), QuantConfig(weight_bits=4))
     images = rng.integers(0, 256, size=(len(FAULTS) + 1, 8, 8), dtype=np.uint8)
-    fold = {qmodel.weight_layers[0].name: (3, 1)}
+    fold = Fold({qmodel.weight_layers[0].name: (3, 1)}, pixels=pixels)
     results = simulate_uart_top(qmodel, fold, images, divisor=4, timeout_cycles=160,
                                 bench=(1, 2, 5), workdir=tmp_path)
     check(results, qmodel, images, FAULTS)
