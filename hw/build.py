@@ -42,7 +42,7 @@ from sw.quantize import (
 )
 
 from .boards import BOARDS, BoardTop, get_board
-from .folding import DEVICES, auto_fold, estimate, lanes_by_kind, load_fold
+from .folding import DEVICES, auto_fold, device_lanes, estimate, lanes_by_kind, load_fold
 from .multiplier import DSP_WIDTHS
 from .network import Accelerator
 from .pll import pll_settings
@@ -140,8 +140,11 @@ def _write_reports(directory, report, stages):
                                   f"{report['test_images']} test images"
                                   if report["accuracy"] is not None else "not measured"),
         f"- cycles per image (predicted steady-state interval): {report['cycles_per_image']}",
-        f"- MACs per image: {report['macs_per_image']}; MAC lanes: {report['multipliers']}; "
-        f"MAC efficiency: {report['mac_efficiency']:.3f}",
+        f"- MACs per image: {report['macs_per_image']}; MAC lanes: {report['multipliers']} "
+        f"({', '.join(f'{n} {kind}' for kind, n in report['lanes_by_kind'].items() if n)}); "
+        f"MAC efficiency: {report['mac_efficiency']:.3f} of the lanes used, "
+        f"{report['mac_efficiency_device']:.3f} of the {report['device_lanes']} the device "
+        f"could hold (estimated)",
     ]
     if report["target"] == "bitstream":
         lines += [
@@ -213,6 +216,9 @@ def build(args, progress):
             "multipliers": core.multipliers,
             "lanes_by_kind": lanes_by_kind(qmodel, fold, device),
             "mac_efficiency": qmodel.macs / (core.multipliers * interval),
+            # What the device could hold, every multiplier resource busy (an estimate).
+            "device_lanes": device_lanes(qmodel, device),
+            "mac_efficiency_device": qmodel.macs / (device_lanes(qmodel, device) * interval),
             "stages": [vars(stage) for stage in stages],
             "estimate": vars(need),
         }

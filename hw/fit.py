@@ -5,6 +5,10 @@ Command line::
     python -m hw.fit [--models lenet5,tiny_cnn,mlp,mlp64] [--bits 1,2,4,8]
         [--boards icebreaker,ice40-hx8k,ulx3s-25f,ulx3s-85f] [--build] [--json OUT]
 
+With one model, one bit width and one board (and no ``--build``) it prints that cell in
+full: the fold chosen, the estimate per layer, and the MAC lanes against the ceiling of the
+device.
+
 Without ``--build`` each cell is the resource model's verdict (``hw/folding.py``) with the
 cycles per image of the folding it chose; with ``--build`` every cell is a real Yosys +
 nextpnr build (minutes each), whose verdict is final.
@@ -85,6 +89,39 @@ def _markdown(table, bits_list, boards):
     return "\n".join(lines)
 
 
+def _detail(model, bits, board_name):
+    """One cell in full: the chosen fold, the estimate per layer, and the ceilings."""
+    from sw.data import load_train
+    from sw.quantize import QuantConfig, quantize_model
+
+    from .boards import get_board
+    from .folding import DEVICES, auto_fold, device_lanes, estimate, layer_estimates
+    from .network import schedule
+
+    device = DEVICES[get_board(board_name).device]
+    qmodel, _ = quantize_model(model, QuantConfig(weight_bits=bits), load_train(None)[0][:1000])
+    fold = auto_fold(qmodel, device)
+    interval = max(stage.cycles for stage in schedule(qmodel, fold))
+    lanes = sum(entry.pe * entry.simd for entry in fold.values())
+    print(f"{model} W{bits} on {board_name} ({device.name}): {interval} cycles/image, "
+          f"{fold.pixels} pixel(s) a clock")
+    print("| layer | PE | SIMD | multiplier | hard lanes | LUTs | FFs | BRAM | DSP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, part in layer_estimates(qmodel, fold, device).items():
+        entry = fold.get(name)
+        shape = (f"{entry.pe} | {entry.simd} | {entry.multiplier} | "
+                 f"{entry.simd if entry.hard_lanes is None else entry.hard_lanes}"
+                 if entry else "| | |")
+        print(f"| {name} | {shape} | {part.luts} | {part.ffs} | {part.brams} | {part.dsps} |")
+    need = estimate(qmodel, fold, device)
+    print(f"estimate: {need.luts}/{device.luts} LUTs, {need.ffs} FFs, {need.brams}/"
+          f"{device.brams} BRAM, {need.dsps}/{device.dsps} DSP")
+    ceiling = device_lanes(qmodel, device)
+    print(f"MAC lanes: {lanes} used, about {ceiling} the device could hold; MAC efficiency "
+          f"{qmodel.macs / (lanes * interval):.3f} of the lanes used, "
+          f"{qmodel.macs / (ceiling * interval):.3f} of the device's")
+
+
 @cli_main
 def main(argv=None):
     from sw.evaluate import parse_bits
@@ -105,6 +142,9 @@ def main(argv=None):
     if unknown:
         raise UserError(f"unknown board {unknown[0]!r}; known boards: {', '.join(BOARDS)}")
     models = [model for model in args.models.split(",") if model]
+    if len(models) == len(bits_list) == len(boards) == 1 and not args.build:
+        _detail(models[0], bits_list[0], boards[0])
+        return
     table = fit_table(models, bits_list, boards, args.build)
     print(_markdown(table, bits_list, boards))
     if args.json:

@@ -31,8 +31,8 @@ from .network import (
 from .weight_rom import BLOCK_MIN_DEPTH
 
 __all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
-           "auto_fold",
-           "estimate", "kinds", "lane_luts", "lanes_by_kind", "layer_estimates", "load_fold"]
+           "auto_fold", "device_lanes", "estimate", "kinds", "lane_luts", "lanes_by_kind",
+           "layer_estimates", "load_fold"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,22 @@ def lanes_by_kind(qmodel, fold, device):
     return counts
 
 
+def device_lanes(qmodel, device):
+    """MAC lanes the device could hold if its every multiplier resource were busy: two per
+    hard multiplier where the model's products pack (one where they do not), plus as many
+    LUT-built lanes of the model's widest layer as :data:`LUT_MARGIN` of its LUTs hold.
+    The ceiling a fold's lanes are measured against (``mac_efficiency_device``)."""
+    layers = [layer for layer in qmodel.weight_layers if layer.weight_bits > 1]
+    if not layers:  # 1-bit weights: adders only
+        adder = max(lane_luts("lut", 1, layer.in_bits, device) for layer in qmodel.weight_layers)
+        return int(LUT_MARGIN[device.family] * device.luts / adder)
+    widest = max(layers, key=lambda layer: lane_luts("lut", layer.weight_bits, layer.in_bits,
+                                                     device))
+    per_dsp = 2 if all("packed" in kinds(layer, 2, device) for layer in layers) else 1
+    lut = lane_luts("lut", widest.weight_bits, widest.in_bits, device)
+    return device.dsps * per_dsp + int(LUT_MARGIN[device.family] * device.luts / lut)
+
+
 def _hard(entry):
     """``(pe, simd, kind, hard lanes)`` of a :class:`LayerFold`, the hard lanes counted."""
     pe, simd, kind, hard = entry
@@ -280,7 +296,7 @@ def _weight_layer_cost(layer, entry, device, upstream=1):
 
 def _pool_cost(qmodel, fold, index, device):
     layer = qmodel.layers[index]
-    [(_, pool)] = layer_stages(qmodel, fold, index)
+    (_, pool), *buffer = layer_stages(qmodel, fold, index)
     pool._MustUse__silence = True  # built only to ask its widths and constants
     bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
     brams = _bram_blocks(layer.in_shape[1] * layer.in_shape[2], bits, device)
@@ -291,6 +307,12 @@ def _pool_cost(qmodel, fold, index, device):
         width = bits + pool.division[0].bit_length()
         luts += pool.lanes * pool.division_terms * width
         ffs += pool.lanes * (bits + layer.bits)
+    for _, fifo in buffer:  # a row of results (LUT RAM on ECP5, block RAM on the iCE40)
+        fifo._MustUse__silence = True
+        depth, width = fifo.depth, pool.lanes * layer.bits
+        luts += 50 + depth * width // 8 if device.family == "ecp5" else 90
+        ffs += 30
+        brams += _bram_blocks(depth, width, device)
     return Resources(int(luts), int(ffs), brams, 0)
 
 
@@ -442,7 +464,10 @@ def auto_fold(qmodel, device, max_lanes=None):
     # Non-MAC stages (the pixel input, pooling, width converters) may set the interval: no
     # layer needs to be faster than that, so give back the lanes it does not need.
     interval = max(stage.cycles for stage in schedule(qmodel, best))
-    return assign_multipliers(qmodel, _fold_for(qmodel, interval), device)
+    relaxed = assign_multipliers(qmodel, _fold_for(qmodel, interval), device)
+    # The relaxed fold may take other shapes (and memories) than the best: keep it only if
+    # it fits too.
+    return relaxed if estimate(qmodel, relaxed, device).fits(device) else best
 
 
 def load_fold(path, qmodel, dsp_width=DSP_WIDTHS["ecp5"]):

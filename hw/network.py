@@ -3,11 +3,13 @@
 Every layer gets its own hardware, and all layers work at once on successive parts of the
 image stream (FINN's dataflow style)::
 
-    pixels -> [width] -> window -> MAC array -> requantize -> [max/avg pool] -> ...
-           -> [width] -> MAC array (dense) -> ... -> MAC array (logits) -> argmax -> label
+    pixels -> [width] -> window -> MAC array -> requantize -> [max/avg pool -> row FIFO]
+           -> ... -> [width] -> [FIFO] -> MAC array (dense) -> ... -> MAC array (logits)
+           -> argmax -> label
 
-The folding (PE output lanes x SIMD input lanes per weight layer) sets each layer's cycles
-per image; :func:`schedule` predicts them and the slowest stage sets the image interval.
+The :class:`Fold` (PE output lanes x SIMD input lanes and a multiplier kind per weight layer,
+and the image bytes taken per clock) sets each stage's cycles per image; :func:`schedule`
+predicts them and the slowest stage sets the image interval.
 """
 
 import math
@@ -318,6 +320,13 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
         stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
                                             size=layer.window, shape=shape, lanes=lanes,
                                             op=layer.op)))
+        out_height, out_width, _ = layer.out_shape
+        if out_height > 1:
+            # A pool sends a row of results in the time of one of its ``window`` input rows
+            # and nothing in the others: a row's worth of buffer lets a consumer that keeps
+            # up on average (a width converter into a dense layer) take them at its pace.
+            stages.append((f"{name}_buffer", StreamFIFO(
+                shape=data.ArrayLayout(shape, lanes), depth=out_width * channels // lanes + 1)))
     return stages
 
 

@@ -1,0 +1,114 @@
+"""The folder: multiplier kinds within the device's DSPs, pixels per clock, the fold file."""
+
+import functools
+import json
+
+import pytest
+
+from hw.folding import (
+    DEVICES,
+    assign_multipliers,
+    auto_fold,
+    estimate,
+    kinds,
+    lanes_by_kind,
+    layer_estimates,
+    load_fold,
+)
+from hw.network import Fold, LayerFold, check_fold, schedule
+from sw.errors import UserError
+
+
+@functools.cache
+def _qmodel(model, bits):
+    from sw.data import load_train
+    from sw.quantize import QuantConfig, quantize_model
+
+    return quantize_model(model, QuantConfig(weight_bits=bits), load_train(None)[0][:200])[0]
+
+
+def _lanes(fold):
+    return sum(entry.pe * entry.simd for entry in fold.values())
+
+
+@pytest.mark.parametrize(("model", "bits", "device"), [
+    ("lenet5", 4, "LFE5U-85F"), ("lenet5", 8, "LFE5U-85F"), ("tiny_cnn", 4, "iCE40UP5K"),
+    ("mlp64", 4, "LFE5U-25F")])
+def test_auto_fold_fits_and_keeps_the_dsps_within_the_device(model, bits, device):
+    qmodel, device = _qmodel(model, bits), DEVICES[device]
+    fold = auto_fold(qmodel, device)
+    need = estimate(qmodel, fold, device)
+    assert need.fits(device) and need.dsps <= device.dsps
+    assert sum(part.dsps for part in layer_estimates(qmodel, fold, device).values()) == need.dsps
+    counts = lanes_by_kind(qmodel, fold, device)
+    assert sum(counts.values()) == _lanes(fold)
+    # Hard multipliers are used where the device has them: a DSP-less kind only when full.
+    if counts["lut"]:
+        assert need.dsps > device.dsps - max(entry.pe for entry in fold.values())
+
+
+def test_lenet5_on_the_85f_takes_two_pixels_a_clock_and_runs_600_cycles():
+    qmodel = _qmodel("lenet5", 4)
+    fold = auto_fold(qmodel, DEVICES["LFE5U-85F"])
+    stages = schedule(qmodel, fold)
+    assert fold.pixels == 2 and stages[0].cycles == 392
+    assert max(stage.cycles for stage in stages) == 600
+    assert {entry.multiplier for entry in fold.values()} >= {"packed", "lut"}
+
+
+def test_assign_multipliers_spends_the_dsps_where_they_save_most():
+    qmodel, device = _qmodel("lenet5", 4), DEVICES["LFE5U-85F"]
+    shapes = {"conv2d": (6, 25), "conv2d_1": (8, 25), "dense": (5, 8), "dense_1": (3, 5),
+              "dense_2": (1, 2)}
+    fold = assign_multipliers(qmodel, shapes, device)
+    assert {name: entry[:2] for name, entry in fold.items()} == shapes
+    need = estimate(qmodel, fold, device)
+    assert need.dsps <= device.dsps
+    # Cheaper in LUTs than every lane LUT-built, and than every layer on plain DSPs (which
+    # would need more DSPs than the device has).
+    all_lut = {name: (*shape, "lut") for name, shape in shapes.items()}
+    assert need.luts < estimate(qmodel, all_lut, device).luts
+    all_dsp = estimate(qmodel, {name: (*shape, "dsp") for name, shape in shapes.items()},
+                       device)
+    assert all_dsp.dsps > device.dsps
+
+
+def test_no_hard_kinds_without_dsps_or_for_1_bit_weights():
+    lenet = _qmodel("lenet5", 4)
+    assert kinds(lenet.weight_layers[0], 2, DEVICES["iCE40HX8K"]) == ("lut",)
+    assert kinds(_qmodel("lenet5", 1).weight_layers[1], 2, DEVICES["LFE5U-85F"]) == ("lut",)
+    assert kinds(lenet.weight_layers[0], 2, DEVICES["LFE5U-85F"]) == ("lut", "dsp", "packed")
+    assert "packed" not in kinds(lenet.weight_layers[0], 1, DEVICES["LFE5U-85F"])
+
+
+def test_fold_file_round_trip_and_short_form(tmp_path):
+    qmodel = _qmodel("lenet5", 4)
+    fold = auto_fold(qmodel, DEVICES["LFE5U-85F"])
+    path = tmp_path / "fold.json"
+    path.write_text(json.dumps(fold.to_json()))
+    loaded = load_fold(path, qmodel)
+    assert loaded == fold and loaded.pixels == fold.pixels
+    path.write_text(json.dumps({"conv2d": [3, 5]}))
+    short = load_fold(path, qmodel)
+    assert short.pixels == 1 and short["conv2d"] == LayerFold(3, 5, "dsp", None)
+    assert short["dense"] == LayerFold(1, 1, "dsp", None)
+
+
+@pytest.mark.parametrize(("fold", "message"), [
+    ({"conv2d": (3, 5, "fpga")}, "layer 'conv2d': multiplier 'fpga' is not one of dsp, lut, "
+                                 "packed"),
+    ({"conv2d": (3, 5, "dsp", 6)}, "layer 'conv2d': hard lanes 6 must be in 0..5"),
+    ({"conv2d": (3, "five")}, "layer 'conv2d': expected [pe, simd, multiplier, hard_lanes]"),
+    (Fold({}, pixels=3), "fold: 3 pixels per transfer do not suit the first layer 'conv2d'"),
+    (Fold({}, pixels=0), "fold: pixels must be a positive integer"),
+])
+def test_bad_folds_are_named(fold, message):
+    with pytest.raises(UserError) as info:
+        check_fold(_qmodel("lenet5", 4), fold)
+    assert message in str(info.value)
+
+
+def test_packed_fold_that_does_not_fit_the_multiplier_is_refused():
+    # 8-bit weights with 8-bit pixels: the packed pair is wider than an 18 x 18 multiplier.
+    with pytest.raises(UserError, match="layer 'conv2d': "):
+        check_fold(_qmodel("lenet5", 8), {"conv2d": (2, 5, "packed")})
