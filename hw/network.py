@@ -320,8 +320,8 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
         stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
                                             size=layer.window, shape=shape, lanes=lanes,
                                             op=layer.op)))
-        out_height, out_width, _ = layer.out_shape
-        if out_height > 1:
+        if len(layer.out_shape) == 3 and layer.out_shape[0] > 1:  # not global pooling
+            out_width = layer.out_shape[1]
             # A pool sends a row of results in the time of one of its ``window`` input rows
             # and nothing in the others: a row's worth of buffer lets a consumer that keeps
             # up on average (a width converter into a dense layer) take them at its pace.
