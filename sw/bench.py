@@ -216,11 +216,14 @@ def _rtl(model, bits, board, images, idle, stall, data, jobs, scratch):
         raise UserError(f"sim.regress {model} {bits}b failed: {error or f'exit {code}'} "
                         f"(see {out.with_suffix('.log')})")
     summary = json.loads(out.read_text())
+    # Image bytes the core takes per transfer (one before folds recorded it).
+    fold = summary.get("fold", {})
+    pixels = fold.get("pixels", 1) if isinstance(fold, dict) and "layers" in fold else 1
     keys = ("images", "mismatches", "mismatched_images", "rtl_accuracy", "golden_accuracy",
             "cycles_per_image", "cycles_per_image_predicted", "sim_images_per_second",
             "seconds", "build_seconds", "jobs", "method", "idle", "stall", "harness",
             "first_mismatch")
-    return {key: summary[key] for key in keys if key in summary}
+    return {**{key: summary[key] for key in keys if key in summary}, "input_pixels": pixels}
 
 
 def _hardware(model, bits, board, data, scratch):
@@ -263,8 +266,13 @@ def _source(entry, hw_source):
     return f"`{stored[:8]}`" + ("" if stored == hw_source else " (stale)")
 
 
+def _with_words(rtl, image_bytes):
+    """``rtl`` with ``input_words``: the input transfers of one image."""
+    return {**rtl, "input_words": image_bytes // rtl.get("input_pixels", 1)}
+
+
 def _input_bound(rtl):
-    """Cycles per image a source idle ``idle`` of the time allows a one-pixel-a-cycle input."""
+    """Cycles per image a source idle ``idle`` of the time allows an input-bound core."""
     words, idle = rtl.get("input_words"), rtl.get("idle")
     if not words or not idle or rtl["cycles_per_image_predicted"] != words:
         return None
@@ -641,9 +649,9 @@ def main(argv=None):
             try:
                 results[key] = _generated(
                     store, f"{key}/{board}/{tag}", [f"{key}/{tag}"], settings, "RTL regression",
-                    lambda m=model, b=bits, x=board: {
-                        **_rtl(m, b, x, args.rtl_images, args.rtl_idle, args.rtl_stall,
-                               args.data, args.jobs, scratch), "input_words": input_words},
+                    lambda m=model, b=bits, x=board: _with_words(
+                        _rtl(m, b, x, args.rtl_images, args.rtl_idle, args.rtl_stall,
+                             args.data, args.jobs, scratch), input_words),
                     measure=True)
             except UserError as error:  # not stored: the next run tries again
                 print(f"  error: {error}", file=sys.stderr)

@@ -59,15 +59,17 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert key == f"rtl/mlp/2/ulx3s-85f/{key.split('/')[4]}/{source}/n50-i0.2-s0.2"
     assert (rtl["images"], rtl["mismatches"], rtl["idle"], rtl["stall"]) == (50, 0, 0.2, 0.2)
     assert rtl["rtl_accuracy"] == rtl["golden_accuracy"] > 0.5
-    assert rtl["cycles_per_image_predicted"] == 784 and rtl["sim_images_per_second"] > 0
+    # Four pixels a transfer: 196 input words an image, and as many cycles predicted.
+    assert (rtl["input_pixels"], rtl["input_words"]) == (4, 196)
+    assert rtl["cycles_per_image_predicted"] == 196 and rtl["sim_images_per_second"] > 0
     page = (tmp_path / "results.md").read_text()
     row = _row(page, "| mlp | 2 | 50 | 20% / 20% | 0 |")
     assert f"`{source[:8]}` |" in row
-    # The MLP takes one pixel a cycle: a source idle 20% of cycles stretches its interval,
+    # The MLP is bound by its input: a source idle 20% of cycles stretches its interval,
     # which the page says rather than hiding.
     assert not rtl_check(rtl)[0]
-    assert row.endswith("| ok |") == (rtl["cycles_per_image"] == 784)
-    assert ("input-bound" in row) == (rtl["cycles_per_image"] != 784)
+    assert row.endswith("| ok |") == (rtl["cycles_per_image"] == 196)
+    assert ("input-bound" in row) == (rtl["cycles_per_image"] != 196)
 
     # Resumed for the same generator source: nothing is measured again.
     monkeypatch.setattr(sw.bench, "hardware_fingerprint", lambda root=None: source)
