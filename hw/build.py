@@ -123,11 +123,6 @@ def _ff_count(directory, family):
     return total
 
 
-def _utilization_table(used, available):
-    rows = [f"| {key} | {used.get(key, 0)} | {available.get(key, '?')} |" for key in used]
-    return "\n".join(["| resource | used | available |", "|---|---|---|", *rows])
-
-
 def _write_reports(directory, report, stages):
     (directory / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [
@@ -204,6 +199,7 @@ def build(args, progress):
               f"{stage.cycles:>8} cycles/image{kind}", file=sys.stderr)
     print(f"    predicted interval: {interval} cycles/image", file=sys.stderr)
 
+    ceiling = device_lanes(qmodel, device)
     with replace_dir(out, "hw.build") as scratch:
         write_exports(qmodel, scratch / "export", fold)
         (scratch / "fold.json").write_text(json.dumps(fold.to_json(), indent=1) + "\n")
@@ -217,8 +213,8 @@ def build(args, progress):
             "lanes_by_kind": lanes_by_kind(qmodel, fold, device),
             "mac_efficiency": qmodel.macs / (core.multipliers * interval),
             # What the device could hold, every multiplier resource busy (an estimate).
-            "device_lanes": device_lanes(qmodel, device),
-            "mac_efficiency_device": qmodel.macs / (device_lanes(qmodel, device) * interval),
+            "device_lanes": ceiling,
+            "mac_efficiency_device": qmodel.macs / (ceiling * interval),
             "stages": [vars(stage) for stage in stages],
             "estimate": vars(need),
         }

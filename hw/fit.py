@@ -21,29 +21,39 @@ import tempfile
 from argparse import Namespace
 from pathlib import Path
 
+from sw.data import load_train
 from sw.errors import UserError, cli_main
+from sw.evaluate import parse_bits
+from sw.models import SEED_MODELS
+from sw.quantize import CALIBRATION_IMAGES, QuantConfig, quantize_model
+
+from .boards import BOARDS, get_board
+from .build import build
+from .folding import DEVICES, auto_fold, device_lanes, estimate, layer_estimates
+from .network import schedule
 
 __all__ = ["fit_table", "main"]
 
 
-def _cell(qmodel, board, do_build, model, bits):
-    from .boards import get_board
-    from .build import build
-    from .folding import DEVICES, auto_fold
-    from .network import schedule
-
+def _chosen(qmodel, board):
+    """The board's device, the fold :func:`~hw.folding.auto_fold` picks and its interval."""
     device = DEVICES[get_board(board).device]
+    fold = auto_fold(qmodel, device)
+    return device, fold, max(stage.cycles for stage in schedule(qmodel, fold))
+
+
+def _cell(qmodel, board, do_build, model, bits):
     try:
-        fold = auto_fold(qmodel, device)
+        _, _, interval = _chosen(qmodel, board)
     except UserError:
         return {"fits": False, "source": "model"}
-    interval = max(stage.cycles for stage in schedule(qmodel, fold))
     if not do_build:
         return {"fits": True, "source": "model", "cycles_per_image": interval}
     with tempfile.TemporaryDirectory() as scratch:
         args = Namespace(board=board, model=model, bits=str(bits), weight_bits=None,
                          act_bits=None, fold="auto", target="bitstream", data=None,
-                         out=str(Path(scratch) / "out"), calibration=1000, method="auto")
+                         out=str(Path(scratch) / "out"), calibration=CALIBRATION_IMAGES,
+                         method="auto")
         try:
             report = build(args, lambda message: print(f"    {message}", file=sys.stderr))
         except UserError as error:
@@ -53,16 +63,17 @@ def _cell(qmodel, board, do_build, model, bits):
             "brams": report["brams"], "dsps": report["dsps"], "fmax_mhz": report["fmax_mhz"]}
 
 
+def _quantized(model, bits):
+    return quantize_model(model, QuantConfig(weight_bits=bits),
+                          load_train(None)[0][:CALIBRATION_IMAGES])[0]
+
+
 def fit_table(models, bits_list, boards, do_build=False):
     """Return ``{model: {bits: {board: cell}}}`` (see :func:`main`)."""
-    from sw.data import load_train
-    from sw.quantize import QuantConfig, quantize_model
-
-    calibration = load_train(None)[0][:1000]
     table = {}
     for model in models:
         for bits in bits_list:
-            qmodel, _ = quantize_model(model, QuantConfig(weight_bits=bits), calibration)
+            qmodel = _quantized(model, bits)
             for board in boards:
                 print(f"{model} {bits}-bit on {board}", file=sys.stderr)
                 table.setdefault(model, {}).setdefault(str(bits), {})[board] = _cell(
@@ -91,17 +102,8 @@ def _markdown(table, bits_list, boards):
 
 def _detail(model, bits, board_name):
     """One cell in full: the chosen fold, the estimate per layer, and the ceilings."""
-    from sw.data import load_train
-    from sw.quantize import QuantConfig, quantize_model
-
-    from .boards import get_board
-    from .folding import DEVICES, auto_fold, device_lanes, estimate, layer_estimates
-    from .network import schedule
-
-    device = DEVICES[get_board(board_name).device]
-    qmodel, _ = quantize_model(model, QuantConfig(weight_bits=bits), load_train(None)[0][:1000])
-    fold = auto_fold(qmodel, device)
-    interval = max(stage.cycles for stage in schedule(qmodel, fold))
+    qmodel = _quantized(model, bits)
+    device, fold, interval = _chosen(qmodel, board_name)
     lanes = sum(entry.pe * entry.simd for entry in fold.values())
     print(f"{model} W{bits} on {board_name} ({device.name}): {interval} cycles/image, "
           f"{fold.pixels} pixel(s) a clock")
@@ -124,11 +126,6 @@ def _detail(model, bits, board_name):
 
 @cli_main
 def main(argv=None):
-    from sw.evaluate import parse_bits
-    from sw.models import SEED_MODELS
-
-    from .boards import BOARDS
-
     parser = argparse.ArgumentParser(prog="python -m hw.fit", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(SEED_MODELS))
     parser.add_argument("--bits", default="1,2,4,8")

@@ -11,17 +11,19 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import unsigned
 
 from sw.errors import UserError
 from sw.qmodel import Conv2D, Pool2D
 
+from .mac_array import array_latency, output_fifo_depth
 from .multiplier import DSP_WIDTHS, packing_shift, product_bits
 from .network import (
     Fold,
     LayerFold,
     check_fold,
     conv_window,
+    element_shape,
     fold_from_json,
     input_lanes,
     layer_stages,
@@ -123,10 +125,6 @@ def _bram_blocks(depth, width, device):
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
 
 
-def _shape(layer):
-    return signed(layer.in_bits) if layer.in_signed else unsigned(layer.in_bits)
-
-
 def lane_luts(kind, weight_bits, in_bits, device):
     """LUT4s (an ECP5 carry cell counted as two) of one MAC lane: its adder in the PE's
     adder tree, and a LUT-built product's radix-4 Booth rows (a multiplexer per bit) and
@@ -163,13 +161,14 @@ def kinds(layer, pe, device):
     pairs where two PEs share an input and the pair fits the device's multiplier (on the
     iCE40, whose DSPs take only products of 11 bits and more, even PEs only, so that no lane
     falls back to Yosys' own LUT product)."""
-    product = product_bits(layer.weight_bits, _shape(layer))
+    product = product_bits(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed))
     wide = product >= device.dsp_min_product
     if layer.weight_bits == 1 or not device.dsps:
         return ("lut",)
     options = ["lut", "dsp"] if wide else ["lut"]
     try:
-        packing_shift(layer.weight_bits, _shape(layer), DSP_WIDTHS[device.family])
+        packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),
+                      DSP_WIDTHS[device.family])
     except ValueError:
         return tuple(options)
     if pe >= 2 and (wide or pe % 2 == 0):
@@ -186,7 +185,7 @@ def lanes_by_kind(qmodel, fold, device):
     counts = dict.fromkeys(("dsp", "packed", "lut", "adder"), 0)
     for layer in qmodel.weight_layers:
         pe, simd, kind, hard = _hard(fold[layer.name])
-        product = product_bits(layer.weight_bits, _shape(layer))
+        product = product_bits(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed))
         dsps = _lane_dsps(kind, pe, hard, layer.weight_bits, product, device)
         if layer.weight_bits == 1:
             counts["adder"] += pe * simd
@@ -227,7 +226,7 @@ def _lanes_cost(layer, entry, device):
     """Resources of a weight layer's MAC lanes: products, adder trees, their registers."""
     pe, simd, kind, hard = _hard(entry)
     wbits, abits = layer.weight_bits, layer.in_bits
-    product = product_bits(wbits, _shape(layer))
+    product = product_bits(wbits, element_shape(layer.in_bits, layer.in_signed))
     luts = pe * (hard * lane_luts(kind, wbits, abits, device)
                  + (simd - hard) * lane_luts("lut", wbits, abits, device))
     # Per lane: the product register and its node of the adder tree; per systolic stage the
@@ -252,10 +251,11 @@ def _window_cost(window, abits, device):
     return Resources(300 + 10 * window.simd * abits, 200 + 2 * window.simd * abits, brams, 0)
 
 
-def _frame_cost(layer, pe, simd, device, upstream=1):
-    """Resources of a weight layer besides its lanes, whatever the multiplier kind: window
-    generator, width converter, input FIFO, ROMs, input buffer, accumulators, output FIFO,
-    requantizer and control; ``upstream`` lanes come in."""
+def _frame_cost(layer, entry, device, upstream=1):
+    """Resources of a weight layer besides its lanes: window generator, width converter,
+    input FIFO, ROMs, input buffer, accumulators, output FIFO, requantizer and control;
+    ``upstream`` lanes come in."""
+    pe, simd, multiplier = LayerFold(*entry)[:3]
     nf, sf = layer.channels // pe, layer.fan_in // simd
     wbits, abits, acc = layer.weight_bits, layer.in_bits, layer.acc_bits
     needed = input_lanes(layer, simd, upstream)
@@ -284,13 +284,13 @@ def _frame_cost(layer, pe, simd, device, upstream=1):
     if nf > 1:
         brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
     # The output FIFO: room for the folds in flight (MACArray.fifo_depth).
-    latency = pe + (simd - 1).bit_length() + 5
-    brams += _bram_blocks(max(2, -(-(sf + latency) // sf)), pe * acc, device)
+    depth = output_fifo_depth(sf, array_latency(pe, simd, multiplier))
+    brams += _bram_blocks(depth, pe * acc, device)
     return total + Resources(int(luts), int(ffs), brams, 0)
 
 
 def _weight_layer_cost(layer, entry, device, upstream=1):
-    return (_frame_cost(layer, entry[0], entry[1], device, upstream)
+    return (_frame_cost(layer, entry, device, upstream)
             + _lanes_cost(layer, entry, device))
 
 
@@ -364,23 +364,33 @@ def _options(layer):
     return sorted(options, key=lambda option: (option[1], option[0]))
 
 
-def _pixels_for(qmodel, target):
-    """The fewest input pixels per transfer (at most :data:`MAX_PIXELS`) that bring an image
-    in within ``target`` cycles, or the most that the first layer takes."""
-    elements = math.prod(qmodel.input_shape)
-    valid = []
+def _pixels_for(qmodel, fold, target):
+    """``fold`` with the fewest input pixels per transfer (at most :data:`MAX_PIXELS`) whose
+    schedule meets ``target`` cycles, or else the one with the shortest interval.
+
+    The whole schedule decides, not the input alone: on the window-register path a window
+    row's first columns take ``ceil(K / P)`` reads, so more pixels per word can also take
+    the window generator's row wait away (LeNet-5's first layer: 600 cycles at two pixels,
+    576 at four).
+    """
+    best = None
     for pixels in range(1, MAX_PIXELS + 1):
+        candidate = Fold(fold, pixels)
         try:
-            valid.append(check_fold(qmodel, Fold(pixels=pixels)).pixels)
-        except UserError:
+            interval = max(stage.cycles for stage in schedule(qmodel, candidate))
+        except UserError:  # the first layer cannot take this many pixels per word
             continue
-    return next((pixels for pixels in valid if elements / pixels <= target), valid[-1])
+        if interval <= target:
+            return candidate
+        if best is None or interval < best[0]:
+            best = (interval, candidate)
+    return best[1]
 
 
 def _fold_for(qmodel, target):
     """The fewest lanes of every weight layer, and input pixels per transfer, that run it in
     ``target`` cycles, or None."""
-    fold = Fold(pixels=_pixels_for(qmodel, target))
+    fold = {}
     for layer in qmodel.weight_layers:
         fitting = [option for option in _options(layer) if option[0] <= target]
         if not fitting:
@@ -388,7 +398,7 @@ def _fold_for(qmodel, target):
         # Fewest lanes; of those, the narrowest SIMD, whose operand skew (SIMD^2) is smallest.
         _, _, pe, simd = min(fitting, key=lambda option: (option[1], option[3], option[0]))
         fold[layer.name] = (pe, simd)
-    return fold
+    return _pixels_for(qmodel, fold, target)
 
 
 def assign_multipliers(qmodel, fold, device):

@@ -55,7 +55,7 @@ from .multiplier import (
 from .params import check_int
 from .weight_rom import STYLES, WeightROM
 
-__all__ = ["MACArray"]
+__all__ = ["MACArray", "array_latency", "output_fifo_depth"]
 
 
 def _delay(m, value, cycles, name, reset_less=True):
@@ -83,6 +83,17 @@ def _counter(m, count, name, step):
     with m.If(step):
         m.d.sync += value.eq(Mux(last, 0, value + 1))
     return value, last
+
+
+def array_latency(pe, simd, multiplier):
+    """:attr:`MACArray.latency` of an array of ``pe`` x ``simd`` ``multiplier`` lanes."""
+    stages = -(-pe // 2) if multiplier == "packed" else pe
+    return stages + (simd - 1).bit_length() + 5
+
+
+def output_fifo_depth(sf, latency):
+    """:attr:`MACArray.fifo_depth` for ``sf`` input folds and ``latency``."""
+    return max(2, math.ceil((sf + latency) / sf))
 
 
 class MACArray(wiring.Component):
@@ -332,7 +343,7 @@ class MACArray(wiring.Component):
         ``"packed"``), the result register after the accumulator's adder, and the output
         FIFO's two cycles.
         """
-        return len(self._stages) + self.tree_depth + 5
+        return array_latency(self._pe, self._simd, self._multiplier)
 
     @property
     def fifo_depth(self):
@@ -342,7 +353,7 @@ class MACArray(wiring.Component):
         operation, the latency, the transfer), and a fold starts every ``sf`` cycles at full
         rate. Depth 1 is avoided: ``SyncFIFOBuffered`` of depth 1 only passes every other cycle.
         """
-        return max(2, math.ceil((self._sf + self.latency) / self._sf))
+        return output_fifo_depth(self._sf, self.latency)
 
     def _rom_matrix(self):
         """The weights as the ROMs hold them: the second PE of a packed pair stores high codes.

@@ -33,17 +33,13 @@ from .width import WidthConverter
 from .window import WindowGenerator
 
 __all__ = ["Accelerator", "Fold", "LayerFold", "Stage", "check_fold", "conv_window",
-           "default_fold", "fold_from_json", "input_lanes", "layer_stages", "schedule",
+           "element_shape", "fold_from_json", "input_lanes", "layer_stages", "schedule",
            "simd_unit"]
 
 
-def _shape(bits, is_signed):
+def element_shape(bits, is_signed):
+    """The Amaranth shape of a ``bits``-bit element, signed or not."""
     return signed(bits) if is_signed else unsigned(bits)
-
-
-def default_fold(qmodel):
-    """The fully folded design: one MAC lane per weight layer (``pe = simd = 1``)."""
-    return {layer.name: (1, 1) for layer in qmodel.weight_layers}
 
 
 def simd_unit(layer):
@@ -54,14 +50,23 @@ def simd_unit(layer):
     return layer.fan_in
 
 
+def _whole_pixels(in_shape, lanes):
+    """Whole pixels in a word of ``lanes`` elements of an HWC input, or None unless the
+    words hold whole pixels that tile a row."""
+    channels, width = in_shape[-1], in_shape[1]
+    if lanes % channels or width % (lanes // channels):
+        return None
+    return lanes // channels
+
+
 def _window_pixels(layer, simd, upstream=1):
     """``pixels`` of a conv's window generator fed ``upstream`` elements a transfer: several
     whole pixels a word where the upstream brings them (the core's input at several pixels
     per clock); else channel groups of ``gcd(simd, Cin)`` where SIMD divides a kernel row
     (its kernel-row path reads them straight out of the line buffer); else one whole pixel,
     so the input is not slower than the window register."""
-    channels, width = layer.in_shape[-1], layer.in_shape[1]
-    if upstream > channels and upstream % channels == 0 and width % (upstream // channels) == 0:
+    channels = layer.in_shape[-1]
+    if upstream > channels and _whole_pixels(layer.in_shape, upstream):
         return upstream // channels
     return None if (layer.kernel_size * channels) % simd == 0 else 1
 
@@ -133,11 +138,11 @@ def _check_pixels(qmodel, pixels):
     # The first layer that computes (a Flatten changes nothing in the stream).
     first = next(layer for layer in qmodel.layers if isinstance(layer, Conv2D | Dense | Pool2D))
     elements = math.prod(qmodel.input_shape)
-    channels, width = qmodel.input_shape[-1], qmodel.input_shape[1]
+    channels = qmodel.input_shape[-1]
     if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
         raise UserError(f"fold: pixels must be a positive integer, not {pixels!r}")
     if isinstance(first, Conv2D):
-        ok = pixels == 1 or (pixels % channels == 0 and width % (pixels // channels) == 0)
+        ok = pixels == 1 or _whole_pixels(qmodel.input_shape, pixels) is not None
         need = f"1, or a multiple of its {channels} channels whose pixels divide its width"
     elif isinstance(first, Dense):
         ok, need = elements % pixels == 0, f"a divisor of its {elements} inputs"
@@ -199,7 +204,7 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
                             f"{', '.join(KINDS)}")
         if multiplier == "packed" and layer.weight_bits > 1:
             try:
-                packing_shift(layer.weight_bits, _shape(layer.in_bits, layer.in_signed),
+                packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),
                               dsp_width)
             except ValueError as error:
                 raise UserError(f"layer {layer.name!r}: {error}") from None
@@ -265,7 +270,7 @@ def _input_formats(qmodel, fold):
         formats.append((shape, lanes))
         if isinstance(layer, Conv2D | Dense):
             if not layer.is_output:
-                shape = _shape(layer.out_bits, layer.out_signed)
+                shape = element_shape(layer.out_bits, layer.out_signed)
             lanes = fold[layer.name].pe
     return formats
 

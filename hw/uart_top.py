@@ -181,7 +181,7 @@ class FrameParser(wiring.Component):
         low = Signal(8)  # the first byte of a 16-bit field
         m.d.comb += [self.write.addr.eq(word),
                      self.write.data.eq(Cat(*[byte] * self._lanes))]
-        self._counters = (index, word, lane)
+        counters = (index, word, lane)
         with m.FSM(name="frame"):
             with m.State("HUNT"):
                 with m.If(got & (byte == REQUEST_MAGIC[0])):
@@ -203,7 +203,7 @@ class FrameParser(wiring.Component):
                         self._abort(m, Status.TIMEOUT)
                     with m.Elif(got):
                         m.d.sync += crc.eq(crc8_next(crc, byte))
-                        self._take(m, state, byte, Cat(low, byte), low, index, crc)
+                        self._take(m, state, byte, Cat(low, byte), low, counters, crc)
             with m.State("DRAIN"):
                 # The rest of a bad request is ignored until the line falls quiet, so none of
                 # its bytes can be mistaken for the start of the next request.
@@ -219,8 +219,10 @@ class FrameParser(wiring.Component):
         m.d.sync += self.o.payload.status.eq(status)
         m.next = "DRAIN"
 
-    def _take(self, m, state, byte, both, low, index, crc):
-        """The received ``byte`` in field ``state``; ``both`` is a 16-bit field's value."""
+    def _take(self, m, state, byte, both, low, counters, crc):
+        """The received ``byte`` in field ``state``; ``both`` is a 16-bit field's value;
+        ``counters`` are the pixel's index, its buffer word and its byte lane there."""
+        index, word, lane = counters
         request = self.o.payload
         if state == "COMMAND":
             with m.If(byte == CMD_CLASSIFY):
@@ -240,17 +242,16 @@ class FrameParser(wiring.Component):
             with m.Elif(request.bench):
                 m.next = "REPEATS_LOW"
             with m.Else():
-                m.d.sync += [counter.eq(0) for counter in self._counters]
+                m.d.sync += [counter.eq(0) for counter in counters]
                 m.next = "PIXELS"
         elif state == "REPEATS_HIGH":
             with m.If(both == 0):
                 self._abort(m, Status.REPEATS)
             with m.Else():
                 m.d.sync += [request.repeats.eq(both),
-                             *[counter.eq(0) for counter in self._counters]]
+                             *[counter.eq(0) for counter in counters]]
                 m.next = "PIXELS"
         elif state == "PIXELS":
-            _, word, lane = self._counters
             m.d.comb += self.write.en.eq(1 << lane)
             with m.If(index == self._pixels - 1):
                 m.next = "CHECKSUM"

@@ -111,27 +111,26 @@ class WidthConverter(wiring.Component):
         buf = Signal(size * w)
         # Number of valid elements in buf (always a multiple of step).
         level = Signal(range(size + 1))
-        # Level once this cycle's output transfer (if any) has left.
-        after = Signal(range(size + 1))
         fire_o = Signal()
         fire_i = Signal()
         m.d.comb += [
             self.o.valid.eq(level >= n_out),
             Value.cast(self.o.payload).eq(buf[:n_out * w]),
             fire_o.eq(self.o.valid & self.o.ready),
-            after.eq(Mux(fire_o, level - n_out, level)),
-            # Room for a whole input word after this cycle's output has left.
-            self.i.ready.eq(after + n_in <= size),
+            # Room for a whole input word after this cycle's output has left. Both cases are
+            # compared with the registered level, so ``o.ready`` only selects one: no
+            # arithmetic lies between ``o.ready`` and ``i.ready`` (LeNet-5's critical path ran
+            # from one converter's level through two carry chains into the upstream FIFO).
+            self.i.ready.eq(Mux(fire_o, level <= size - n_in + n_out, level <= size - n_in)),
             fire_i.eq(self.i.valid & self.i.ready),
-            ]
+        ]
         with m.If(fire_o):
             m.d.sync += buf.eq(buf >> (n_out * w))
-        with m.If(fire_i):
+        # The level before this cycle's input arrives: where the input word goes.
+        for pos in range(0, size - n_in + 1, step):
+            at = Mux(fire_o, level == pos + n_out, level == pos)
             # Later statements win over the shift above for the bits they assign.
-            with m.Switch(after):
-                for pos in range(0, size - n_in + 1, step):
-                    with m.Case(pos):
-                        m.d.sync += buf[pos * w:(pos + n_in) * w].eq(
-                            Value.cast(self.i.payload))
-        m.d.sync += level.eq(after + Mux(fire_i, n_in, 0))
+            with m.If(fire_i & at):
+                m.d.sync += buf[pos * w:(pos + n_in) * w].eq(Value.cast(self.i.payload))
+        m.d.sync += level.eq(level - Mux(fire_o, n_out, 0) + Mux(fire_i, n_in, 0))
         return m

@@ -51,6 +51,16 @@ def test_random_pairs_preserve_order(seed):
     assert [v for word in sink.received for v in word] == elements
 
 
+@pytest.mark.parametrize(("n_in", "n_out"), [(60, 3), (3, 60), (16, 3), (5, 7), (7, 5)])
+def test_wide_pairs_preserve_order(n_in, n_out):
+    """Pairs as the folder makes them (LeNet-5's 60 -> 3 before dense_1) under stalls."""
+    rng = random.Random(n_in * 100 + n_out)
+    dut = WidthConverter(shape=signed(4), in_lanes=n_in, out_lanes=n_out)
+    elements = [rng.randint(-8, 7) for _ in range(dut.granule * 3)]
+    sink = simulate(dut, elements, rng, idle=0.3, stall=0.3)
+    assert [v for word in sink.received for v in word] == elements
+
+
 @pytest.mark.parametrize(("n_in", "n_out"), [(1, 1), (3, 3), (1, 4), (4, 1), (2, 3), (3, 2),
                                              (4, 6), (6, 4), (5, 2)])
 def test_full_rate(n_in, n_out):
