@@ -61,7 +61,7 @@ from .compiled import (
 from .core import TOPLEVEL, core_verilog
 from .harness import simulate_stream
 
-__all__ = ["HARNESSES", "load_build", "main", "regress"]
+__all__ = ["HARNESSES", "from_model", "load_build", "main", "regress"]
 
 HARNESSES = ("compiled", "cocotb")
 #: Images per run of the compiled executable: its start-up and the pipeline filling up cost
@@ -266,8 +266,10 @@ def _from_build(args):
     return verilog, qmodel, fold, report.get("quantization", "from build")
 
 
-def _from_model(args):
-    """``(None, qmodel, fold, method)``: quantize and fold as ``hw.build`` would."""
+def from_model(args):
+    """``(None, qmodel, fold, method)``: quantize and fold as ``hw.build`` would (``args``:
+    ``model``, ``bits``, ``act_bits``, ``board``, ``fold``, ``method`` and ``data`` as
+    :func:`main` parses them; ``None`` for the defaults)."""
     bits = check_bits(args.bits or "4", "--bits")
     act_bits = check_bits(args.act_bits or bits, "--act-bits")
     board = get_board(args.board or "ulx3s-85f")
@@ -320,7 +322,7 @@ def main(argv=None):
     if args.json:
         prepare_file(args.json, "sim.regress", force=args.force)
     images, labels = load_test(args.data)  # a bad --data fails before anything is built
-    verilog, qmodel, fold, method = (_from_build if args.from_build else _from_model)(args)
+    verilog, qmodel, fold, method = (_from_build if args.from_build else from_model)(args)
     images, labels = images[:args.images], labels[:args.images]
     images = check_images(images, qmodel.input_shape, qmodel.name)
     summary = regress(qmodel, fold, images, labels, jobs=args.jobs, simulator=simulator,

@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = 1
 #: The files that decide the generated hardware and what its simulation is compared with
 #: (globs relative to the project): RTL regressions and builds are keyed by their hash.
+#: Repeat counts of the board top's bench requests (``sim.board_bench``).
+BOARD_REPEATS = (1, 2, 100)
 HARDWARE_SOURCES = ("hw/*.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
                     "sw/quantize.py", "sw/qmodel.py")
 
@@ -247,6 +249,57 @@ def _hardware(model, bits, board, data, scratch):
     return result
 
 
+def _board_bench(model, bits, board, clock_mhz, data, scratch):
+    """``python -m sim.board_bench``: bench requests on the board top's RTL; its summary."""
+    out = scratch / f"board-{model}-{bits}b-{board}.json"
+    out.unlink(missing_ok=True)  # the bench's own scratch file: a stale one must not be read
+    code, error = _run(["sim.board_bench", "--model", model, "--bits", str(bits), "--board",
+                        board, "--repeats", ",".join(map(str, BOARD_REPEATS)), "--json",
+                        str(out), *(["--clock", str(clock_mhz)] if clock_mhz else []),
+                        *(["--data", data] if data else [])], out.with_suffix(".log"))
+    if not out.is_file():
+        raise UserError(f"sim.board_bench {model} {bits}b failed: {error or f'exit {code}'} "
+                        f"(see {out.with_suffix('.log')})")
+    summary = json.loads(out.read_text())
+    summary.pop("generator", None)
+    return summary
+
+
+def _board_rows(results, models, bits_list, boards, hw_source):
+    rows = []
+    for model in models:
+        for bits in bits_list:
+            entry = results.get(f"board/{model}/{bits}/{boards[0]}")
+            if entry is None:
+                continue
+            if "error" in entry:
+                rows.append(f"| {model} | {bits} | {boards[0]} | failed: {entry['error']} "
+                            f"|||||")
+                continue
+            rate = (f"{entry['images_per_second']:,.0f} ({entry['clock_mhz']:.1f} MHz)"
+                    if entry.get("images_per_second") else
+                    f"{entry['images_per_second_per_mhz']:,.1f} per MHz")
+            counts = ", ".join(f"{n}: {count:,}" for n, count in
+                               sorted(entry["counts"].items(), key=lambda item: int(item[0])))
+            rows.append(f"| {model} | {bits} | {boards[0]} | {counts} | {entry['latency']} + "
+                        f"(N - 1) x {entry['cycles_per_image_predicted']} | "
+                        f"{rate} | {_source(entry, hw_source)} | "
+                        f"{'ok' if entry['passed'] else '; '.join(entry['problems'])} |")
+    if not rows:
+        return []
+    return ["## Bench requests on the board top (RTL)", "",
+            "The board's own benchmark (`python -m sim.board_bench`): the Verilog of the whole "
+            "board top (UART receiver, frame parser, image buffer, feeder, core, response) "
+            "under the real host driver over a simulated serial line; test image 0 in one "
+            "bench request per repeat count N, each answered with the hardware's cycle count "
+            "and the last result (the golden model's, checked). Check: every count is exactly "
+            "the latency (N = 1) plus N - 1 predicted intervals. On-chip images/s: the "
+            "longest request at the clock the first board's build runs at.", "",
+            "| model | bits | board (fold) | cycles counted, by N | latency + (N - 1) x "
+            "interval | on-chip images/s (clock) | generator | check |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def _percent(value):
     return "–" if value is None else f"{100 * value:.2f}"
 
@@ -408,6 +461,7 @@ def render_markdown(results, models, bits_list, boards, command, hw_source=None)
                   + (f", `{hw_source[:8]}` now" if hw_source else "") + "; a stale row was "
                   "measured with other source and is shown from the store.", "", *rtl_rows,
                   ""]
+    lines += _board_rows(results, models, bits_list, boards, hw_source)
     lines += ["## Hardware", "",
               "| model | bits | board | LUT | FF | BRAM | DSP | Fmax MHz | cycles/image | "
               "images/s at the core clock (clock) | ceiling | MAC efficiency | build s | "
@@ -564,6 +618,9 @@ def main(argv=None):
     parser.add_argument("--rtl-stall", type=float, default=0.2,
                         help="probability that the RTL's output is stalled on a cycle "
                              "(sim.regress --stall; default 0.2)")
+    parser.add_argument("--board-bench", default="lenet5,tiny_cnn",
+                        help="models whose bench requests run on the board top's RTL, at 4 "
+                             "bits (or the first --bits) for the first board; '' for none")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--out", default="docs/results",
@@ -613,6 +670,9 @@ def main(argv=None):
               for board in boards]
     if args.rtl_images:
         steps += [("rtl", model, bits, boards[0]) for bits in order for model in models]
+    bench_bits = 4 if 4 in order else order[0]
+    steps += [("board", model, bench_bits, boards[0]) for model in models
+              if model in args.board_bench.split(",")]
     settings = f"/n{args.rtl_images}-i{args.rtl_idle:g}-s{args.rtl_stall:g}"
     results = {}  # this sweep's measurements, keyed without the fingerprints
     for number, (kind, model, bits, board) in enumerate(steps, 1):
@@ -644,6 +704,17 @@ def main(argv=None):
                                measure=not args.no_build)
             if entry is not None or not args.no_build:  # skipped builds are not "missing"
                 results[f"hw/{model}/{bits}/{board}"] = entry
+        elif kind == "board":
+            key = f"board/{model}/{bits}/{board}"
+            clock = (results.get(f"hw/{model}/{bits}/{board}") or {}).get("clock_mhz")
+            try:
+                results[key] = _generated(
+                    store, f"{key}/{tag}", [], f"/c{clock or 0:g}", "board-top bench",
+                    lambda m=model, b=bits, x=board, c=clock: _board_bench(
+                        m, b, x, c, args.data, scratch), measure=True)
+            except UserError as error:  # not stored: the next run tries again
+                print(f"  error: {error}", file=sys.stderr)
+                results[key] = {"error": str(error)}
         else:
             key = f"rtl/{model}/{bits}"
             try:
@@ -666,7 +737,9 @@ def main(argv=None):
     print(f"wrote {page}, {out / 'results.json'}, {out / 'accuracy.png'}, "
           f"{out / 'hardware.png'}", file=sys.stderr)
     failed = [key for key, value in results.items()
-              if key.startswith("rtl/") and value is not None and rtl_check(value)[0]]
+              if value is not None and (
+                  (key.startswith("rtl/") and rtl_check(value)[0])
+                  or (key.startswith("board/") and not value.get("passed")))]
     if failed:
         print(f"error: the RTL disagrees with the golden model or did not run: "
               f"{', '.join(failed)} (see {page})", file=sys.stderr)
