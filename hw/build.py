@@ -33,10 +33,10 @@ from sw.outputs import prepare_dir, replace_dir
 from sw.quantize import (
     CALIBRATION_IMAGES,
     METHOD_HELP,
-    METHODS,
     QuantConfig,
     check_bits,
     check_calibration,
+    check_method,
     quantize_model,
     write_exports,
 )
@@ -363,7 +363,8 @@ def main(argv=None):
     parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
                         help="training images for activation calibration "
                              f"(default {CALIBRATION_IMAGES})")
-    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
+    parser.add_argument("--method", type=check_method, default="auto",
+                        help=METHOD_HELP)
     parser.add_argument("--program", action="store_true",
                         help="load the bitstream onto the board afterwards (python -m hw.program)")
     parser.add_argument("--flash", action="store_true",

@@ -43,9 +43,9 @@ from sw.qmodel import load_qmodel, save_qmodel
 from sw.quantize import (
     CALIBRATION_IMAGES,
     METHOD_HELP,
-    METHODS,
     QuantConfig,
     check_bits,
+    check_method,
     quantize_model,
 )
 
@@ -240,7 +240,8 @@ def _parser():
     parser.add_argument("--fold", default=None, help="auto (for --board) or a JSON file")
     parser.add_argument("--idle", type=float, default=0.0, help="input idle probability")
     parser.add_argument("--stall", type=float, default=0.0, help="output stall probability")
-    parser.add_argument("--method", choices=METHODS, default=None, help=METHOD_HELP)
+    parser.add_argument("--method", type=check_method, default=None,
+                        help=METHOD_HELP)
     parser.add_argument("--json", default=None, help="write the summary here")
     parser.add_argument("--force", action="store_true",
                         help="replace a --json file that sim.regress did not write")

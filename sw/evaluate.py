@@ -3,7 +3,9 @@
 Command line::
 
     python -m sw.evaluate --model lenet5 --bits 8,4,2,1 --data ../shared/datasets/mnist \\
-        [--method auto|qat|ptq] --json results.json [--plot accuracy.png]
+        [--method NAME] [--seed N] --json results.json [--plot accuracy.png]
+
+``--method`` is any of ``sw.quantize``'s (``docs/quantization.md``).
 """
 
 import argparse
@@ -12,17 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import check_images, load_test, load_train, parse_data_arg
 from .errors import UserError, cli_main
 from .golden import classify
+from .models import load_float_net, load_model
 from .outputs import marker, prepare_file, write_file, write_json
 from .quantize import (
     GRANULARITIES,
     METHOD_HELP,
-    METHODS,
     PRESETS,
     ROUNDINGS,
     QuantConfig,
     check_bits,
+    check_method,
     quantize,
     quantize_model,
 )
@@ -47,14 +51,15 @@ def float_accuracy(fnet, model, images, labels):
 
 def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
              rounding="nearest", granularity="channel", calibration=1000, progress=True,
-             preset=None, spec=None, method="ptq"):
+             preset=None, spec=None, method="ptq", seed=0):
     """Return the results of :func:`main`.
 
     ``{"float_accuracy": f, "int": {"8": acc, ...}, "method": {"8": "QAT", ...}}``. With
     ``preset``, its accuracy is added under the preset's name (e.g. ``"x256"``). With
     ``spec`` (the model's name or file), each bit width is quantized by
-    :func:`~sw.quantize.quantize_model` with ``method`` (QAT where trained for ``auto``);
-    without it, ``fnet`` is quantized after training.
+    :func:`~sw.quantize.quantize_model` with ``method`` (any of
+    :data:`~sw.quantize.METHOD_TABLE`; QAT where trained for ``auto``); without it, ``fnet``
+    is quantized after training. ``seed`` seeds stochastic rounding.
     """
     from tqdm import tqdm
 
@@ -62,7 +67,7 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
                "int": {}, "method": {}}
     for bits in tqdm(bits_list, desc="bit widths", disable=not progress, file=sys.stderr):
         config = QuantConfig(weight_bits=bits, act_bits=act_bits, rounding=rounding,
-                             granularity=granularity)
+                             granularity=granularity, seed=seed)
         if spec is None:
             qmodel = quantize(fnet, train_images[:calibration], config)
         else:
@@ -102,9 +107,6 @@ def _plot(path, name, results):
 
 @cli_main
 def main(argv=None):
-    from .data import check_images, load_test, load_train, parse_data_arg
-    from .models import load_float_net, load_model
-
     parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lenet5", help="seed name or .keras/.h5 file")
@@ -114,7 +116,9 @@ def main(argv=None):
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="also evaluate a fixed scheme (x256: the seed's int(w*256))")
-    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
+    parser.add_argument("--method", type=check_method, default="auto", help=METHOD_HELP)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds stochastic rounding (--method randomized; default 0)")
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--images", type=int, default=None, help="test images (default all)")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -141,7 +145,8 @@ def main(argv=None):
         test_images, test_labels = test_images[:args.images], test_labels[:args.images]
     results = evaluate(fnet, model, train_images, test_images, test_labels, bits_list,
                        act_bits=act_bits, rounding=args.rounding, granularity=args.granularity,
-                       preset=args.preset, spec=args.model, method=args.method)
+                       preset=args.preset, spec=args.model, method=args.method,
+                       seed=args.seed)
     report = {"model": fnet.name, "test_images": len(test_images), **results}
     print(f"{fnet.name} on {len(test_images)} test images")
     print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}  method")

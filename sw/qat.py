@@ -1,4 +1,15 @@
-"""Quantization-aware training (QAT): fine-tune a float model through the integer numerics.
+"""Training through the integer numerics: dual-copy (QAT), randomized and iterative.
+
+The three training methods of ``docs/quantization.md``, all on the fake-quant network below:
+
+- ``dual-copy`` (QAT, BinaryConnect's float shadow copy): latent float weights, rounded to
+  nearest in every forward pass, straight-through gradients (:func:`train_qat`);
+- ``randomized`` (Gupta et al. 2015): no float copy; the weights live on their integer grid and
+  every optimizer step's result is rounded back to it stochastically, seeded
+  (:func:`train_qat` with ``method="randomized"``);
+- ``iterative`` (incremental network quantization, Zhou et al. 2017): a growing share of each
+  layer's weights, largest magnitudes first, is rounded and frozen, the float rest fine-tuned
+  in between, until none is left (:func:`train_iterative`).
 
 The network trained here computes in float32 exactly what ``docs/numerics.md`` computes in
 integers, with the fractions (``fw`` per output channel, ``fa`` per activation) chosen by the
@@ -25,32 +36,58 @@ The result is saved as a plain ``.keras`` model with the de-quantized weights (i
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from . import models
 from .errors import UserError
-from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatMaxPool2D
+from .keras_import import (
+    FloatConv2D,
+    FloatDense,
+    FloatFlatten,
+    FloatMaxPool2D,
+    extract,
+    load_keras_model,
+)
 from .qmodel import value_range, weight_range
+from .quantize import (
+    TRAINED_LABELS,
+    QuantConfig,
+    choose_activation_frac,
+    quantize,
+    quantize_weights,
+)
 
 __all__ = [
+    "ITERATIVE_SHARES",
     "SIDECAR_FORMAT",
+    "TRAINING_SCHEMES",
+    "check_shares",
     "export_model",
     "fake_quant_model",
     "fractions_of",
+    "freeze",
     "integer_layers",
     "load_fractions",
     "qat_model_path",
     "recalibrate",
     "save_qat",
     "sidecar_path",
+    "train_iterative",
     "train_qat",
+    "trained_model_path",
     "verify_export",
 ]
 
 SIDECAR_FORMAT = "nnfpga-qat-fractions"
 _SIDECAR_VERSION = 1
+#: How the fake-quant network holds its weights, one per training method.
+TRAINING_SCHEMES = ("dual-copy", "randomized", "iterative")
+#: Incremental quantization's cumulative shares of each layer's weights frozen per step.
+ITERATIVE_SHARES = (0.5, 0.75, 0.875, 1.0)
 #: The hardware's pixel fraction: the first layer sees ``p * 2**-8``.
 _INPUT_FRAC = 8
 
@@ -63,9 +100,18 @@ def sidecar_path(keras_path):
 
 def qat_model_path(name, weight_bits, act_bits, directory=None):
     """Where the shipped QAT model of seed ``name`` at ``W``/``A`` bits lives (may not exist)."""
-    from .models import MODELS_DIR
+    return trained_model_path(name, weight_bits, act_bits, "dual-copy", directory)
 
-    return Path(directory or MODELS_DIR) / f"{name}-w{weight_bits}a{act_bits}.keras"
+
+def trained_model_path(name, weight_bits, act_bits, method, directory=None):
+    """Where seed ``name`` trained with ``method`` at ``W``/``A`` bits lives (may not exist).
+
+    ``models/{name}-w{W}a{A}.keras`` for ``dual-copy`` (QAT), else
+    ``models/{name}-w{W}a{A}-{method}.keras``; ``directory`` replaces ``models/``.
+    """
+    suffix = "" if method == "dual-copy" else f"-{method}"
+    # models.MODELS_DIR is read at each call: tests point it elsewhere.
+    return Path(directory or models.MODELS_DIR) / f"{name}-w{weight_bits}a{act_bits}{suffix}.keras"
 
 
 def fractions_of(qmodel):
@@ -82,7 +128,9 @@ def load_fractions(path):
     -------
     dict
         With ``weight_bits``, ``act_bits``, ``layers`` (the fractions, as for
-        :func:`sw.quantize.quantize`) and ``training`` (how the model was trained).
+        :func:`sw.quantize.quantize`), ``method`` (one of :data:`TRAINING_SCHEMES`;
+        ``dual-copy`` in files written before there were others) and ``training`` (how the
+        model was trained).
 
     Raises
     ------
@@ -104,8 +152,11 @@ def load_fractions(path):
                     out is not None and int(out) != out):
                 raise ValueError(f"layer {name!r}: fractions must be integers")
             layers[name] = {"weight_frac": fw, "out_frac": None if out is None else int(out)}
+        method = data.get("method", "dual-copy")
+        if method not in TRAINING_SCHEMES:
+            raise ValueError(f"unknown training method {method!r}")
         return {"weight_bits": int(data["weight_bits"]), "act_bits": int(data["act_bits"]),
-                "layers": layers, "training": dict(data.get("training", {}))}
+                "layers": layers, "method": method, "training": dict(data.get("training", {}))}
     except UserError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -155,6 +206,13 @@ def _quantize_kernel(kernel, fw, bits):
     return np.clip(np.rint(scaled), lo, hi).astype(np.int64)
 
 
+def _stochastic_grid(kernel, fw, bits, rng):
+    """``kernel`` stochastically rounded onto its integer grid ``q * 2**-fw`` (numpy)."""
+    matrix = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+    q, _ = quantize_weights(matrix, bits, rounding="stochastic", rng=rng, fixed_frac=fw)
+    return (q * 2.0 ** -np.asarray(fw, np.float64)).reshape(kernel.shape)
+
+
 @functools.cache
 def _network_class():
     """The fake-quant Keras model class (built lazily: TensorFlow takes seconds to import)."""
@@ -173,18 +231,43 @@ def _network_class():
         mask = tf.ones_like(latent) if mask is None else mask
         return ste(tf.stop_gradient(quantized), latent, mask)
 
-    class FakeQuantNet(keras.Model):
-        """The integer network of ``docs/numerics.md`` in float32, trainable through STEs."""
+    def power(exponent):
+        # Only multiplications by powers of two: exact, where TensorFlow's graph-mode
+        # division by a constant is not (it multiplies by an approximate reciprocal).
+        return tf.constant(2.0 ** np.asarray(exponent, np.float64), tf.float32)
 
-        def __init__(self, plan, image_shape, **kwargs):
+    def stochastic_round(w, fw, bits, seed):
+        """Gupta et al.'s rounding onto the grid, ``floor(x + u)``; 1 bit: +1 w.p. (x+1)/2."""
+        x = w * power(fw)
+        u = keras.random.uniform(tf.shape(w), seed=seed)
+        if bits == 1:
+            q = tf.where(u < tf.clip_by_value((x + 1.0) * 0.5, 0.0, 1.0), 1.0, -1.0)
+        else:
+            lo, hi = weight_range(bits)
+            q = tf.clip_by_value(tf.floor(x + u), lo, hi)
+        return q * power(-fw)
+
+    class FakeQuantNet(keras.Model):
+        """The integer network of ``docs/numerics.md`` in float32, trainable through STEs.
+
+        ``scheme`` (:data:`TRAINING_SCHEMES`) says how the weights are held: ``dual-copy``,
+        latent floats rounded to nearest in the forward pass; ``randomized``, on their grid,
+        each optimizer step's result rounded back stochastically (seeded by ``seed``);
+        ``iterative``, floats except where ``frozen``, which use their ``anchors`` (the
+        rounded values, :func:`freeze`).
+        """
+
+        def __init__(self, plan, image_shape, scheme="dual-copy", seed=0, **kwargs):
             super().__init__(**kwargs)
             self.plan, self.image_shape = plan, tuple(image_shape)
-            self.kernels, self.biases = [], []
+            self.scheme, self.seed = scheme, seed
+            self.kernels, self.biases, self.frozen, self.anchors = [], [], [], []
             # Scales the logits in training only: argmax, and so the integer model, ignores
             # it, but a low-bit network, whose logit range the fixed fractions pin, gets to
             # choose its softmax temperature.
             self.log_temperature = self.add_weight(shape=(), name="log_temperature",
                                                    initializer="zeros")
+            self.rounding_seed = keras.random.SeedGenerator(seed)
             for step in plan:
                 if step["kind"] not in ("conv2d", "dense"):
                     continue
@@ -196,11 +279,27 @@ def _network_class():
                 self.kernels.append(self.add_weight(
                     shape=kernel.shape, name=f"{step['name']}_kernel",
                     initializer=keras.initializers.Constant(kernel),
-                    constraint=functools.partial(tf.clip_by_value, clip_value_min=-limit,
-                                                 clip_value_max=limit)))
+                    constraint=self._constraint(step, kernel.shape, limit)))
                 self.biases.append(self.add_weight(
                     shape=step["bias"].shape, name=f"{step['name']}_bias",
                     initializer=keras.initializers.Constant(step["bias"].astype(np.float32))))
+
+        def _constraint(self, step, shape, limit):
+            """What the optimizer makes of a kernel after each step."""
+            if self.scheme == "randomized":
+                return functools.partial(stochastic_round, fw=step["weight_frac"],
+                                         bits=step["weight_bits"], seed=self.rounding_seed)
+            clip = functools.partial(tf.clip_by_value, clip_value_min=-limit,
+                                     clip_value_max=limit)
+            if self.scheme == "dual-copy":
+                return clip
+            frozen, anchor = (self.add_weight(shape=shape, name=f"{step['name']}_{what}",
+                                              initializer="zeros", trainable=False)
+                              for what in ("frozen", "anchor"))
+            self.frozen.append(frozen)
+            self.anchors.append(anchor)
+            # Frozen weights are put back to their rounded values whatever the update did.
+            return lambda w: tf.where(frozen > 0, anchor, clip(w))
 
         def call(self, x, training=False):
             index = 0
@@ -210,18 +309,19 @@ def _network_class():
                 elif step["kind"] == "flatten":
                     x = tf.reshape(x, [tf.shape(x)[0], -1])
                 else:
-                    x = self._weight_layer(x, step, self.kernels[index], self.biases[index])
+                    kernel = self.kernels[index]
+                    if self.scheme == "iterative":
+                        w = tf.where(self.frozen[index] > 0, self.anchors[index], kernel)
+                    else:
+                        w = self._rounded_kernel(step, kernel)
+                    x = self._layer(x, step, w, self.biases[index])
                     index += 1
             return x * tf.exp(self.log_temperature) if training else x
 
         @staticmethod
-        def _weight_layer(x, step, kernel, bias):
-            # Only multiplications by powers of two: exact, where TensorFlow's graph-mode
-            # division by a constant is not (it multiplies by an approximate reciprocal).
-            def power(exponent):
-                return tf.constant(2.0 ** np.asarray(exponent, np.float64), tf.float32)
-
-            bits, fw, fa_in = step["weight_bits"], step["weight_frac"], step["in_frac"]
+        def _rounded_kernel(step, kernel):
+            """``q * 2**-fw`` of the latent kernel, straight-through inside the range."""
+            bits, fw = step["weight_bits"], step["weight_frac"]
             scaled = kernel * power(fw)
             if bits == 1:
                 q = tf.where(scaled >= 0, 1.0, -1.0)
@@ -229,7 +329,12 @@ def _network_class():
                 lo, hi = weight_range(bits)
                 q = tf.clip_by_value(tf.round(scaled), lo, hi)  # tf.round is numpy.rint
             mask = tf.cast(tf.abs(scaled) <= _weight_bound(bits), tf.float32)
-            w = straight_through(q * power(-fw), kernel, mask)
+            return straight_through(q * power(-fw), kernel, mask)
+
+        @staticmethod
+        def _layer(x, step, w, bias):
+            """The weight layer with weights ``w``: rounded bias, sum, requantization."""
+            fw, fa_in = step["weight_frac"], step["in_frac"]
             b = straight_through(tf.round(bias * power(fw + fa_in)) * power(-fw - fa_in), bias)
             if step["kind"] == "conv2d":
                 y = tf.nn.conv2d(x, w, step["stride"], step["padding"].upper()) + b
@@ -243,10 +348,15 @@ def _network_class():
             inside = tf.cast((z >= lo - 0.5) & (z < hi + 0.5), tf.float32)
             return straight_through(out, y, inside)
 
+        @classmethod
+        def _weight_layer(cls, x, step, kernel, bias):
+            """The weight layer of a latent kernel rounded to nearest (dual-copy's forward)."""
+            return cls._layer(x, step, cls._rounded_kernel(step, kernel), bias)
+
     return FakeQuantNet
 
 
-def fake_quant_model(fnet, fractions, weight_bits, act_bits):
+def fake_quant_model(fnet, fractions, weight_bits, act_bits, scheme="dual-copy", seed=0):
     """Build the trainable fake-quant model of ``fnet`` at fixed ``fractions``.
 
     Parameters
@@ -256,6 +366,12 @@ def fake_quant_model(fnet, fractions, weight_bits, act_bits):
     fractions : dict
         ``{layer name: {"weight_frac": [...], "out_frac": int or None}}``.
     weight_bits, act_bits : int
+    scheme : {"dual-copy", "randomized", "iterative"}
+        How the weights are held (:data:`TRAINING_SCHEMES`). ``randomized`` starts from the
+        float weights stochastically rounded onto their grid (``seed``); ``iterative`` starts
+        with nothing frozen (:func:`freeze`).
+    seed : int
+        Seeds ``randomized``'s rounding, here and after every optimizer step.
 
     Returns
     -------
@@ -263,8 +379,17 @@ def fake_quant_model(fnet, fractions, weight_bits, act_bits):
         Takes ``float32`` images ``p * 2**-8`` of shape ``(N, *input_shape)`` and returns the
         logits ``acc * 2**-(fw + fa_in)`` of the integer model.
     """
-    model = _network_class()(_plan(fnet, fractions, weight_bits, act_bits), fnet.input_shape,
-                             name=fnet.name)
+    if scheme not in TRAINING_SCHEMES:
+        raise UserError(f"unknown training method {scheme!r}; known: "
+                        f"{', '.join(TRAINING_SCHEMES)}")
+    plan = _plan(fnet, fractions, weight_bits, act_bits)
+    if scheme == "randomized":
+        rng = np.random.default_rng(seed)
+        for step in plan:
+            if step["kind"] in ("conv2d", "dense"):
+                step["kernel"] = _stochastic_grid(step["kernel"], step["weight_frac"],
+                                                  weight_bits, rng)
+    model = _network_class()(plan, fnet.input_shape, scheme=scheme, seed=seed, name=fnet.name)
     model(np.zeros((1, *fnet.input_shape), np.float32))
     return model
 
@@ -356,9 +481,8 @@ def recalibrate(model, pixels):
     """
     import tensorflow as tf
 
-    from .quantize import choose_activation_frac, quantize_weights
-
     net = type(model)
+    rng = np.random.default_rng([model.seed, 1])  # randomized: the re-rounding's draws
     x = tf.constant(np.asarray(pixels, np.float32).reshape(len(pixels), *model.image_shape)
                     * np.float32(2.0 ** -_INPUT_FRAC))
     plan, in_frac, index = [], _INPUT_FRAC, 0
@@ -379,6 +503,8 @@ def recalibrate(model, pixels):
             # nothing new about the scale: 1-bit weights keep their fractions.
             _, fw = quantize_weights(kernel.reshape(-1, kernel.shape[-1]).astype(np.float64),
                                      step["weight_bits"], per_channel=not output)
+        if model.scheme == "randomized":  # onto the new grid, as after an optimizer step
+            kernel = _stochastic_grid(kernel, fw, step["weight_bits"], rng).astype(np.float32)
         new = {**step, "kernel": kernel, "bias": bias, "weight_frac": fw, "in_frac": in_frac}
         if not output:
             y = net._weight_layer(x, {**new, "out_frac": None}, tf.constant(kernel),
@@ -389,7 +515,8 @@ def recalibrate(model, pixels):
             x = net._weight_layer(x, new, tf.constant(kernel), tf.constant(bias))
             in_frac = new["out_frac"]
         plan.append(new)
-    fresh = net(plan, model.image_shape, name=model.name)
+    fresh = net(plan, model.image_shape, scheme=model.scheme, seed=model.seed + 1,
+                name=model.name)
     fresh(np.zeros((1, *model.image_shape), np.float32))
     fresh.log_temperature.assign(model.log_temperature)
     return fresh
@@ -402,9 +529,32 @@ def _fractions_of_model(model):
             for step in model.plan if step["kind"] in ("conv2d", "dense")}
 
 
+def _fit(model, dataset, epochs, steps_per_epoch, learning_rate, verbose):
+    """Adam with a fresh cosine decay from ``learning_rate`` over ``epochs``."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                      learning_rate, epochs * steps_per_epoch, alpha=0.02)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
+
+
+def _start(fnet, images, weight_bits, act_bits, seed, calibration):
+    """Seed everything; the post-training fractions and the config of a training run."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits)
+    return fractions_of(quantize(fnet, images[:calibration], config)), config
+
+
 def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_size=64,
-              learning_rate=2e-3, seed=0, calibration=1000, recalibrate_after=10, verbose=1):
-    """Fine-tune ``fnet`` with fake-quantized weights and activations.
+              learning_rate=2e-3, seed=0, calibration=1000, recalibrate_after=10, verbose=1,
+              method="dual-copy"):
+    """Fine-tune ``fnet`` with fake-quantized weights and activations (dual-copy or randomized).
 
     The fractions are those post-training quantization picks (calibrated on
     ``images[:calibration]``). With ``recalibrate_after = E``, they are re-chosen once after
@@ -420,6 +570,10 @@ def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_s
     weight_bits, act_bits : int
     epochs, batch_size, learning_rate, seed, calibration, recalibrate_after, verbose
         Adam with cosine decay from ``learning_rate``; ``seed`` makes the run repeatable.
+    method : {"dual-copy", "randomized"}
+        ``dual-copy``: latent float weights, rounded to nearest in each forward pass;
+        ``randomized``: weights on their grid, each step's result rounded back
+        stochastically (seeded by ``seed``).
 
     Returns
     -------
@@ -428,29 +582,123 @@ def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_s
     fractions : dict
         The fixed fractions it used.
     """
-    import keras
-    import tensorflow as tf
-
-    from .quantize import QuantConfig, quantize
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits)
-    fractions = fractions_of(quantize(fnet, images[:calibration], config))
-    model = fake_quant_model(fnet, fractions, config.weight_bits, config.act_bits)
+    if method not in ("dual-copy", "randomized"):
+        raise UserError(f"train_qat trains dual-copy or randomized, not {method!r}")
+    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration)
+    model = fake_quant_model(fnet, fractions, config.weight_bits, config.act_bits,
+                             scheme=method, seed=seed)
     dataset = _pixels_dataset(images, labels, batch_size, seed, fnet.input_shape)
     phases = [recalibrate_after, epochs - recalibrate_after] if 0 < recalibrate_after < epochs \
         else [epochs]
     for phase, phase_epochs in enumerate(phases):
         if phase:
             model = recalibrate(model, images[:calibration])
-        steps = phase_epochs * -(-len(images) // batch_size)
-        model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-                          learning_rate, steps, alpha=0.02)),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        model.fit(dataset, epochs=phase_epochs, verbose=verbose,
-                  shuffle=False)  # the dataset shuffles
+        _fit(model, dataset, phase_epochs, -(-len(images) // batch_size), learning_rate,
+             verbose)
+    return model, _fractions_of_model(model)
+
+
+def check_shares(shares, epochs):
+    """Return incremental quantization's cumulative ``shares`` as floats, or raise a UserError.
+
+    They must rise strictly within ``(0, 1]`` and end at 1 (every weight quantized), and
+    ``epochs`` must give each fine-tuning step (one before each share but the last) one.
+    """
+    try:
+        values = tuple(float(share) for share in shares)
+    except (TypeError, ValueError):
+        raise UserError(f"--shares {shares!r} must be numbers, e.g. 0.5,0.75,0.875,1") from None
+    if not values or values[-1] != 1.0 or not all(a < b for a, b in
+                                                  zip((0.0, *values), values, strict=False)):
+        raise UserError(f"--shares {','.join(f'{v:g}' for v in values)} must rise strictly "
+                        f"within (0, 1] and end at 1, e.g. 0.5,0.75,0.875,1")
+    if epochs < len(values) - 1:
+        raise UserError(f"--epochs {epochs} is fewer than the {len(values) - 1} fine-tuning "
+                        f"steps of --shares {','.join(f'{v:g}' for v in values)}")
+    return values
+
+
+def freeze(model, share):
+    """Round and freeze the largest free weights of every layer until ``share`` are frozen.
+
+    Incremental quantization's partition step: in each weight layer, the weights not yet
+    frozen are ranked by magnitude ``|w|`` (the latent float, ties to the lower flat index),
+    and the largest are rounded to nearest and frozen until ``ceil(share * size)`` of the
+    layer's weights are; frozen weights keep their integer values from then on.
+
+    Parameters
+    ----------
+    model : keras.Model
+        An ``iterative`` fake-quant model (:func:`fake_quant_model`).
+    share : float
+        The cumulative share of each layer's weights frozen after this step, in ``(0, 1]``.
+    """
+    steps = [step for step in model.plan if step["kind"] in ("conv2d", "dense")]
+    for step, kernel, frozen, anchor in zip(steps, model.kernels, model.frozen, model.anchors,
+                                            strict=True):
+        w = kernel.numpy().astype(np.float64)
+        mask = frozen.numpy().reshape(-1) > 0
+        free = np.flatnonzero(~mask)
+        order = free[np.argsort(-np.abs(w.reshape(-1)[free]), kind="stable")]
+        mask[order[:max(math.ceil(share * w.size) - int(mask.sum()), 0)]] = True
+        mask = mask.reshape(w.shape)
+        rounded = _quantize_kernel(w, step["weight_frac"], step["weight_bits"]) \
+            * 2.0 ** -step["weight_frac"].astype(np.float64)
+        values = np.where(mask, rounded, 0.0).astype(np.float32)
+        anchor.assign(values)
+        frozen.assign(mask.astype(np.float32))
+        kernel.assign(np.where(mask, values, w).astype(np.float32))
+
+
+def train_iterative(fnet, images, labels, weight_bits, act_bits, *, shares=ITERATIVE_SHARES,
+                    epochs=40, batch_size=64, learning_rate=2e-3, seed=0, calibration=1000,
+                    verbose=1, callback=None):
+    """Incremental quantization: freeze growing shares of the weights, fine-tuning the rest.
+
+    The fractions are post-training quantization's (calibrated on ``images[:calibration]``)
+    and stay fixed. For each share, :func:`freeze` rounds and freezes the largest free
+    weights of every layer, then the still-float weights (and the biases) are fine-tuned with
+    the fake-quant forward, frozen weights fixed; after the last share (1) no float weight is
+    left and the network is the integer model.
+
+    Parameters
+    ----------
+    fnet : FloatNet
+    images, labels : ndarray of uint8
+    weight_bits, act_bits : int
+    shares : sequence of float
+        Cumulative shares, default :data:`ITERATIVE_SHARES` (checked by
+        :func:`check_shares`).
+    epochs : int
+        Fine-tuning epochs in all, split as evenly as can be over the steps before the last
+        (earlier steps get the odd ones); at least one each.
+    batch_size, learning_rate, seed, calibration, verbose
+        As :func:`train_qat`; each fine-tuning step starts a fresh Adam with cosine decay.
+    callback : callable, optional
+        Called as ``callback(stage, share, model)`` with ``stage`` ``"frozen"`` after each
+        partition and ``"tuned"`` after each fine-tuning.
+
+    Returns
+    -------
+    model : keras.Model
+        The trained fake-quant model, every weight frozen.
+    fractions : dict
+    """
+    shares = check_shares(shares, epochs)
+    tuned = len(shares) - 1
+    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration)
+    model = fake_quant_model(fnet, fractions, config.weight_bits, config.act_bits,
+                             scheme="iterative", seed=seed)
+    dataset = _pixels_dataset(images, labels, batch_size, seed, fnet.input_shape)
+    for index, share in enumerate(shares):
+        freeze(model, share)
+        if callback is not None:
+            callback("frozen", share, model)
+        if index < tuned:
+            _fit(model, dataset, epochs // tuned + (index < epochs % tuned),
+                 -(-len(images) // batch_size), learning_rate, verbose)
+            if callback is not None:
+                callback("tuned", share, model)
     return model, _fractions_of_model(model)
 
 
@@ -476,8 +724,8 @@ def save_qat(model, fractions, out, training):
     step = next(step for step in model.plan if step["kind"] in ("conv2d", "dense"))
     sidecar = {"format": SIDECAR_FORMAT, "version": _SIDECAR_VERSION,
                "weight_bits": step["weight_bits"], "act_bits": step["act_bits"],
-               "rounding": "nearest", "granularity": "channel", "layers": fractions,
-               "training": training}
+               "rounding": "nearest", "granularity": "channel", "method": model.scheme,
+               "layers": fractions, "training": training}
     temporary = out.with_suffix(".tmp.keras")
     export_model(model).save(temporary)
     side = sidecar_path(out)
@@ -505,13 +753,11 @@ def verify_export(model, path, pixels):
     QModel
         The integer model, equal to the trained one weight for weight.
     """
-    from .keras_import import extract, load_keras_model
-    from .quantize import QuantConfig, quantize
-
     sidecar = load_fractions(sidecar_path(path))
     fnet = extract(load_keras_model(path), name=model.name)
     config = QuantConfig(weight_bits=sidecar["weight_bits"], act_bits=sidecar["act_bits"])
     qmodel = quantize(fnet, pixels, config, fractions=sidecar["layers"])
+    qmodel.config["method"] = TRAINED_LABELS[sidecar["method"]]
     for (q, b), layer in zip(integer_layers(model), qmodel.weight_layers, strict=True):
         if not (np.array_equal(q, layer.weight) and np.array_equal(b, layer.bias)):
             raise RuntimeError(f"{path}: layer {layer.name!r} does not quantize back to the "

@@ -2,19 +2,31 @@
 
 Command line::
 
-    python -m sw.quantize --model lenet5 --bits 4 --out build/lenet5-4b [--method auto|qat|ptq]
+    python -m sw.quantize --model lenet5 --bits 4 --out build/lenet5-4b [--method NAME]
+
+``--method`` is one of :data:`METHODS` (``docs/quantization.md``); :func:`quantize_model`
+turns a model, bit widths and a method name into the integer model, for every command.
 """
 
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .data import check_images, load_train, parse_data_arg
 from .errors import UserError, cli_main
-from .keras_import import FloatConv2D, FloatDense, FloatFlatten, FloatPool2D
+from .keras_import import (
+    FloatConv2D,
+    FloatDense,
+    FloatFlatten,
+    FloatPool2D,
+    extract,
+    load_keras_model,
+)
+from .models import SEED_MODELS, load_float_net, model_path
 from .outputs import prepare_dir, replace_dir
 from .qmodel import (
     Conv2D,
@@ -31,12 +43,18 @@ __all__ = [
     "CALIBRATION_IMAGES",
     "GRANULARITIES",
     "METHODS",
+    "METHOD_ALIASES",
     "METHOD_HELP",
+    "METHOD_TABLE",
     "PRESETS",
     "ROUNDINGS",
+    "SCALE_RULES",
+    "TRAINED_LABELS",
+    "TRAINED_METHODS",
     "QuantConfig",
     "check_bits",
     "check_calibration",
+    "check_method",
     "choose_activation_frac",
     "main",
     "quantize",
@@ -47,12 +65,35 @@ __all__ = [
 ]
 
 ROUNDINGS = ("nearest", "floor", "stochastic")
-#: How :func:`quantize_model` may quantize: QAT where trained (auto), or insist on one.
-METHODS = ("auto", "qat", "ptq")
+#: How power-of-two fractions are chosen: least squared error after rounding (``error``, the
+#: post-training default) or the largest fraction at which nothing clips (``range``: dynamic
+#: fixed point).
+SCALE_RULES = ("error", "range")
+#: Every quantization method by name, with what it does (``docs/quantization.md``): the one
+#: table every command's ``--method`` and :func:`quantize_model` follow.
+METHOD_TABLE = {
+    "auto": "the shipped dual-copy (QAT) model where there is one for these bits, else ptq "
+            "(the default)",
+    "ptq": "post-training: round the float weights once, fractions of least squared error",
+    "dynamic-fp": "dynamic fixed point: post-training, each channel's and activation's "
+                  "power-of-two exponent from its range (nothing clips on calibration data)",
+    "randomized": "stochastic rounding (seeded): the model trained so (sw.train --method "
+                  "randomized) where there is one, else post-training",
+    "dual-copy": "the model trained with a float copy of every weight rounded in each forward "
+                 "pass (sw.train --method dual-copy); none is an error",
+    "iterative": "the model trained by incremental quantization (sw.train --method "
+                 "iterative); none is an error",
+}
+#: Other spellings of the same methods: ``qat`` is today's name of ``dual-copy``.
+METHOD_ALIASES = {"qat": "dual-copy", "dual_copy": "dual-copy", "dynamic_fp": "dynamic-fp"}
+#: Every name ``--method`` takes (``choices=`` of commands that have not moved to
+#: :func:`check_method`).
+METHODS = (*METHOD_TABLE, *METHOD_ALIASES)
+#: Methods that are a way of training: :func:`quantize_model` finds the model they trained.
+TRAINED_METHODS = ("dual-copy", "randomized", "iterative")
 #: The ``--method`` help of every command that quantizes.
-METHOD_HELP = ("auto: the shipped quantization-aware trained model where there is one for "
-               "these bits, else post-training quantization; qat: insist on QAT; ptq: always "
-               "post-training (default auto)")
+METHOD_HELP = "; ".join([f"{name}: {what}" for name, what in METHOD_TABLE.items()]
+                        + ["qat: dual-copy (its former name)"]) + " (docs/quantization.md)"
 GRANULARITIES = ("channel", "tensor")
 #: Fixed weight fraction of the seed notebook's ``int(w*256)`` scheme.
 PRESETS = {"x256": {"weight_frac": 8, "rounding": "floor", "weight_bits": 8, "act_bits": 8}}
@@ -92,6 +133,23 @@ def check_bits(bits, what="bit width"):
     return value
 
 
+def check_method(name):
+    """Return the canonical name of quantization method ``name``, or raise a :class:`UserError`.
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`METHOD_TABLE` or :data:`METHOD_ALIASES` (``qat`` is ``dual-copy``).
+        Usable as an ``argparse`` ``type=``: an unknown name is a one-line error, not a usage
+        message.
+    """
+    canonical = METHOD_ALIASES.get(name, name)
+    if canonical not in METHOD_TABLE:
+        raise UserError(f"unknown quantization method {name!r}; known: "
+                        f"{', '.join(METHOD_TABLE)} (qat is dual-copy)")
+    return canonical
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """How to quantize.
@@ -110,6 +168,8 @@ class QuantConfig:
         Seeds stochastic rounding.
     preset : {"x256"}, optional
         The seed notebook's fixed-point scheme; overrides the fields it names.
+    scales : {"error", "range"}
+        How fractions are chosen (:data:`SCALE_RULES`); ``range`` is dynamic fixed point.
     """
 
     weight_bits: int = 8
@@ -118,6 +178,7 @@ class QuantConfig:
     granularity: str = "channel"
     seed: int = 0
     preset: str | None = None
+    scales: str = "error"
 
     def __post_init__(self):
         if self.preset is not None:
@@ -134,6 +195,12 @@ class QuantConfig:
         if self.granularity not in GRANULARITIES:
             raise UserError(f"unknown granularity {self.granularity!r}; known: "
                             f"{', '.join(GRANULARITIES)}")
+        if self.scales not in SCALE_RULES:
+            raise UserError(f"unknown scale rule {self.scales!r}; known: "
+                            f"{', '.join(SCALE_RULES)}")
+        if self.scales == "range" and self.preset is not None:
+            raise UserError(f"preset {self.preset!r} fixes the weight fractions; it cannot be "
+                            f"combined with range-based (dynamic fixed point) scales")
 
     @property
     def fixed_weight_frac(self):
@@ -150,6 +217,10 @@ def _round(x, rounding, rng):
 
 def _quantize_at(w, frac, bits, rounding, rng):
     if bits == 1:
+        if rounding == "stochastic":
+            # The two levels -1 and +1 are 2 apart: +1 with probability (x + 1) / 2.
+            up = np.clip((w * 2.0 ** frac + 1.0) / 2.0, 0.0, 1.0)
+            return np.where(rng.random(np.shape(w)) < up, 1, -1).astype(np.int64)
         return np.where(w >= 0, 1, -1).astype(np.int64)
     lo, hi = weight_range(bits)
     return np.clip(_round(w * 2.0 ** frac, rounding, rng), lo, hi).astype(np.int64)
@@ -173,9 +244,42 @@ def _best_weight_frac(w, bits):
     return min(candidates, key=error)
 
 
+def _range_frac(magnitude, top):
+    """The largest fraction ``f`` with ``magnitude * 2**f <= top`` (0 for a zero magnitude)."""
+    if magnitude == 0.0:
+        return 0
+    frac = math.floor(math.log2(top / magnitude))
+    while magnitude * 2.0 ** (frac + 1) <= top:  # log2 may be off by one ulp either way
+        frac += 1
+    while magnitude * 2.0 ** frac > top:
+        frac -= 1
+    return frac
+
+
+def _range_weight_frac(w, bits):
+    """Dynamic fixed point: the largest fraction at which no weight clips (1 bit: as error)."""
+    if bits == 1:
+        return _best_weight_frac(w, bits)  # every weight is +-1: there is no range to fit
+    return _range_frac(float(np.max(np.abs(w))), weight_range(bits)[1])
+
+
 def quantize_weights(matrix, bits, *, rounding="nearest", per_channel=True, rng=None,
-                     fixed_frac=None):
+                     fixed_frac=None, scales="error"):
     """Quantize a ``(inputs, outputs)`` weight matrix to ``bits``-bit integers.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (inputs, outputs)
+    bits : int
+    rounding : {"nearest", "floor", "stochastic"}
+    per_channel : bool
+        One fraction per output channel, or one for the matrix.
+    rng : numpy.random.Generator, optional
+        Draws of stochastic rounding (default: seeded with 0).
+    fixed_frac : int or array of int, optional
+        Use these fractions instead of choosing them.
+    scales : {"error", "range"}
+        Choose each fraction by least squared error, or as the largest at which nothing clips.
 
     Returns
     -------
@@ -187,20 +291,26 @@ def quantize_weights(matrix, bits, *, rounding="nearest", per_channel=True, rng=
     columns = matrix.shape[1]
     if fixed_frac is not None:
         fracs = np.full(columns, fixed_frac)
-    elif per_channel:
-        fracs = np.array([_best_weight_frac(matrix[:, c], bits) for c in range(columns)])
     else:
-        fracs = np.full(columns, _best_weight_frac(matrix, bits))
+        choose = _range_weight_frac if scales == "range" else _best_weight_frac
+        fracs = np.array([choose(matrix[:, c], bits) for c in range(columns)]) if per_channel \
+            else np.full(columns, choose(matrix, bits))
     q = np.stack([_quantize_at(matrix[:, c], fracs[c], bits, rounding, rng)
                   for c in range(columns)], axis=1)
     return q, fracs.astype(np.int64)
 
 
-def choose_activation_frac(samples, bits, signed):
-    """Calibrate an activation's fraction bits on float ``samples`` (least squared error)."""
+def choose_activation_frac(samples, bits, signed, scales="error"):
+    """Calibrate an activation's fraction bits on float ``samples``.
+
+    ``scales="error"``: the least squared error between the samples and their clipped integer
+    image; ``"range"``: the largest fraction at which no sample exceeds the largest integer.
+    """
     samples = np.asarray(samples, dtype=np.float64).reshape(-1)
     lo, hi = value_range(bits, signed)
     magnitude = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if scales == "range":
+        return _range_frac(magnitude, max(hi, 1))
     if magnitude == 0.0:
         return 0
     start = math.floor(math.log2(max(hi, 1) / magnitude))
@@ -246,8 +356,6 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
         Fixed ``{layer name: {"weight_frac": [per channel], "out_frac": int or None}}`` (a
         quantization-aware trained model's, see :mod:`sw.qat`) instead of choosing them.
     """
-    from .data import check_images
-
     check_images(calibration_pixels, fnet.input_shape, fnet.name)
     _check_fractions(fnet, fractions)
     fixed = fractions or {}
@@ -271,7 +379,7 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
             q, wfrac = quantize_weights(
                 matrix, config.weight_bits, rounding=config.rounding, rng=rng,
                 per_channel=config.granularity == "channel" and index != last,
-                fixed_frac=fixed[flayer.name]["weight_frac"] if fixed else
+                scales=config.scales, fixed_frac=fixed[flayer.name]["weight_frac"] if fixed else
                 config.fixed_weight_frac)
             bias = np.rint(flayer.bias * 2.0 ** (wfrac + frac)).astype(np.int64)
             fields = {**common, "weight": q.reshape(flayer.weight.shape), "bias": bias,
@@ -281,7 +389,8 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
             if index != last:
                 out_signed = not flayer.relu
                 out_frac = fixed[flayer.name]["out_frac"] if fixed else \
-                    choose_activation_frac(output[:4096], config.act_bits, out_signed)
+                    choose_activation_frac(output[:4096], config.act_bits, out_signed,
+                                           config.scales)
                 fields.update(shift=wfrac + frac - out_frac, out_bits=config.act_bits,
                               out_signed=out_signed, out_frac=out_frac)
             if isinstance(flayer, FloatConv2D):
@@ -299,73 +408,124 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     return qmodel.validate()
 
 
-def _find_qat(spec, config):
-    """The QAT ``(.keras path, sidecar)`` for ``spec`` at ``config``, or ``(None, reason)``."""
-    from .models import SEED_MODELS
-    from .qat import load_fractions, qat_model_path, sidecar_path
+#: ``qmodel.config["method"]`` of a model trained with each of :data:`TRAINED_METHODS`.
+TRAINED_LABELS = {"dual-copy": "QAT", "randomized": "randomized training",
+                  "iterative": "iterative"}
+#: How each training method is asked for on ``sw.train``'s command line.
+_TRAIN_FLAGS = {"dual-copy": "--qat", "randomized": "--method randomized",
+                "iterative": "--method iterative"}
+
+
+def _find_trained(spec, config, method=None):
+    """The trained ``(.keras path, sidecar)`` for ``spec`` at ``config``, or ``(None, reason)``.
+
+    ``method`` is the training method asked for; ``None`` (``auto``) takes a seed's dual-copy
+    model, or whatever trained a file that has fractions beside it.
+    """
+    # sw.qat imports this module (its training quantizes), so it is imported at the call.
+    from .qat import load_fractions, sidecar_path, trained_model_path
 
     bits = f"W{config.weight_bits}A{config.act_bits}"
+    wanted = method or "dual-copy"
     if spec in SEED_MODELS:
-        path = qat_model_path(spec, config.weight_bits, config.act_bits)
+        path = trained_model_path(spec, config.weight_bits, config.act_bits, wanted)
         if not path.is_file() or not sidecar_path(path).is_file():
-            return None, (f"no QAT model of {spec} at {bits} ({path.name} and its "
-                          f"{sidecar_path(path).name}); train one with python -m sw.train "
-                          f"--model {spec} --qat --bits {config.weight_bits} --act-bits "
-                          f"{config.act_bits}")
+            return None, (f"no {TRAINED_LABELS[wanted]} model of {spec} at {bits} ({path.name} "
+                          f"and its {sidecar_path(path).name}); train one with python -m "
+                          f"sw.train --model {spec} {_TRAIN_FLAGS[wanted]} --bits "
+                          f"{config.weight_bits} --act-bits {config.act_bits}")
     else:
         path = Path(spec)
         if not sidecar_path(path).is_file():
-            return None, f"{spec} has no QAT fractions file {sidecar_path(path).name} beside it"
+            return None, (f"{spec} has no {TRAINED_LABELS[wanted]} fractions file "
+                          f"{sidecar_path(path).name} beside it")
     sidecar = load_fractions(sidecar_path(path))
+    if method is not None and sidecar["method"] != method:
+        return None, f"{path} was trained with --method {sidecar['method']}, not {method}"
     if (sidecar["weight_bits"], sidecar["act_bits"]) != (config.weight_bits, config.act_bits):
         return None, (f"{path} was trained at W{sidecar['weight_bits']}A{sidecar['act_bits']}, "
                       f"not {bits}")
-    if config.preset or config.rounding != "nearest" or config.granularity != "channel":
-        return None, ("QAT models are quantized with nearest rounding, per-channel scales and "
-                      "no preset")
+    if config.preset or config.rounding != "nearest" or config.granularity != "channel" or \
+            config.scales != "error":
+        return None, ("trained models are quantized with nearest rounding, per-channel scales "
+                      "and no preset")
     return path, sidecar
 
 
+def _quantize_trained(spec, path, sidecar, config, calibration_pixels):
+    """The integer model a trained ``.keras`` file and its fractions hold."""
+    name = spec if spec in SEED_MODELS else Path(spec).stem
+    fnet = extract(load_keras_model(path), name=name)
+    qmodel = quantize(fnet, calibration_pixels, config, fractions=sidecar["layers"])
+    qmodel.config.update(method=TRAINED_LABELS[sidecar["method"]], qat_model=path.name)
+    return qmodel
+
+
+def _post_training(spec, config, calibration_pixels, label):
+    qmodel = quantize(load_float_net(spec), calibration_pixels, config)
+    qmodel.config["method"] = label
+    return qmodel
+
+
 def quantize_model(spec, config, calibration_pixels, method="auto"):
-    """Quantize a model by name or file the way every command does: QAT where trained.
+    """Quantize a model by name or file with quantization method ``method``.
+
+    This is the one entry point of every command's ``--method`` (``docs/quantization.md``).
 
     Parameters
     ----------
     spec : str
-        A seed model name or a ``.keras``/``.h5`` file. A seed name at ``W``/``A`` bits means
-        the shipped quantization-aware trained ``models/{name}-w{W}a{A}.keras`` (with its
-        ``.quant.json`` fractions) where it exists, else post-training quantization of
-        ``models/{name}.keras``. A file with a ``.quant.json`` beside it trained at these bits
-        is used with its fractions.
+        A seed model name or a ``.keras``/``.h5`` file. A trained model of seed ``name`` at
+        ``W``/``A`` bits is ``models/{name}-w{W}a{A}.keras`` (dual-copy) or
+        ``models/{name}-w{W}a{A}-{method}.keras`` (randomized, iterative), with its
+        ``.quant.json`` fractions; a file with a ``.quant.json`` beside it is a trained model.
     config : QuantConfig
+        Bits, granularity, seed and (for ``ptq``) rounding; each method sets its own rounding
+        and scale rule, and a ``config`` that contradicts it is a :class:`UserError`.
     calibration_pixels : ndarray of uint8
         Training images (post-training quantization calibrates activations on them).
-    method : {"auto", "qat", "ptq"}
-        ``qat`` insists on a QAT model (a :class:`UserError` where there is none), ``ptq``
-        quantizes the float model after training even where a QAT model exists.
+    method : str
+        A name of :data:`METHOD_TABLE` or :data:`METHOD_ALIASES`:
+
+        - ``auto``: the seed's dual-copy model (or the file's trained fractions) at these
+          bits where there is one, else ``ptq``;
+        - ``ptq``: post-training quantization of the float model, fractions of least squared
+          error, ``config.rounding``;
+        - ``dynamic-fp``: post-training, fractions by range (``config.scales = "range"``);
+        - ``randomized``: the model trained with stochastic rounding where there is one,
+          else post-training with stochastic rounding seeded by ``config.seed``;
+        - ``dual-copy`` (``qat``), ``iterative``: the model trained so; none is a
+          :class:`UserError` saying how to train one.
 
     Returns
     -------
     qmodel : QModel
-        ``qmodel.config["method"]`` is ``"QAT"`` or ``"post-training"``.
+        ``qmodel.config["method"]`` says how it was made: ``"post-training"``,
+        ``"dynamic-fp"``, ``"randomized"``, ``"QAT"`` (dual-copy), ``"randomized training"``
+        or ``"iterative"``.
     method : str
-        The same: ``"QAT"`` or ``"post-training"``.
+        The same label.
     """
-    from .keras_import import extract, load_keras_model
-    from .models import SEED_MODELS, load_float_net
-
-    if method not in METHODS:
-        raise UserError(f"unknown quantization method {method!r}; known: {', '.join(METHODS)}")
-    path, found = (None, None) if method == "ptq" else _find_qat(spec, config)
-    if path is None:
-        if method == "qat":
-            raise UserError(found)
-        qmodel = quantize(load_float_net(spec), calibration_pixels, config)
+    method = check_method(method)
+    if method == "randomized" and config.rounding not in ("nearest", "stochastic"):
+        raise UserError(f"--method randomized rounds stochastically, not {config.rounding!r}")
+    if method == "dynamic-fp":
+        config = replace(config, scales="range")  # its preset conflict is QuantConfig's error
+    if method in ("ptq", "dynamic-fp"):
+        qmodel = _post_training(spec, config, calibration_pixels,
+                                "dynamic-fp" if method == "dynamic-fp" else "post-training")
         return qmodel, qmodel.config["method"]
-    name = spec if spec in SEED_MODELS else Path(spec).stem
-    fnet = extract(load_keras_model(path), name=name)
-    qmodel = quantize(fnet, calibration_pixels, config, fractions=found["layers"])
-    qmodel.config["qat_model"] = path.name
+    trained_config = replace(config, rounding="nearest") if method == "randomized" else config
+    path, found = _find_trained(spec, trained_config, None if method == "auto" else method)
+    if path is not None:
+        qmodel = _quantize_trained(spec, path, found, trained_config, calibration_pixels)
+    elif method in ("dual-copy", "iterative"):
+        raise UserError(found)
+    elif method == "randomized":
+        qmodel = _post_training(spec, replace(config, rounding="stochastic"),
+                                calibration_pixels, "randomized")
+    else:
+        qmodel = _post_training(spec, config, calibration_pixels, "post-training")
     return qmodel, qmodel.config["method"]
 
 
@@ -439,9 +599,6 @@ def write_exports(qmodel, out, pe_simd=None):
 
 @cli_main
 def main(argv=None):
-    from .data import load_train, parse_data_arg
-    from .models import model_path
-
     parser = argparse.ArgumentParser(prog="python -m sw.quantize", description=__doc__.split(
         "\n")[0])
     parser.add_argument("--model", default="lenet5",
@@ -451,12 +608,13 @@ def main(argv=None):
     parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds stochastic rounding (--method randomized; default 0)")
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
                         help="training images used to calibrate activations "
                              f"(default {CALIBRATION_IMAGES})")
-    parser.add_argument("--method", choices=METHODS, default="auto", help=METHOD_HELP)
+    parser.add_argument("--method", type=check_method, default="auto", help=METHOD_HELP)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--force", action="store_true",
                         help="replace --out even if it holds files sw.quantize did not write")

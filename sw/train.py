@@ -3,18 +3,34 @@
 Command line::
 
     python -m sw.train --model lenet5 --epochs 30 --out models/lenet5.keras [--data DIR]
-    python -m sw.train --model lenet5 --qat --bits 4 [--act-bits 4] [--epochs 40] [--out PATH]
+    python -m sw.train --model lenet5 --method dual-copy|randomized|iterative --bits 4
+        [--act-bits 4] [--epochs 40] [--shares 0.5,0.75,0.875,1] [--out PATH]
+
+``--qat`` is ``--method dual-copy``; the methods are ``docs/quantization.md``'s.
 """
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from .data import load_test, load_train, parse_data_arg
 from .errors import UserError, cli_main
-from .models import SEED_MODELS, build
+from .golden import classify
+from .models import SEED_MODELS, build, load_float_net
+from .qat import (
+    ITERATIVE_SHARES,
+    check_shares,
+    save_qat,
+    train_iterative,
+    train_qat,
+    trained_model_path,
+    verify_export,
+)
+from .quantize import TRAINED_METHODS, check_bits, check_method
 
 __all__ = ["accuracy", "augmented_dataset", "main", "train"]
 
@@ -77,22 +93,53 @@ def accuracy(model, images, labels, pixel_scale=1 / 255):
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def _qat_main(args):
-    """``--qat``: fine-tune a float model through the integer numerics (:mod:`sw.qat`)."""
-    import time
+#: ``--method`` help of the training methods.
+_METHOD_DOCS = {
+    "dual-copy": "a float copy of every weight, rounded to nearest in each forward pass, "
+                 "straight-through gradients (--qat)",
+    "randomized": "weights on their integer grid, each step's result rounded back "
+                  "stochastically (seeded by --seed)",
+    "iterative": "incremental quantization: freeze growing --shares of each layer's weights, "
+                 "largest first, fine-tuning the rest",
+}
+#: What each training method prints as it starts.
+_TRAINING_NAMES = {"dual-copy": "quantization-aware (dual-copy) training",
+                   "randomized": "randomized (stochastic rounding) training",
+                   "iterative": "iterative (incremental) quantization"}
 
-    from .data import load_test, load_train
-    from .golden import classify
-    from .models import SEED_MODELS, load_float_net
-    from .qat import qat_model_path, save_qat, train_qat, verify_export
-    from .quantize import check_bits
 
+def _training_method(args):
+    """The training method ``--method``/``--qat`` ask for, or ``None`` for float training."""
+    method = None if args.method is None else check_method(args.method)
+    if args.qat:
+        if method not in (None, "dual-copy"):
+            raise UserError(f"--qat is --method dual-copy; it conflicts with --method "
+                            f"{args.method}")
+        method = "dual-copy"
+    if method is not None and method not in TRAINED_METHODS:
+        raise UserError(f"--method {method} quantizes a trained model (python -m sw.quantize "
+                        f"or sw.evaluate --method {method}); sw.train trains "
+                        f"{', '.join(TRAINED_METHODS)}")
+    return method
+
+
+def _quantized_main(args, method):
+    """``--method dual-copy|randomized|iterative``: train through the integer numerics."""
     if args.bits is None:
-        raise UserError("--qat needs --bits N (1..8)")
+        raise UserError(f"{'--qat' if args.qat else f'--method {method}'} needs --bits N "
+                        f"(1..8)")
     weight_bits = check_bits(args.bits, "--bits")
     act_bits = check_bits(args.act_bits or weight_bits, "--act-bits")
     if not args.lr > 0 or args.calibration < 1:
         raise UserError("--lr and --calibration must be positive")
+    if method == "iterative":
+        if args.recalibrate is not None:
+            raise UserError("--recalibrate does not apply to --method iterative (its fractions "
+                            "stay fixed while weights are frozen)")
+        shares = check_shares(ITERATIVE_SHARES if args.shares is None else
+                              args.shares.split(","), args.epochs)
+    elif args.shares is not None:
+        raise UserError("--shares needs --method iterative")
     if args.recalibrate is not None and not 0 <= args.recalibrate < args.epochs:
         raise UserError(f"--recalibrate must be in 0..epochs-1, not {args.recalibrate}")
     fnet = load_float_net(args.model)
@@ -100,24 +147,31 @@ def _qat_main(args):
     if args.out is not None:
         out = Path(args.out)
     elif args.model in SEED_MODELS:
-        out = qat_model_path(args.model, weight_bits, act_bits)
+        out = trained_model_path(args.model, weight_bits, act_bits, method)
     else:
-        out = Path(args.model).with_name(f"{fnet.name}-w{weight_bits}a{act_bits}.keras")
+        out = trained_model_path(fnet.name, weight_bits, act_bits, method,
+                                 Path(args.model).parent)
     epochs = args.epochs
-    recalibrate = epochs // 4 if args.recalibrate is None else args.recalibrate
-    print(f"quantization-aware training of {fnet.name} at W{weight_bits}A{act_bits} on "
+    print(f"{_TRAINING_NAMES[method]} of {fnet.name} at W{weight_bits}A{act_bits} on "
           f"{len(images)} images for {epochs} epochs", file=sys.stderr)
+    options = {"epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+               "seed": args.seed, "calibration": args.calibration,
+               "verbose": 1 if sys.stderr.isatty() else 2}
+    training = {"method": method, "float_model": str(args.model), "images": len(images),
+                "epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+                "seed": args.seed, "calibration_images": args.calibration}
     start = time.monotonic()
-    model, fractions = train_qat(fnet, images, labels, weight_bits, act_bits, epochs=epochs,
-                                 batch_size=args.batch_size, learning_rate=args.lr,
-                                 seed=args.seed, calibration=args.calibration,
-                                 recalibrate_after=recalibrate,
-                                 verbose=1 if sys.stderr.isatty() else 2)
+    if method == "iterative":
+        training["shares"] = list(shares)
+        model, fractions = train_iterative(fnet, images, labels, weight_bits, act_bits,
+                                           shares=shares, **options)
+    else:
+        recalibrate = epochs // 4 if args.recalibrate is None else args.recalibrate
+        training["recalibrate_after"] = recalibrate
+        model, fractions = train_qat(fnet, images, labels, weight_bits, act_bits,
+                                     recalibrate_after=recalibrate, method=method, **options)
     seconds = time.monotonic() - start
-    training = {"float_model": str(args.model), "images": len(images), "epochs": epochs,
-                "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
-                "calibration_images": args.calibration, "recalibrate_after": recalibrate,
-                "seconds": round(seconds, 1)}
+    training["seconds"] = round(seconds, 1)
     for path in save_qat(model, fractions, out, training):
         print(path)
     qmodel = verify_export(model, out, images[:64])
@@ -134,43 +188,54 @@ def _qat_main(args):
 
 @cli_main
 def main(argv=None):
-    from .data import load_test, load_train, parse_data_arg
-
     parser = argparse.ArgumentParser(prog="python -m sw.train", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True,
-                        help=f"seed model ({', '.join(SEED_MODELS)}); with --qat also a "
+                        help=f"seed model ({', '.join(SEED_MODELS)}); with --method also a "
                              f".keras/.h5 file")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
-    parser.add_argument("--out", default=None, help="output .keras file (with --qat default: "
-                        "models/M-wNaA.keras beside the float model)")
-    parser.add_argument("--qat", action="store_true",
-                        help="quantization-aware fine-tuning of the trained float model")
-    parser.add_argument("--bits", default=None, help="--qat: weight bits, 1..8")
-    parser.add_argument("--act-bits", default=None, help="--qat: activation bits (default: "
+    parser.add_argument("--out", default=None, help="output .keras file (with --method default: "
+                        "models/M-wNaA.keras for dual-copy, models/M-wNaA-METHOD.keras for "
+                        "the others, beside the float model)")
+    parser.add_argument("--method", default=None,
+                        help="fine-tune the trained float model through the integer numerics: "
+                             + "; ".join(f"{name}: {_METHOD_DOCS[name]}"
+                                         for name in TRAINED_METHODS)
+                             + " (docs/quantization.md)")
+    parser.add_argument("--qat", action="store_true", help="the same as --method dual-copy")
+    parser.add_argument("--bits", default=None, help="--method: weight bits, 1..8")
+    parser.add_argument("--act-bits", default=None, help="--method: activation bits (default: "
                         "--bits)")
     parser.add_argument("--lr", type=float, default=2e-3,
-                        help="--qat: initial learning rate (cosine decay; default 2e-3)")
+                        help="--method: initial learning rate (cosine decay; default 2e-3)")
     parser.add_argument("--calibration", type=int, default=1000,
-                        help="--qat: training images that choose the fractions (default 1000)")
+                        help="--method: training images that choose the fractions (default "
+                             "1000)")
     parser.add_argument("--recalibrate", type=int, default=None, metavar="E",
-                        help="--qat: re-choose the fractions once after E epochs (default: a "
-                             "quarter of the epochs; 0 keeps the post-training ones)")
+                        help="dual-copy, randomized: re-choose the fractions once after E epochs "
+                             "(default: a quarter of the epochs; 0 keeps the post-training ones)")
+    parser.add_argument("--shares", default=None,
+                        help="iterative: cumulative shares of each layer's weights quantized "
+                             "per step, largest first (default "
+                             f"{','.join(f'{v:g}' for v in ITERATIVE_SHARES)}); --epochs are "
+                             "split over the fine-tuning between steps")
     args = parser.parse_args(argv)
     if args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {args.epochs}")
     if args.out is not None and Path(args.out).suffix != ".keras":
         raise UserError(f"--out {args.out!r} must end in .keras")
-    if args.qat:
-        _qat_main(args)
+    method = _training_method(args)
+    if method is not None:
+        _quantized_main(args, method)
         return
     if args.bits is not None or args.act_bits is not None:
-        raise UserError("--bits and --act-bits need --qat (float training has no bit width)")
+        raise UserError("--bits and --act-bits need --qat or --method (float training has no "
+                        "bit width)")
     if args.model not in SEED_MODELS:
         raise UserError(f"unknown model {args.model!r}; seed models: {', '.join(SEED_MODELS)} "
-                        f"(a .keras/.h5 file needs --qat)")
+                        f"(a .keras/.h5 file needs --qat or --method)")
     if args.out is None:
         raise UserError("--out FILE.keras is required without --qat")
     out = Path(args.out)
