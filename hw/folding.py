@@ -387,17 +387,39 @@ def _pixels_for(qmodel, fold, target):
     return best[1]
 
 
-def _fold_for(qmodel, target):
-    """The fewest lanes of every weight layer, and input pixels per transfer, that run it in
-    ``target`` cycles, or None."""
-    fold = {}
+#: A layer may take this many more lanes than the fewest that meet the interval when the
+#: resource model finds that shape cheaper (fewer PEs, ROMs and line-buffer banks).
+_SPARE_LANES = 1.25
+
+
+def _shape_cost(layer, option, device, upstream):
+    """What shape ``option`` of ``layer`` costs, each resource as a share of the device's
+    (every lane LUT-built: the multiplier kinds are chosen afterwards)."""
+    need = _weight_layer_cost(layer, LayerFold(option[2], option[3], "lut"), device, upstream)
+    return (need.luts / device.luts + need.ffs / device.ffs
+            + need.brams / max(device.brams, 1))
+
+
+def _fold_for(qmodel, target, device):
+    """The cheapest shape of every weight layer that runs it in ``target`` cycles, and the
+    input pixels per transfer, or None.
+
+    Of the shapes with at most :data:`_SPARE_LANES` times the fewest lanes, each layer takes
+    the one :func:`_shape_cost` finds cheapest on ``device`` (then the fewer lanes, then the
+    narrower SIMD).
+    """
+    fold, upstream = {}, 1
     for layer in qmodel.weight_layers:
         fitting = [option for option in _options(layer) if option[0] <= target]
         if not fitting:
             return None
-        # Fewest lanes; of those, the narrowest SIMD, whose operand skew (SIMD^2) is smallest.
-        _, _, pe, simd = min(fitting, key=lambda option: (option[1], option[3], option[0]))
+        fewest = min(option[1] for option in fitting)
+        _, _, pe, simd = min(
+            (option for option in fitting if option[1] <= _SPARE_LANES * fewest),
+            key=lambda option: (_shape_cost(layer, option, device, upstream), option[1],
+                                option[3]))
         fold[layer.name] = (pe, simd)
+        upstream = pe
     return _pixels_for(qmodel, fold, target)
 
 
@@ -453,7 +475,7 @@ def auto_fold(qmodel, device, max_lanes=None):
     targets = sorted({option[0] for layer in qmodel.weight_layers for option in _options(layer)})
     best = None
     for target in reversed(targets):
-        fold = _fold_for(qmodel, target)
+        fold = _fold_for(qmodel, target, device)
         if fold is None:
             break
         if max_lanes and any(pe * simd > max_lanes for pe, simd in fold.values()):
@@ -474,7 +496,7 @@ def auto_fold(qmodel, device, max_lanes=None):
     # Non-MAC stages (the pixel input, pooling, width converters) may set the interval: no
     # layer needs to be faster than that, so give back the lanes it does not need.
     interval = max(stage.cycles for stage in schedule(qmodel, best))
-    relaxed = assign_multipliers(qmodel, _fold_for(qmodel, interval), device)
+    relaxed = assign_multipliers(qmodel, _fold_for(qmodel, interval, device), device)
     # The relaxed fold may take other shapes (and memories) than the best: keep it only if
     # it fits too.
     return relaxed if estimate(qmodel, relaxed, device).fits(device) else best
