@@ -105,7 +105,7 @@ class Store:
 def _fingerprint(model, bits):
     """A hash of the files that decide ``model``'s integer weights at ``bits``."""
     from .models import model_path
-    from .qat import qat_model_path, sidecar_path
+    from .trained import qat_model_path, sidecar_path
 
     digest = hashlib.sha256()
     paths = [model_path(model)]

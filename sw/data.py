@@ -18,6 +18,7 @@ from .errors import UserError
 
 __all__ = [
     "DATA_ENV",
+    "augmented_dataset",
     "check_images",
     "find_mnist",
     "load_idx",
@@ -265,3 +266,31 @@ def load_test(data=None):
         return _test_set_in(found)
     raise UserError("no MNIST test set: offline, no --data DIR given, and none in " +
                     ", ".join(str(path) for path in mnist_locations()))
+
+
+def augmented_dataset(images, labels, *, batch_size=64, seed=0, raw=False):
+    """Shuffled batches of ``images / 255`` (or raw) with random shifts and rotations.
+
+    Parameters
+    ----------
+    images : ndarray of uint8, shape (N, 28, 28)
+    labels : ndarray, shape (N,)
+    batch_size, seed : int
+    raw : bool
+        Keep the pixels' ``0..255`` (quantization-aware training scales them itself).
+
+    Returns
+    -------
+    tf.data.Dataset
+        Of ``(float32 images (B, 28, 28, 1), int32 labels)``.
+    """
+    import keras
+    import tensorflow as tf
+
+    augment = keras.Sequential([keras.layers.RandomTranslation(0.08, 0.08, seed=seed),
+                                keras.layers.RandomRotation(0.03, seed=seed + 1)])
+    x = images.reshape(-1, 28, 28, 1).astype(np.float32)
+    x = x if raw else x / 255.0
+    return (tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
+            .shuffle(len(x), seed=seed).batch(batch_size)
+            .map(lambda a, b: (augment(a, training=True), b)))

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
+from .data import augmented_dataset
 from .errors import UserError
 from .keras_import import (
     FloatConv2D,
@@ -60,108 +60,33 @@ from .quantize import (
     quantize,
     quantize_weights,
 )
+from .trained import (
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    TRAINING_SCHEMES,
+    fractions_of,
+    load_fractions,
+    sidecar_path,
+)
 
 __all__ = [
     "ITERATIVE_SHARES",
-    "SIDECAR_FORMAT",
-    "TRAINING_SCHEMES",
     "check_shares",
     "export_model",
     "fake_quant_model",
-    "fractions_of",
     "freeze",
     "integer_layers",
-    "load_fractions",
-    "qat_model_path",
     "recalibrate",
     "save_qat",
-    "sidecar_path",
     "train_iterative",
     "train_qat",
-    "trained_model_path",
     "verify_export",
 ]
 
-SIDECAR_FORMAT = "nnfpga-qat-fractions"
-_SIDECAR_VERSION = 1
-#: How the fake-quant network holds its weights, one per training method.
-TRAINING_SCHEMES = ("dual-copy", "randomized", "iterative")
 #: Incremental quantization's cumulative shares of each layer's weights frozen per step.
 ITERATIVE_SHARES = (0.5, 0.75, 0.875, 1.0)
 #: The hardware's pixel fraction: the first layer sees ``p * 2**-8``.
 _INPUT_FRAC = 8
-
-
-def sidecar_path(keras_path):
-    """The fractions file that goes with a QAT ``.keras`` model: ``NAME.quant.json``."""
-    keras_path = Path(keras_path)
-    return keras_path.with_name(keras_path.stem + ".quant.json")
-
-
-def qat_model_path(name, weight_bits, act_bits, directory=None):
-    """Where the shipped QAT model of seed ``name`` at ``W``/``A`` bits lives (may not exist)."""
-    return trained_model_path(name, weight_bits, act_bits, "dual-copy", directory)
-
-
-def trained_model_path(name, weight_bits, act_bits, method, directory=None):
-    """Where seed ``name`` trained with ``method`` at ``W``/``A`` bits lives (may not exist).
-
-    ``models/{name}-w{W}a{A}.keras`` for ``dual-copy`` (QAT), else
-    ``models/{name}-w{W}a{A}-{method}.keras``; ``directory`` replaces ``models/``.
-    """
-    suffix = "" if method == "dual-copy" else f"-{method}"
-    # models.MODELS_DIR is read at each call: tests point it elsewhere.
-    return Path(directory or models.MODELS_DIR) / f"{name}-w{weight_bits}a{act_bits}{suffix}.keras"
-
-
-def fractions_of(qmodel):
-    """The ``{layer name: {"weight_frac": [...], "out_frac": int or None}}`` of a QModel."""
-    return {layer.name: {"weight_frac": [int(v) for v in layer.weight_frac],
-                         "out_frac": None if layer.is_output else int(layer.out_frac)}
-            for layer in qmodel.weight_layers}
-
-
-def load_fractions(path):
-    """Read a sidecar written by :func:`save_qat`.
-
-    Returns
-    -------
-    dict
-        With ``weight_bits``, ``act_bits``, ``layers`` (the fractions, as for
-        :func:`sw.quantize.quantize`), ``method`` (one of :data:`TRAINING_SCHEMES`;
-        ``dual-copy`` in files written before there were others) and ``training`` (how the
-        model was trained).
-
-    Raises
-    ------
-    UserError
-        If the file is missing, not a sidecar, or malformed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"QAT fractions file {str(path)!r} not found")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != SIDECAR_FORMAT or data.get("version") != _SIDECAR_VERSION:
-            raise UserError(f"{path}: not a version {_SIDECAR_VERSION} {SIDECAR_FORMAT} file")
-        layers = {}
-        for name, entry in data["layers"].items():
-            fw = [int(v) for v in entry["weight_frac"]]
-            out = entry["out_frac"]
-            if not fw or any(v != w for v, w in zip(fw, entry["weight_frac"], strict=True)) or (
-                    out is not None and int(out) != out):
-                raise ValueError(f"layer {name!r}: fractions must be integers")
-            layers[name] = {"weight_frac": fw, "out_frac": None if out is None else int(out)}
-        method = data.get("method", "dual-copy")
-        if method not in TRAINING_SCHEMES:
-            raise ValueError(f"unknown training method {method!r}")
-        return {"weight_bits": int(data["weight_bits"]), "act_bits": int(data["act_bits"]),
-                "layers": layers, "method": method, "training": dict(data.get("training", {}))}
-    except UserError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise UserError(f"{path}: corrupt QAT fractions file ({type(error).__name__}: "
-                        f"{str(error)[:120]})") from None
 
 
 def _plan(fnet, fractions, weight_bits, act_bits):
@@ -448,7 +373,6 @@ def export_model(model):
 
 def _pixels_dataset(images, labels, batch_size, seed, shape):
     """Augmented batches as the hardware sees them: whole pixels ``0..255`` times ``2**-8``."""
-    from .train import augmented_dataset
 
     def to_hardware(x, y):
         import tensorflow as tf
@@ -722,7 +646,7 @@ def save_qat(model, fractions, out, training):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     step = next(step for step in model.plan if step["kind"] in ("conv2d", "dense"))
-    sidecar = {"format": SIDECAR_FORMAT, "version": _SIDECAR_VERSION,
+    sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION,
                "weight_bits": step["weight_bits"], "act_bits": step["act_bits"],
                "rounding": "nearest", "granularity": "channel", "method": model.scheme,
                "layers": fractions, "training": training}

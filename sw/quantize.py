@@ -38,6 +38,7 @@ from .qmodel import (
     value_range,
     weight_range,
 )
+from .trained import load_fractions, sidecar_path, trained_model_path
 
 __all__ = [
     "CALIBRATION_IMAGES",
@@ -422,9 +423,6 @@ def _find_trained(spec, config, method=None):
     ``method`` is the training method asked for; ``None`` (``auto``) takes a seed's dual-copy
     model, or whatever trained a file that has fractions beside it.
     """
-    # sw.qat imports this module (its training quantizes), so it is imported at the call.
-    from .qat import load_fractions, sidecar_path, trained_model_path
-
     bits = f"W{config.weight_bits}A{config.act_bits}"
     wanted = method or "dual-copy"
     if spec in SEED_MODELS:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import load_test, load_train, parse_data_arg
+from .data import augmented_dataset, load_test, load_train, parse_data_arg
 from .errors import UserError, cli_main
 from .golden import classify
 from .models import SEED_MODELS, build, load_float_net
@@ -27,12 +27,12 @@ from .qat import (
     save_qat,
     train_iterative,
     train_qat,
-    trained_model_path,
     verify_export,
 )
 from .quantize import TRAINED_METHODS, check_bits, check_method
+from .trained import trained_model_path
 
-__all__ = ["accuracy", "augmented_dataset", "main", "train"]
+__all__ = ["accuracy", "main", "train"]
 
 
 def train(name, images, labels, *, epochs=40, batch_size=64, seed=0, verbose=1):
@@ -55,34 +55,6 @@ def train(name, images, labels, *, epochs=40, batch_size=64, seed=0, verbose=1):
     model.fit(augmented_dataset(images, labels, batch_size=batch_size, seed=seed),
               epochs=epochs, verbose=verbose)
     return model
-
-
-def augmented_dataset(images, labels, *, batch_size=64, seed=0, raw=False):
-    """Shuffled batches of ``images / 255`` (or raw) with random shifts and rotations.
-
-    Parameters
-    ----------
-    images : ndarray of uint8, shape (N, 28, 28)
-    labels : ndarray, shape (N,)
-    batch_size, seed : int
-    raw : bool
-        Keep the pixels' ``0..255`` (quantization-aware training scales them itself).
-
-    Returns
-    -------
-    tf.data.Dataset
-        Of ``(float32 images (B, 28, 28, 1), int32 labels)``.
-    """
-    import keras
-    import tensorflow as tf
-
-    augment = keras.Sequential([keras.layers.RandomTranslation(0.08, 0.08, seed=seed),
-                                keras.layers.RandomRotation(0.03, seed=seed + 1)])
-    x = images.reshape(-1, 28, 28, 1).astype(np.float32)
-    x = x if raw else x / 255.0
-    return (tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
-            .shuffle(len(x), seed=seed).batch(batch_size)
-            .map(lambda a, b: (augment(a, training=True), b)))
 
 
 def accuracy(model, images, labels, pixel_scale=1 / 255):

@@ -188,7 +188,8 @@ def test_dynamic_fp_exponents_are_the_range_rule(granularity, seed_dir, mnist_tr
 def trained(tmp_path_factory, mnist_train):
     """tiny_cnn trained briefly at W2A2 with each training method, saved as sw.train does
     (``models/tiny_cnn-w2a2[-METHOD].keras``), with the stages of the iterative run."""
-    from sw.qat import save_qat, train_iterative, train_qat, trained_model_path
+    from sw.qat import save_qat, train_iterative, train_qat
+    from sw.trained import trained_model_path
 
     directory = tmp_path_factory.mktemp("models")
     shutil.copy(MODELS_DIR / "tiny_cnn.keras", directory / "tiny_cnn.keras")
@@ -235,7 +236,7 @@ def _assert_is_the_trained_network(model, qmodel, images):
 
 
 def test_dual_copy_is_the_qat_export_path(trained, trained_dir, mnist_test):
-    from sw.qat import load_fractions, sidecar_path
+    from sw.trained import load_fractions, sidecar_path
 
     model, _ = trained["runs"]["dual-copy"]
     path = trained_dir / "tiny_cnn-w2a2.keras"  # where --qat has always put it
@@ -256,8 +257,9 @@ def test_dual_copy_is_the_qat_export_path(trained, trained_dir, mnist_test):
 
 def test_randomized_training_keeps_weights_on_the_grid(trained, trained_dir, mnist_train,
                                                        mnist_test):
-    from sw.qat import fake_quant_model, fractions_of, integer_layers, train_qat
+    from sw.qat import fake_quant_model, integer_layers, train_qat
     from sw.quantize import quantize
+    from sw.trained import fractions_of
 
     model, _ = trained["runs"]["randomized"]
     steps = [step for step in model.plan if step["kind"] in ("conv2d", "dense")]
@@ -424,7 +426,7 @@ def test_iterative_epochs_must_cover_its_steps(tiny_data, tmp_path, capsys):
 def test_train_quantize_evaluate_by_method_name(tiny_data, tmp_path, capsys):
     """sw.train --method iterative, then sw.quantize and sw.evaluate of its model by name."""
     from sw import evaluate, quantize, train
-    from sw.qat import load_fractions, sidecar_path
+    from sw.trained import load_fractions, sidecar_path
 
     model = tmp_path / "tiny-w2a2-iterative.keras"
     train.main(["--model", "tiny_cnn", "--method", "iterative", "--bits", "2", "--epochs", "3",

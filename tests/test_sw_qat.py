@@ -61,7 +61,8 @@ def test_trained_network_is_the_exported_integer_model(bits, act_bits, recalibra
 
 
 def test_fixed_fractions_reproduce_post_training(small_fnet, mnist_train, tmp_path):
-    from sw.qat import fake_quant_model, fractions_of, load_fractions, save_qat, sidecar_path
+    from sw.qat import fake_quant_model, save_qat
+    from sw.trained import fractions_of, load_fractions, sidecar_path
 
     images = mnist_train[0][:200]
     config = QuantConfig(weight_bits=3)
@@ -107,7 +108,8 @@ def models_dir(tmp_path, monkeypatch, mnist_train):
     """A models/ folder with the float tiny_cnn and a W2A2 QAT model of it (untrained)."""
     import sw.models
     from sw.models import MODELS_DIR, load_float_net
-    from sw.qat import fake_quant_model, fractions_of, qat_model_path, save_qat
+    from sw.qat import fake_quant_model, save_qat
+    from sw.trained import fractions_of, qat_model_path
 
     shutil.copy(MODELS_DIR / "tiny_cnn.keras", tmp_path / "tiny_cnn.keras")
     monkeypatch.setattr(sw.models, "MODELS_DIR", tmp_path)
@@ -151,7 +153,7 @@ def test_evaluate_reports_the_method(models_dir, mnist_train, mnist_test):
 
 def test_shipped_qat_models_resolve(mnist_train):
     from sw.models import MODELS_DIR
-    from sw.qat import qat_model_path
+    from sw.trained import qat_model_path
 
     assert qat_model_path("lenet5", 4, 4, MODELS_DIR).is_file(), "lenet5-w4a4.keras not shipped"
     qmodel, method = quantize_model("lenet5", QuantConfig(weight_bits=4), mnist_train[0][:50])
@@ -194,7 +196,8 @@ def test_missing_seed_float_model_is_a_user_error(tmp_path, monkeypatch, capsys)
 def test_exported_model_needs_no_custom_objects(small_fnet, tmp_path):
     import keras
 
-    from sw.qat import fake_quant_model, fractions_of, save_qat
+    from sw.qat import fake_quant_model, save_qat
+    from sw.trained import fractions_of
 
     fractions = fractions_of(quantize(small_fnet, np.zeros((2, 28, 28), np.uint8),
                                       QuantConfig(weight_bits=4)))
