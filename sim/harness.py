@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from sw.errors import UserError
+from sw.paths import ROOT
 
 from . import runner
 
 __all__ = ["pack", "simulate_stream", "unpack"]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def pack(values, width, lanes):

@@ -19,11 +19,11 @@ import shutil
 from pathlib import Path
 
 from sw.errors import UserError
+from sw.paths import ROOT
 
 __all__ = ["SIMULATORS", "build", "prepare_environment", "run"]
 
 SIMULATORS = ("verilator", "icarus")
-ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "sim"
 #: cocotb's runner makes every signal public (``--public-flat-rw``), which keeps Verilator from
 #: optimizing the design; testbenches touch only the top-level ports.

@@ -9,6 +9,7 @@ import numpy as np
 
 from sw.errors import UserError
 from sw.host import MAX_REPEATS
+from sw.paths import ROOT
 from sw.qmodel import save_qmodel
 
 from . import runner
@@ -16,7 +17,6 @@ from . import runner
 __all__ = ["FAULTS", "TOPLEVEL", "simulate_uart_top", "uart_top_verilog"]
 
 TOPLEVEL = "nnfpga_uart_top"
-ROOT = Path(__file__).resolve().parent.parent
 
 #: Damaged exchanges the testbench can put between classifications (``sim.tb_uart``):
 #: ``garbage`` (between requests: bytes without a request magic, a character with a low stop

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .paths import SHARED_MNIST
 
 __all__ = [
     "DATA_ENV",
@@ -194,8 +195,7 @@ def _keras_download():
 
 def shared_test_set():
     """The project's neighbour ``../shared/datasets/mnist`` test set, when it is there."""
-    candidate = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
-    return candidate if candidate.is_dir() else None
+    return SHARED_MNIST if SHARED_MNIST.is_dir() else None
 
 
 def mnist_locations():
@@ -205,8 +205,7 @@ def mnist_locations():
     download (``$KERAS_HOME/datasets/mnist.npz``, by default ``~/.keras/datasets/``).
     """
     locations = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
-    locations.append(Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" /
-                     "mnist")
+    locations.append(SHARED_MNIST)
     keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
     locations.append(keras_home / "datasets" / "mnist.npz")
     return locations

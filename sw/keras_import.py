@@ -40,11 +40,6 @@ SUPPORTED_LAYERS = (
 _IGNORED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
             "GaussianNoise", "GaussianDropout", "AlphaDropout"}
 _FINAL_ONLY = {"softmax", "sigmoid"}
-#: Layer kinds :func:`extract` maps (some only in some configurations).
-_MAPPED = {"Rescaling", "Normalization", "Conv2D", "Dense", "BatchNormalization", "Activation",
-           "ReLU", "Softmax", "MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D",
-           "GlobalAveragePooling2D", "Flatten", "Reshape"}
-
 
 @dataclass(eq=False)
 class FloatConv2D:
@@ -273,6 +268,153 @@ def _pool(layer, kind, config):
     return FloatPool2D(layer.name, pool[0], "avg")
 
 
+class _Importer:
+    """Maps a Keras chain onto float layers, one method per Keras layer kind (:data:`_KINDS`).
+
+    It keeps what the walk has built so far: the layers, notes for the user, the input
+    preprocessing to fold into the first weight layer, and a pending ``Reshape`` (refused at
+    the next layer: when that one is not supported either, such as an LSTM after a Reshape to
+    ``(timesteps, features)``, it is the one named).
+    """
+
+    def __init__(self, model, chain, channels):
+        self.model, self.layers, self.notes = model, [], []
+        self.scale, self.offset = np.full(channels, 1.0), np.zeros(channels)
+        self.preprocessing = False
+        self.reshape = None
+        self.last_weighted = max((i for i, layer in enumerate(chain)
+                                  if type(layer).__name__ in ("Conv2D", "Dense")), default=None)
+        if self.last_weighted is None:
+            raise UserError(f"model {model.name!r} has no Conv2D or Dense layer")
+
+    def add(self, index, layer):
+        kind = type(layer).__name__
+        if kind in _IGNORED:
+            return
+        if self.reshape is not None:
+            raise _unsupported(self.reshape) if kind in _KINDS else \
+                _unsupported(layer, self.reshape)
+        if kind not in _KINDS:
+            raise _unsupported(layer)
+        getattr(self, _KINDS[kind])(layer, kind, layer.get_config(), index)
+
+    def finish(self):
+        if self.reshape is not None:
+            raise _unsupported(self.reshape)
+
+    def _last_weight_layer(self, layer, what):
+        for previous in reversed(self.layers):
+            if isinstance(previous, FloatConv2D | FloatDense):
+                return previous
+            # ReLU commutes with max pooling (both monotone), not with averaging.
+            if not (isinstance(previous, FloatFlatten) or (
+                    isinstance(previous, FloatPool2D) and previous.op == "max")):
+                break
+        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): {what} must follow "
+                        f"a Conv2D or Dense layer")
+
+    def _apply_activation(self, layer, activation, index):
+        if activation == "linear":
+            return
+        if activation in _FINAL_ONLY and index >= self.last_weighted:
+            self.notes.append(f"dropped {activation} of {layer.name!r}: argmax is unchanged")
+            return
+        if activation == "relu" and index <= self.last_weighted:
+            target = self._last_weight_layer(layer, "relu")
+            if target is self.layers[-1] or index < self.last_weighted:
+                target.relu = True
+                return
+        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): activation "
+                        f"{activation!r} is not supported here (supported: relu on hidden "
+                        f"layers, linear; softmax/sigmoid on the output)")
+
+    def _preprocess(self, layer, kind, config, index):
+        if self.layers:
+            raise UserError(f"layer {layer.name!r} ({kind}) is only supported at the input")
+        if kind == "Rescaling":
+            s, o = np.asarray(config["scale"], float), np.asarray(config["offset"], float)
+        else:
+            mean = np.asarray(layer.mean, float).reshape(-1)
+            std = np.sqrt(np.maximum(np.asarray(layer.variance, float).reshape(-1), 1e-7))
+            s, o = 1 / std, -mean / std
+        self.scale, self.offset = self.scale * s, self.offset * s + o
+        self.preprocessing = True
+
+    def _conv2d(self, layer, kind, config, index):
+        _check_channels_last(layer, kind, config)
+        if tuple(config["dilation_rate"]) != (1, 1) or config.get("groups", 1) != 1:
+            raise UserError(f"layer {layer.name!r} (Conv2D): dilation and groups are not "
+                            f"supported")
+        kh, kw = config["kernel_size"]
+        sh, sw = config["strides"]
+        if kh != kw or sh != sw:
+            raise UserError(f"layer {layer.name!r} (Conv2D): only square kernels and equal "
+                            f"strides are supported, not {kh}x{kw} stride {sh}x{sw}")
+        weight, bias = _weights(layer, config)
+        self.layers.append(FloatConv2D(layer.name, weight, bias, stride=sh,
+                                       padding=config["padding"]))
+        self._apply_activation(layer, _activation_name(layer, config), index)
+
+    def _dense(self, layer, kind, config, index):
+        self.layers.append(FloatDense(layer.name, *_weights(layer, config)))
+        self._apply_activation(layer, _activation_name(layer, config), index)
+
+    def _batch_norm(self, layer, kind, config, index):
+        target = self.layers[-1] if self.layers else None
+        if not isinstance(target, FloatConv2D | FloatDense) or target.relu:
+            raise UserError(f"layer {layer.name!r} (BatchNormalization) must directly follow "
+                            f"a Conv2D or Dense layer without activation to be folded")
+        gamma = layer.gamma.numpy() if layer.scale else 1.0
+        beta = layer.beta.numpy() if layer.center else 0.0
+        mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        factor = gamma / np.sqrt(var + layer.epsilon)
+        target.weight = target.weight * factor
+        target.bias = (target.bias - mean) * factor + beta
+
+    def _activation(self, layer, kind, config, index):
+        if kind == "ReLU" and (config.get("max_value") is not None
+                               or config.get("negative_slope", 0) != 0
+                               or config.get("threshold", 0) != 0):
+            raise UserError(f"layer {layer.name!r} (ReLU): only a plain ReLU is supported "
+                            f"(no max_value, negative_slope or threshold)")
+        activation = {"ReLU": "relu", "Softmax": "softmax"}.get(kind) or \
+            _activation_name(layer, config)
+        self._apply_activation(layer, activation, index)
+
+    def _pool(self, layer, kind, config, index):
+        self.layers.append(_pool(layer, kind, config))
+
+    def _global_pool(self, layer, kind, config, index):
+        _check_channels_last(layer, kind, config)
+        self.layers.append(FloatPool2D(layer.name, None, "max" if "Max" in kind else "avg",
+                                       bool(config.get("keepdims", False))))
+
+    def _flatten(self, layer, kind, config, index):
+        if kind == "Reshape" and len(config["target_shape"]) != 1:
+            self.reshape = layer
+            return
+        self.layers.append(FloatFlatten(layer.name))
+
+
+#: The :class:`_Importer` method of each Keras layer kind it maps (some only in some
+#: configurations): the one place a new kind is added.
+_KINDS = {
+    "Rescaling": "_preprocess", "Normalization": "_preprocess",
+    "Conv2D": "_conv2d", "Dense": "_dense", "BatchNormalization": "_batch_norm",
+    "Activation": "_activation", "ReLU": "_activation", "Softmax": "_activation",
+    "MaxPooling2D": "_pool", "AveragePooling2D": "_pool",
+    "GlobalMaxPooling2D": "_global_pool", "GlobalAveragePooling2D": "_global_pool",
+    "Flatten": "_flatten", "Reshape": "_flatten",
+}
+
+
+def _weights(layer, config):
+    """A Conv2D's or Dense layer's kernel and bias (zeros without one), as float64."""
+    weights = layer.get_weights()
+    bias = weights[1] if config["use_bias"] else np.zeros(weights[0].shape[-1])
+    return weights[0].astype(np.float64), bias.astype(np.float64)
+
+
 def extract(model, name=None, pixel_scale=1 / 255):
     """Turn a Keras model into a :class:`FloatNet` on raw pixels.
 
@@ -294,131 +436,21 @@ def extract(model, name=None, pixel_scale=1 / 255):
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     if any(d is None for d in model.input_shape[1:]):
         raise UserError(f"model {model.name!r}: input shape {model.input_shape} must be fixed")
-    layers, notes = [], []
-    channels = input_shape[-1] if len(input_shape) == 3 else 1
-    scale, offset = np.full(channels, 1.0), np.zeros(channels)
-    preprocessing = False
     chain = _chain(model)
-    last_weighted = max((i for i, layer in enumerate(chain)
-                         if type(layer).__name__ in ("Conv2D", "Dense")), default=None)
-    if last_weighted is None:
-        raise UserError(f"model {model.name!r} has no Conv2D or Dense layer")
-
-    def last_weight_layer(layer, what):
-        for previous in reversed(layers):
-            if isinstance(previous, FloatConv2D | FloatDense):
-                return previous
-            # ReLU commutes with max pooling (both monotone), not with averaging.
-            if not (isinstance(previous, FloatFlatten) or (
-                    isinstance(previous, FloatPool2D) and previous.op == "max")):
-                break
-        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): {what} must follow "
-                        f"a Conv2D or Dense layer")
-
-    def apply_activation(layer, activation, index):
-        if activation == "linear":
-            return
-        if activation in _FINAL_ONLY and index >= last_weighted:
-            notes.append(f"dropped {activation} of {layer.name!r}: argmax is unchanged")
-            return
-        if activation == "relu" and index <= last_weighted:
-            target = last_weight_layer(layer, "relu")
-            if target is layers[-1] or index < last_weighted:
-                target.relu = True
-                return
-        raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): activation "
-                        f"{activation!r} is not supported here (supported: relu on hidden "
-                        f"layers, linear; softmax/sigmoid on the output)")
-
-    # A Reshape to more than a vector, refused at the next layer: when that one is not
-    # supported either (an LSTM after a Reshape to (timesteps, features)), it is the one named.
-    reshape = None
+    importer = _Importer(model, chain, input_shape[-1] if len(input_shape) == 3 else 1)
     for index, layer in enumerate(chain):
-        kind = type(layer).__name__
-        config = layer.get_config()
-        if kind in _IGNORED:
-            continue
-        if reshape is not None:
-            raise _unsupported(reshape) if kind in _MAPPED else _unsupported(layer, reshape)
-        if kind in ("Rescaling", "Normalization"):
-            if layers:
-                raise UserError(f"layer {layer.name!r} ({kind}) is only supported at the input")
-            if kind == "Rescaling":
-                s, o = np.asarray(config["scale"], float), np.asarray(config["offset"], float)
-            else:
-                mean = np.asarray(layer.mean, float).reshape(-1)
-                std = np.sqrt(np.maximum(np.asarray(layer.variance, float).reshape(-1), 1e-7))
-                s, o = 1 / std, -mean / std
-            scale, offset = scale * s, offset * s + o
-            preprocessing = True
-        elif kind == "Conv2D":
-            _check_channels_last(layer, kind, config)
-            if tuple(config["dilation_rate"]) != (1, 1) or config.get("groups", 1) != 1:
-                raise UserError(f"layer {layer.name!r} (Conv2D): dilation and groups are not "
-                                f"supported")
-            kh, kw = config["kernel_size"]
-            sh, sw = config["strides"]
-            if kh != kw or sh != sw:
-                raise UserError(f"layer {layer.name!r} (Conv2D): only square kernels and equal "
-                                f"strides are supported, not {kh}x{kw} stride {sh}x{sw}")
-            weights = layer.get_weights()
-            bias = weights[1] if config["use_bias"] else np.zeros(weights[0].shape[-1])
-            layers.append(FloatConv2D(layer.name, weights[0].astype(np.float64),
-                                      bias.astype(np.float64), stride=sh,
-                                      padding=config["padding"]))
-            apply_activation(layer, _activation_name(layer, config), index)
-        elif kind == "Dense":
-            weights = layer.get_weights()
-            bias = weights[1] if config["use_bias"] else np.zeros(weights[0].shape[-1])
-            layers.append(FloatDense(layer.name, weights[0].astype(np.float64),
-                                     bias.astype(np.float64)))
-            apply_activation(layer, _activation_name(layer, config), index)
-        elif kind == "BatchNormalization":
-            target = layers[-1] if layers else None
-            if not isinstance(target, FloatConv2D | FloatDense) or target.relu:
-                raise UserError(f"layer {layer.name!r} (BatchNormalization) must directly follow "
-                                f"a Conv2D or Dense layer without activation to be folded")
-            gamma = layer.gamma.numpy() if layer.scale else 1.0
-            beta = layer.beta.numpy() if layer.center else 0.0
-            mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
-            factor = gamma / np.sqrt(var + layer.epsilon)
-            target.weight = target.weight * factor
-            target.bias = (target.bias - mean) * factor + beta
-        elif kind in ("Activation", "ReLU"):
-            if kind == "ReLU" and (config.get("max_value") is not None
-                                   or config.get("negative_slope", 0) != 0
-                                   or config.get("threshold", 0) != 0):
-                raise UserError(f"layer {layer.name!r} (ReLU): only a plain ReLU is supported "
-                                f"(no max_value, negative_slope or threshold)")
-            activation = "relu" if kind == "ReLU" else _activation_name(layer, config)
-            apply_activation(layer, activation, index)
-        elif kind == "Softmax":
-            apply_activation(layer, "softmax", index)
-        elif kind in ("MaxPooling2D", "AveragePooling2D"):
-            layers.append(_pool(layer, kind, config))
-        elif kind in ("GlobalMaxPooling2D", "GlobalAveragePooling2D"):
-            _check_channels_last(layer, kind, config)
-            layers.append(FloatPool2D(layer.name, None, "max" if "Max" in kind else "avg",
-                                      bool(config.get("keepdims", False))))
-        elif kind == "Flatten" or (kind == "Reshape" and len(config["target_shape"]) == 1):
-            layers.append(FloatFlatten(layer.name))
-        elif kind == "Reshape":
-            reshape = layer
-        else:
-            raise _unsupported(layer)
-    if reshape is not None:
-        raise _unsupported(reshape)
-
+        importer.add(index, layer)
+    importer.finish()
+    layers, notes = importer.layers, importer.notes
     net = FloatNet(name or model.name, input_shape, layers,
-                   1.0 if preprocessing else pixel_scale, notes)
+                   1.0 if importer.preprocessing else pixel_scale, notes)
     if not isinstance(layers[-1], FloatConv2D | FloatDense):
         raise UserError(f"model {net.name!r}: the last layer must be Conv2D or Dense (logits)")
     if layers[-1].relu:
         raise UserError(f"model {net.name!r}: the output layer must be linear (logits), "
                         f"not relu")
     net.shapes()
-    first = net.weight_layers[0]
-    _fold_input(first, scale * net.pixel_scale, offset)
-    if preprocessing:
+    _fold_input(net.weight_layers[0], importer.scale * net.pixel_scale, importer.offset)
+    if importer.preprocessing:
         notes.append("folded the model's input preprocessing into the first weight layer")
     return net

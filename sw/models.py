@@ -3,10 +3,9 @@
 from pathlib import Path
 
 from .errors import UserError
+from .paths import MODELS_DIR
 
 __all__ = ["MODELS_DIR", "SEED_MODELS", "build", "load_float_net", "load_model", "model_path"]
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def _lenet5(keras):

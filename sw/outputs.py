@@ -1,6 +1,6 @@
 """Writing a command's results without touching anything the command did not make.
 
-Every command that writes (``sw.quantize --out``, ``sw.evaluate --json/--plot``, ``sw.bench
+Every command that writes (``sw.quantize --out``, ``sw.evaluate --json/--plot``, ``sim.bench
 --out``, ``hw.build --out``, ``sim.regress --json``) goes through this module:
 
 - before any work, :func:`prepare_dir` / :func:`prepare_file` check that the path can be

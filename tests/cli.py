@@ -3,11 +3,10 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from sw.paths import ROOT
 
 __all__ = ["ROOT", "assert_one_error", "run_command"]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_command(*args):

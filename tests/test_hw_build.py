@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from sw.paths import ROOT
+
 REPORT_KEYS = {"board", "model", "weight_bits", "act_bits", "luts", "luts_available", "ffs",
                "brams", "brams_available", "dsps", "fmax_mhz", "clock_mhz", "cycles_per_image",
                "images_per_second", "mac_efficiency", "bitstream"}

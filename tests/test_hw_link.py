@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,7 @@ from hw.boards import BOARDS
 from hw.pll import pll_settings
 from hw.uart_rx import uart_clock_filter, uart_divisor
 from sw.host import link_images_per_second
-
-ROOT = Path(__file__).resolve().parent.parent
+from sw.paths import ROOT
 
 
 @pytest.mark.parametrize(("clock_hz", "baud", "divisor"), [

@@ -5,15 +5,13 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sw.data import load_idx, load_test, shared_test_set
 from sw.errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent
+from sw.paths import ROOT
 
 
 def test_shared_test_set_is_the_published_one(mnist_test):

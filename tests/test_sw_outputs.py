@@ -132,28 +132,26 @@ def test_files_are_replaced_only_when_ours(tmp_path):
     assert empty.read_bytes() == b"\x89PNG"
 
 
-
-
 #: Each writing command with its output option, pointed at a placeholder ``{out}``.
 WRITERS = {
     "hw.build": ["hw.build", "--model", "mlp", "--bits", "2", "--target", "verilog", "--out"],
     "sw.quantize": ["sw.quantize", "--model", "mlp", "--bits", "2", "--out"],
     "sw.evaluate --json": ["sw.evaluate", "--model", "mlp", "--bits", "2", "--json"],
     "sw.evaluate --plot": ["sw.evaluate", "--model", "mlp", "--bits", "2", "--plot"],
-    "sw.bench": ["sw.bench", "--models", "mlp", "--bits", "2", "--no-build", "--rtl-images",
+    "sim.bench": ["sim.bench", "--models", "mlp", "--bits", "2", "--no-build", "--rtl-images",
                  "0", "--out"],
     "sim.regress --json": ["sim.regress", "--model", "mlp", "--bits", "2", "--images", "2",
                            "--json"],
 }
-FOLDER_WRITERS = ("hw.build", "sw.quantize", "sw.bench")
+FOLDER_WRITERS = ("hw.build", "sw.quantize", "sim.bench")
 
 
 @pytest.mark.parametrize("writer", WRITERS)
 def test_every_command_refuses_to_overwrite_what_it_did_not_write(writer, foreign):
     target = foreign if writer in FOLDER_WRITERS else foreign / "thesis.txt"
-    if writer == "sw.bench":  # the bench writes OUT/ and OUT.md: both are checked
+    if writer == "sim.bench":  # the bench writes OUT/ and OUT.md: both are checked
         assert_one_error(run_command(*WRITERS[writer], str(foreign)),
-                         f"'{foreign}' exists and holds files sw.bench did not write")
+                         f"'{foreign}' exists and holds files sim.bench did not write")
     else:
         assert_one_error(run_command(*WRITERS[writer], str(target)), f"'{target}' exists and ")
     _untouched(foreign)

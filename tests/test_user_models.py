@@ -5,12 +5,11 @@ pooling), trained here on the offline data, through ``hw.build --target verilog`
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from sw.paths import ROOT
 
 pytestmark = pytest.mark.sim
 

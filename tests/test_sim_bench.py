@@ -1,21 +1,19 @@
-"""``python -m sw.bench``: a small real sweep with an RTL regression, its page and JSON,
+"""``python -m sim.bench``: a small real sweep with an RTL regression, its page and JSON,
 resuming it, and re-measuring when the hardware generator's source changes."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import sw.bench
-from sw.bench import HARDWARE_SOURCES, Store, ceiling, hardware_fingerprint, rtl_check
-
-ROOT = Path(__file__).resolve().parent.parent
+import sim.bench
+from sim.bench import HARDWARE_SOURCES, Store, ceiling, hardware_fingerprint, rtl_check
+from sw.paths import ROOT
 
 
 def _bench(*args):
-    return subprocess.run([sys.executable, "-m", "sw.bench", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sim.bench", *args], capture_output=True,
                           text=True, cwd=ROOT)
 
 
@@ -72,15 +70,15 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert ("input-bound" in row) == (rtl["cycles_per_image"] != 196)
 
     # Resumed for the same generator source: nothing is measured again.
-    monkeypatch.setattr(sw.bench, "hardware_fingerprint", lambda root=None: source)
+    monkeypatch.setattr(sim.bench, "hardware_fingerprint", lambda root=None: source)
     stored = json.loads((out / "results.json").read_text())["entries"]
-    sw.bench.main(args)
+    sim.bench.main(args)
     assert "RTL regression: stored" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["entries"] == stored
 
     # A changed generator: --stored-only shows the old run, marked stale, and measures nothing.
-    monkeypatch.setattr(sw.bench, "hardware_fingerprint", lambda root=None: "feedfacecafe")
-    sw.bench.main([*args, "--stored-only"])
+    monkeypatch.setattr(sim.bench, "hardware_fingerprint", lambda root=None: "feedfacecafe")
+    sim.bench.main([*args, "--stored-only"])
     assert json.loads((out / "results.json").read_text())["entries"] == stored
     assert f"`{source[:8]}` (stale) |" in _row((tmp_path / "results.md").read_text(),
                                                "| mlp | 2 | 50 |")
@@ -91,9 +89,9 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
                 "first_mismatch": {"image": 7, "layer": {"layer": "dense_1",
                                                          "position": {"channel": 3}}}}
 
-    monkeypatch.setattr(sw.bench, "_rtl", mismatching)
+    monkeypatch.setattr(sim.bench, "_rtl", mismatching)
     with pytest.raises(SystemExit) as exit_:
-        sw.bench.main(args)
+        sim.bench.main(args)
     assert exit_.value.code == 1
     assert "rtl/mlp/2" in capsys.readouterr().err
     rtl_entries = _rtl_entries(out)
@@ -104,12 +102,12 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
 
 def test_hardware_fingerprint_follows_the_generator_source(tmp_path):
     for name in ("hw/a.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
-                 "sw/quantize.py", "sw/qmodel.py", "sw/bench.py", "hw/notes.txt"):
+                 "sw/quantize.py", "sw/qmodel.py", "sim/bench.py", "hw/notes.txt"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(name)
     before = hardware_fingerprint(tmp_path)
     assert hardware_fingerprint(tmp_path) == before
-    (tmp_path / "sw/bench.py").write_text("changed")  # not the hardware
+    (tmp_path / "sim/bench.py").write_text("changed")  # not the hardware
     (tmp_path / "hw/notes.txt").write_text("changed")
     assert hardware_fingerprint(tmp_path) == before
     for name in ("hw/a.py", "sim/compiled_tb.cpp", "sw/golden.py"):
