@@ -1,7 +1,9 @@
 """Simulate a generated accelerator core on images and collect its answers and timing."""
 
 import numpy as np
+from amaranth.back import verilog
 
+from hw.network import Accelerator
 from sw.golden import argmax, classify
 
 from .harness import pack, simulate_stream
@@ -13,10 +15,6 @@ TOPLEVEL = "nnfpga_core"
 
 def core_verilog(qmodel, fold):
     """Verilog of the accelerator for ``qmodel`` folded by ``fold``, and the core itself."""
-    from amaranth.back import verilog
-
-    from hw.network import Accelerator
-
     core = Accelerator(qmodel, fold)
     return verilog.convert(core, name=TOPLEVEL), core
 

@@ -9,8 +9,10 @@ hardware the whole core instantiates) on the golden model's input to that layer.
 import math
 
 import numpy as np
+from amaranth.back import verilog
 from amaranth.hdl import Shape
 
+from hw.layer_core import LayerCore
 from sw.golden import run
 
 from .harness import pack, simulate_stream, unpack
@@ -29,10 +31,6 @@ def _port_format(port):
 
 def layer_verilog(qmodel, index, fold):
     """Verilog of layer ``index`` alone, and its :class:`~hw.layer_core.LayerCore`."""
-    from amaranth.back import verilog
-
-    from hw.layer_core import LayerCore
-
     core = LayerCore(qmodel, index, fold)
     return verilog.convert(core, name=LAYER_TOPLEVEL), core
 

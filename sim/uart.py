@@ -6,7 +6,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from amaranth.back import verilog
 
+from hw.network import Accelerator
+from hw.uart_top import UARTTop
 from sw.errors import UserError
 from sw.host import MAX_REPEATS
 from sw.paths import ROOT
@@ -37,11 +40,6 @@ def default_timeout(divisor):
 
 def uart_top_verilog(qmodel, fold, *, divisor, timeout_cycles):
     """Verilog of ``UARTTop(Accelerator(qmodel, fold))``, and the top itself."""
-    from amaranth.back import verilog
-
-    from hw.network import Accelerator
-    from hw.uart_top import UARTTop
-
     top = UARTTop(Accelerator(qmodel, fold), divisor=divisor, timeout_cycles=timeout_cycles)
     return verilog.convert(top, name=TOPLEVEL), top
 

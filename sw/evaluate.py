@@ -9,10 +9,12 @@ Command line::
 """
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .data import check_images, load_test, load_train, parse_data_arg
 from .errors import UserError, cli_main
@@ -61,8 +63,6 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
     :data:`~sw.quantize.METHOD_TABLE`; QAT where trained for ``auto``); without it, ``fnet``
     is quantized after training. ``seed`` seeds stochastic rounding.
     """
-    from tqdm import tqdm
-
     results = {"float_accuracy": float_accuracy(fnet, model, test_images, test_labels),
                "int": {}, "method": {}}
     for bits in tqdm(bits_list, desc="bit widths", disable=not progress, file=sys.stderr):
@@ -83,7 +83,6 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
 
 
 def _plot(path, name, results):
-    import io
 
     import matplotlib
 

@@ -17,7 +17,9 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
+from .data import load_test
 from .errors import UserError, cli_main
 
 __all__ = [
@@ -413,7 +415,7 @@ class Board:
     @classmethod
     def open(cls, port, baud=DEFAULT_BAUD, timeout=2.0, **kwargs):
         """Open serial port ``port`` (pyserial) at ``baud``, 8N1; a :class:`UserError` if not."""
-        import serial
+        import serial  # pyserial: only a real board needs it
 
         try:
             device = serial.serial_for_url(port, baudrate=baud, bytesize=8, parity="N",
@@ -575,10 +577,6 @@ def _check_arguments(args):
 
 
 def _accuracy(board, args):
-    from tqdm import tqdm
-
-    from .data import load_test
-
     images, labels = load_test(args.data)
     images, labels = images[:args.images], labels[:args.images]
     correct = 0
@@ -593,10 +591,6 @@ def _accuracy(board, args):
 
 
 def _bench(board, args, clock_mhz, predicted):
-    from tqdm import tqdm
-
-    from .data import load_test
-
     image = load_test(args.data)[0][0]
     repeats = args.bench
     latency = board.bench(image, 1).cycles
