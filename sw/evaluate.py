@@ -83,8 +83,7 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
 
 
 def _plot(path, name, results):
-
-    import matplotlib
+    import matplotlib  # only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
