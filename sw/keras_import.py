@@ -408,6 +408,22 @@ _KINDS = {
 }
 
 
+def _check_foldable(importer):
+    """The input preprocessing reaches the first weight layer through what precedes it:
+    averaging and flattening commute with any per-channel affine map, max pooling only with a
+    positive scale (``max(s * x) = s * min(x)`` for ``s < 0``)."""
+    if not importer.preprocessing or not np.any(importer.scale < 0):
+        return
+    for layer in importer.layers:
+        if isinstance(layer, FloatConv2D | FloatDense):
+            return
+        if isinstance(layer, FloatPool2D) and layer.op == "max":
+            raise UserError(f"layer {layer.name!r} (max pooling): the input preprocessing "
+                            f"scales by a negative factor, which cannot be folded through max "
+                            f"pooling into the first weight layer; put a Conv2D or Dense first "
+                            f"or make the scale positive")
+
+
 def _weights(layer, config):
     """A Conv2D's or Dense layer's kernel and bias (zeros without one), as float64."""
     weights = layer.get_weights()
@@ -442,6 +458,7 @@ def extract(model, name=None, pixel_scale=1 / 255):
         importer.add(index, layer)
     importer.finish()
     layers, notes = importer.layers, importer.notes
+    _check_foldable(importer)
     net = FloatNet(name or model.name, input_shape, layers,
                    1.0 if importer.preprocessing else pixel_scale, notes)
     if not isinstance(layers[-1], FloatConv2D | FloatDense):
