@@ -13,13 +13,13 @@ succeeded, so a failed build leaves nothing half-written.
 
 import argparse
 import json
-import math
 import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from amaranth.back import verilog
@@ -146,6 +146,9 @@ def _write_reports(directory, report, stages):
             f"- core clock: {report['clock_mhz']:.3f} MHz from the PLL (oscillator "
             f"{report['oscillator_mhz']:g} MHz); Fmax {report['fmax_mhz'] or 0:.2f} MHz: timing "
             f"{'met' if report['timing_met'] else 'NOT met'}",
+            "- clock search (MHz -> Fmax): " + ", ".join(
+                f"{run['clock_mhz']:.2f} -> {run['fmax_mhz'] or 0:.2f}"
+                f"{'' if run['met'] else ' (not met)'}" for run in report["clock_search"]),
             f"- images/s at the core clock: {report['images_per_second']:.0f}; over the UART "
             f"at {report['baud']} baud ({100 * report['baud_error']:+.2f}%): at most "
             f"{report['link_images_per_second']:.0f} (one request and response per image)",
@@ -238,9 +241,10 @@ def build(args, progress):
 
 #: ``--clock auto`` starts here (MHz), above what designs reach, and steps down to the Fmax.
 AUTO_START_MHZ = {"ecp5": 125, "ice40": 48}
-#: ``--clock auto``: place-and-route runs at most, and the margin below a measured Fmax that
-#: the next run aims at (placement changes from run to run).
-_AUTO_ATTEMPTS, _AUTO_MARGIN = 4, 0.94
+#: ``--clock auto``: place-and-route runs at most; the margin below the lowest failed Fmax that
+#: the next run aims at (placement changes from run to run); once a run meets timing with room,
+#: the share of its Fmax that one more run aims at; and how much higher that must be to pay.
+_AUTO_ATTEMPTS, _AUTO_MARGIN, _AUTO_UPWARD, _AUTO_WORTH = 4, 0.94, 0.97, 1.03
 
 
 def _run_toolchain(board, device, core, directory, pll, need, baud):
@@ -277,25 +281,65 @@ def _run_toolchain(board, device, core, directory, pll, need, baud):
     return _nextpnr_report(directory, family)
 
 
+class _Run(NamedTuple):
+    """One place-and-route run of ``--clock``'s search."""
+
+    pll: object
+    directory: Path
+    used: dict
+    available: dict
+    fmax: float | None
+    divisor: int
+    baud_error: float
+
+    @property
+    def met(self):
+        return self.fmax is not None and self.fmax >= self.pll.output_mhz
+
+
+def _next_target(runs, start):
+    """Where ``--clock auto`` aims after ``runs``, or ``None`` when the search is done.
+
+    Down to :data:`_AUTO_MARGIN` below the lowest Fmax while no run met timing; once one did,
+    one run up to :data:`_AUTO_UPWARD` of its Fmax (a first run at a high target places for
+    it and often reaches less than the next, gentler run shows the design can). A failed run
+    after a met one ends the search: the met one is kept.
+    """
+    last, met = runs[-1], [run for run in runs if run.met]
+    if len(runs) == _AUTO_ATTEMPTS or last.fmax is None:
+        return None
+    if not met:
+        return min(run.fmax for run in runs) * _AUTO_MARGIN
+    if not last.met or any(run.met for run in runs[:-1]):
+        return None
+    failed = [float(run.pll.output_mhz) for run in runs if not run.met]
+    return min(last.fmax * _AUTO_UPWARD, start, *failed)
+
+
 def _place_and_route(board, device, core, scratch, need, progress, clock, baud):
     """Build the board's bitstream with its core clock from the PLL.
 
-    ``clock`` is ``"auto"`` (start at :data:`AUTO_START_MHZ`, then aim just below each measured
-    Fmax until timing is met) or a frequency in MHz. The report's ``clock_mhz`` is what the
-    PLL really makes, and ``images_per_second`` is at that clock.
+    ``clock`` is ``"auto"`` (start at :data:`AUTO_START_MHZ` and search as
+    :func:`_next_target` says: the fastest run that met timing is kept) or a frequency in
+    MHz. The report's ``clock_mhz`` is what the PLL really makes, and ``images_per_second``
+    is at that clock.
     """
     family = device.family
     oscillator_mhz = board.make_platform().default_clk_frequency / 1e6
-    target = AUTO_START_MHZ[family] if clock == "auto" else clock
-    directory = scratch / "gateware"
-    lowest = math.inf
+    start = AUTO_START_MHZ[family]
+    target = start if clock == "auto" else clock
     progress(f"synthesizing, placing and routing for {device.name} (Yosys, nextpnr)")
-    for attempt in range(1, (_AUTO_ATTEMPTS if clock == "auto" else 1) + 1):
+    runs = []
+    while target is not None:
         try:
             pll = pll_settings(family, oscillator_mhz, target, "at_most",
                                accept=uart_clock_filter(baud))
         except ValueError as error:
             raise UserError(f"--clock {target:g}: {error}") from None
+        tried = any(run.pll.output_mhz == pll.output_mhz for run in runs)
+        if tried or any(pll.output_mhz < run.pll.output_mhz * _AUTO_WORTH for run in runs
+                        if run.met):
+            break  # tried already, or too little above a met clock to pay for another run
         try:
             divisor, baud_error = uart_divisor(float(pll.output_mhz) * 1e6, baud)
         except ValueError as error:
@@ -303,15 +347,37 @@ def _place_and_route(board, device, core, scratch, need, progress, clock, baud):
         print(f"    core clock {float(pll.output_mhz):.3f} MHz from the {oscillator_mhz:g} MHz "
               f"oscillator (PLL {pll.dividers}); UART {baud} baud, divisor {divisor} "
               f"({100 * baud_error:+.2f}%)", file=sys.stderr, flush=True)
+        directory = scratch / f"gateware-{len(runs) + 1}"
         used, available, fmax = _run_toolchain(board, device, core, directory, pll, need, baud)
-        met = fmax is not None and fmax >= pll.output_mhz
-        print(f"    Fmax {fmax or 0:.2f} MHz: timing {'met' if met else 'not met'}",
+        runs.append(_Run(pll, directory, used, available, fmax, divisor, baud_error))
+        print(f"    Fmax {fmax or 0:.2f} MHz: timing {'met' if runs[-1].met else 'not met'}",
               file=sys.stderr, flush=True)
-        if met or clock != "auto" or fmax is None or attempt == _AUTO_ATTEMPTS:
-            break
-        # Below the lowest Fmax seen: each placement reaches a somewhat different one.
-        lowest = min(fmax, lowest)
-        target = lowest * _AUTO_MARGIN
+        target = _next_target(runs, start) if clock == "auto" else None
+    met = [run for run in runs if run.met]
+    chosen = max(met, key=lambda run: run.pll.output_mhz) if met else runs[-1]
+    _keep_gateware(chosen.directory, runs, scratch / "gateware")
+    report = _pnr_report(chosen, family, device, core, oscillator_mhz, baud,
+                         scratch / "gateware")
+    report["clock_search"] = [{"clock_mhz": float(run.pll.output_mhz), "fmax_mhz": run.fmax,
+                               "met": run.met} for run in runs]
+    return report
+
+
+def _keep_gateware(chosen, runs, directory):
+    """Move the chosen run's files to ``directory``; the other runs' files are deleted."""
+
+    for run in runs:
+        if run.directory != chosen:
+            shutil.rmtree(run.directory, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    if chosen.exists():
+        chosen.rename(directory)
+
+
+def _pnr_report(run, family, device, core, oscillator_mhz, baud, directory):
+    """The report's place-and-route fields for the chosen ``run``."""
+
+    used, available, pll = dict(run.used), dict(run.available), run.pll
     clock_mhz = float(pll.output_mhz)
     if family == "ice40":
         used["ffs"], available["ffs"] = _ff_count(directory, family), device.ffs
@@ -320,11 +386,11 @@ def _place_and_route(board, device, core, scratch, need, progress, clock, baud):
         "ffs": used["ffs"], "ffs_available": available.get("ffs") or device.ffs,
         "brams": used["brams"], "brams_available": available["brams"] or device.brams,
         "dsps": used["dsps"], "dsps_available": available["dsps"] or device.dsps,
-        "fmax_mhz": fmax, "clock_mhz": clock_mhz, "timing_met": met,
+        "fmax_mhz": run.fmax, "clock_mhz": clock_mhz, "timing_met": run.met,
         "oscillator_mhz": oscillator_mhz,
         "pll": {"family": family, "vco_mhz": float(pll.vco_mhz), **pll.dividers},
         "images_per_second": clock_mhz * 1e6 / core.cycles_per_image,
-        "baud": baud, "baud_error": baud_error, "uart_divisor": divisor,
+        "baud": baud, "baud_error": run.baud_error, "uart_divisor": run.divisor,
         "link_images_per_second": link_images_per_second(baud, core.pixels, core.classes,
                                                          core.logit_bits),
         "bitstream": "gateware/top.bin" if family == "ice40" else "gateware/top.bit",
