@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .handshake import may_load
 from .params import check_int
 
 __all__ = ["Argmax"]
@@ -104,7 +105,7 @@ class Argmax(wiring.Component):
 
         # The pipeline moves as a whole whenever the output register can take a result.
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        m.d.comb += [advance.eq(may_load(self.o.valid, self.o.ready)), self.i.ready.eq(advance)]
 
         # Stage contents: valid, the transfer itself (for the logits) and (value, lane) pairs.
         valid = self.i.valid

@@ -50,7 +50,7 @@ from .program import program
 from .toolchain import SCRIPT_AFTER_READ, tool_env
 from .uart_rx import uart_clock_filter, uart_divisor
 
-__all__ = ["DEFAULT_BOARD", "DEFAULT_MODEL", "build", "main"]
+__all__ = ["AUTO_START_MHZ", "DEFAULT_BOARD", "DEFAULT_MODEL", "board_plan", "build", "main"]
 
 DEFAULT_MODEL = "lenet5"
 DEFAULT_BOARD = "ulx3s-85f"
@@ -247,17 +247,24 @@ AUTO_START_MHZ = {"ecp5": 125, "ice40": 48}
 _AUTO_ATTEMPTS, _AUTO_MARGIN, _AUTO_UPWARD, _AUTO_WORTH = 4, 0.94, 0.97, 1.03
 
 
+def board_plan(board, core, pll, baud):
+    """The board's build plan (Amaranth's ``BuildPlan``: the board top's RTLIL, constraints
+    and the Yosys/nextpnr scripts) for ``core`` with its clock from ``pll``."""
+
+    overrides = {"nextpnr_opts": "--report top.report.json --timing-allow-fail --seed 1",
+                 "script_after_read": SCRIPT_AFTER_READ}
+    if pll.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    top = BoardTop(core, baud, pll=pll, pll_pad=board.pll_pad)
+    return board.make_platform().build(top, name="top", do_build=False, **overrides)
+
+
 def _run_toolchain(board, device, core, directory, pll, need, baud):
     """Yosys + nextpnr + pack into ``directory`` for ``pll``; a design that does not fit is a
     one-line error naming what ran out."""
 
     family = device.family
-    overrides = {"nextpnr_opts": "--report top.report.json --timing-allow-fail --seed 1",
-                 "script_after_read": SCRIPT_AFTER_READ}
-    if family == "ice40":
-        overrides["synth_opts"] = "-dsp"
-    top = BoardTop(core, baud, pll=pll, pll_pad=board.pll_pad)
-    plan = board.make_platform().build(top, name="top", do_build=False, **overrides)
+    plan = board_plan(board, core, pll, baud)
     shutil.rmtree(directory, ignore_errors=True)
     try:
         plan.execute_local(str(directory), env=tool_env())

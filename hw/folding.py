@@ -16,7 +16,7 @@ from amaranth.hdl import unsigned
 from sw.errors import UserError
 from sw.qmodel import Conv2D, Pool2D
 
-from .mac_array import array_latency, output_fifo_depth
+from .mac_array import adder_tree_depth, array_latency, output_fifo_depth
 from .multiplier import DSP_WIDTHS, packing_shift, product_bits
 from .network import (
     Fold,
@@ -272,7 +272,7 @@ def _frame_cost(layer, entry, device, upstream=1):
                            _bram_blocks(depth, width, device), 0)
     # Per PE: the accumulator's adder, the result's and the bias's registers, two output
     # FIFO entries, the requantizer's rounding adder and clamp; control along the stages.
-    depth = (simd - 1).bit_length() + pe + 2
+    depth = adder_tree_depth(simd) + pe + 2
     luts = pe * (4 * acc + 20) + 60
     ffs = pe * (5 * acc + wbits + layer.out_bits) + 20 + 5 * depth
     brams = 0

@@ -40,7 +40,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sw.qmodel import signed_bits, value_range, weight_range
+from sw.qmodel import accumulator_range, signed_bits, weight_range
 from sw.quantize import rom_words
 
 from .multiplier import (
@@ -55,7 +55,7 @@ from .multiplier import (
 from .params import check_int
 from .weight_rom import STYLES, WeightROM
 
-__all__ = ["MACArray", "array_latency", "output_fifo_depth"]
+__all__ = ["MACArray", "adder_tree_depth", "array_latency", "output_fifo_depth"]
 
 
 def _delay(m, value, cycles, name, reset_less=True):
@@ -85,15 +85,61 @@ def _counter(m, count, name, step):
     return value, last
 
 
+def adder_tree_depth(simd):
+    """Registered levels of an adder tree over ``simd`` lanes: ``ceil(log2(simd))``."""
+    return (simd - 1).bit_length()
+
+
 def array_latency(pe, simd, multiplier):
     """:attr:`MACArray.latency` of an array of ``pe`` x ``simd`` ``multiplier`` lanes."""
     stages = -(-pe // 2) if multiplier == "packed" else pe
-    return stages + (simd - 1).bit_length() + 5
+    return stages + adder_tree_depth(simd) + 5
 
 
 def output_fifo_depth(sf, latency):
     """:attr:`MACArray.fifo_depth` for ``sf`` input folds and ``latency``."""
     return max(2, math.ceil((sf + latency) / sf))
+
+
+def _check_choices(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not "
+                         f"{value!r}")
+    return value
+
+
+def _check_matrix(weights, bias, weight_bits):
+    """``weights`` and ``bias`` as ``int64`` arrays, checked against each other and the
+    ``weight_bits`` range."""
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "iu":
+        raise TypeError(f"weights must be integers, not {weights.dtype}")
+    if weights.ndim != 2 or 0 in weights.shape:
+        raise ValueError(f"weights must be a non-empty (fan_in, channels) matrix, not shape "
+                         f"{weights.shape}")
+    weights = weights.astype(np.int64)
+    lo, hi = weight_range(weight_bits)
+    if weights.min() < lo or weights.max() > hi:
+        raise ValueError(f"weights must lie in the {weight_bits}-bit range {lo}..{hi}, found "
+                         f"{weights.min()}..{weights.max()}")
+    if weight_bits == 1 and np.any(weights == 0):
+        raise ValueError("1-bit weights must be -1 or +1, found 0")
+    bias = np.asarray(bias)
+    if bias.dtype.kind not in "iu":
+        raise TypeError(f"bias must be integers, not {bias.dtype}")
+    if bias.shape != (weights.shape[1],):
+        raise ValueError(f"bias must have shape ({weights.shape[1]},) to match the weights, "
+                         f"not {bias.shape}")
+    return weights, bias.astype(np.int64)
+
+
+def _check_in_shape(in_shape):
+    if not isinstance(in_shape, Shape):
+        raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
+                        f"{in_shape!r}")
+    if in_shape.width < 1:
+        raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
+    return in_shape
 
 
 class MACArray(wiring.Component):
@@ -149,6 +195,39 @@ class MACArray(wiring.Component):
         ``ArrayLayout(in_shape, simd)``.
     o : stream.Interface, out
         ``ArrayLayout(signed(acc_bits), pe)``.
+    weights, bias : ndarray of int64
+        The parameters, checked; with ``weight_bits``, ``in_shape``, ``acc_bits``, ``pe``,
+        ``simd``, ``rom_style``, ``dsp_width`` as given.
+    multiplier, hard_lanes : str, int
+        The multiplier kind and the SIMD lanes multiplying with it (``"lut"`` and 0 when no
+        lane is hard); the other lanes are LUT-built.
+    fan_in, channels : int
+        The matrix's shape.
+    nf, sf : int
+        Output folds (transfers on ``o`` per input vector, ``channels / pe``) and input folds
+        (transfers on ``i`` per vector, ``fan_in / simd``).
+    cycles_per_vector : int
+        Cycles per input vector at full rate: ``nf * sf`` (one operation a cycle).
+    stages : tuple of tuple of int
+        The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``. The
+        PEs of a stage share one registered input and compute in the same cycle; the input
+        hops from stage to stage.
+    product_bits : int
+        Width of one lane's product (exact for the weight and input ranges).
+    tree_depth : int
+        Registered levels of each PE's adder tree: ``ceil(log2(simd))``.
+    latency : int
+        Cycles from the last input transfer of a vector to its first output, at full rate:
+        ``len(stages) + tree_depth + 5``: one cycle to read the input buffer and ROMs, one to
+        register what they read, one to register the products, the adder tree's levels,
+        ``len(stages) - 1`` hops to the last stage, the result register after the
+        accumulator's adder, and the output FIFO's two cycles.
+    fifo_depth : int
+        Output FIFO entries: enough credits that the pipeline never waits at full rate. A
+        fold's credit is back ``sf + latency`` cycles after the fold starts (its last
+        operation, the latency, the transfer), and a fold starts every ``sf`` cycles at full
+        rate. Depth 1 is avoided: ``SyncFIFOBuffered`` of depth 1 only passes every other
+        cycle.
 
     Raises
     ------
@@ -163,197 +242,58 @@ class MACArray(wiring.Component):
     def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
                  rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"],
                  hard_lanes=None):
-        weight_bits = check_int("weight_bits", weight_bits)
-        if weight_bits > 8:
+        self.weight_bits = check_int("weight_bits", weight_bits)
+        if self.weight_bits > 8:
             raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
-        if not isinstance(in_shape, Shape):
-            raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
-                            f"{in_shape!r}")
-        if in_shape.width < 1:
-            raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
-        acc_bits = check_int("acc_bits", acc_bits)
-        pe = check_int("pe", pe)
-        simd = check_int("simd", simd)
-        if rom_style not in STYLES:
-            raise ValueError(f"rom_style must be one of {', '.join(map(repr, STYLES))}, not "
-                             f"{rom_style!r}")
-        if multiplier not in KINDS:
-            raise ValueError(f"multiplier must be one of {', '.join(map(repr, KINDS))}, not "
-                             f"{multiplier!r}")
-        dsp_width = check_int("dsp_width", dsp_width, minimum=2)
+        self.in_shape = _check_in_shape(in_shape)
+        self.acc_bits = check_int("acc_bits", acc_bits)
+        self.pe = check_int("pe", pe)
+        self.simd = check_int("simd", simd)
+        self.rom_style = _check_choices("rom_style", rom_style, STYLES)
+        _check_choices("multiplier", multiplier, KINDS)
+        self.dsp_width = check_int("dsp_width", dsp_width, minimum=2)
         hard_lanes = simd if hard_lanes is None else check_int("hard_lanes", hard_lanes,
                                                                 minimum=0)
         if hard_lanes > simd:
             raise ValueError(f"hard_lanes {hard_lanes} exceeds simd {simd}")
         if multiplier == "lut" or hard_lanes == 0:
             multiplier, hard_lanes = "lut", 0
+        #: The multiplier kind, and the SIMD lanes multiplying with it (0 for ``"lut"``); the
+        #: rest are LUT-built.
+        self.multiplier, self.hard_lanes = multiplier, hard_lanes
         # The packed operand's shift; None where no multiplier is packed.
-        shift = (packing_shift(weight_bits, in_shape, dsp_width)
-                 if multiplier == "packed" and weight_bits > 1 else None)
-
-        weights = np.asarray(weights)
-        if weights.dtype.kind not in "iu":
-            raise TypeError(f"weights must be integers, not {weights.dtype}")
-        if weights.ndim != 2 or 0 in weights.shape:
-            raise ValueError(f"weights must be a non-empty (fan_in, channels) matrix, not shape "
-                             f"{weights.shape}")
-        weights = weights.astype(np.int64)
-        fan_in, channels = weights.shape
-        lo, hi = weight_range(weight_bits)
-        if weights.min() < lo or weights.max() > hi:
-            raise ValueError(f"weights must lie in the {weight_bits}-bit range {lo}..{hi}, found "
-                             f"{weights.min()}..{weights.max()}")
-        if weight_bits == 1 and np.any(weights == 0):
-            raise ValueError("1-bit weights must be -1 or +1, found 0")
-        bias = np.asarray(bias)
-        if bias.dtype.kind not in "iu":
-            raise TypeError(f"bias must be integers, not {bias.dtype}")
-        if bias.shape != (channels,):
-            raise ValueError(f"bias must have shape ({channels},) to match the weights, not "
-                             f"{bias.shape}")
-        bias = bias.astype(np.int64)
-        if channels % pe:
-            raise ValueError(f"pe {pe} does not divide the {channels} output channels")
-        if fan_in % simd:
-            raise ValueError(f"simd {simd} does not divide the fan-in of {fan_in} inputs")
-
+        self._shift = (packing_shift(self.weight_bits, in_shape, self.dsp_width)
+                       if multiplier == "packed" and self.weight_bits > 1 else None)
+        self.weights, self.bias = _check_matrix(weights, bias, self.weight_bits)
+        self.fan_in, self.channels = self.weights.shape
+        if self.channels % pe:
+            raise ValueError(f"pe {pe} does not divide the {self.channels} output channels")
+        if self.fan_in % simd:
+            raise ValueError(f"simd {simd} does not divide the fan-in of {self.fan_in} inputs")
         # The exact accumulator range of docs/numerics.md: it bounds every partial sum too.
-        xlo, xhi = value_range(in_shape.width, in_shape.signed)
-        low = np.minimum(weights * xlo, weights * xhi).sum(axis=0)
-        high = np.maximum(weights * xlo, weights * xhi).sum(axis=0)
-        need = signed_bits(min(low.min(), (low + bias).min()),
-                           max(high.max(), (high + bias).max()))
-        if acc_bits < need:
+        need = signed_bits(*accumulator_range(self.weights, self.bias, in_shape.width,
+                                              in_shape.signed))
+        if self.acc_bits < need:
             raise ValueError(f"acc_bits {acc_bits} is too narrow: these weights, bias and "
                              f"{in_shape!r} inputs need {need} bits")
-
-        self._weights, self._bias = weights, bias
-        self._weight_bits, self._in_shape, self._acc_bits = weight_bits, in_shape, acc_bits
-        self._pe, self._simd, self._rom_style = pe, simd, rom_style
-        self._nf, self._sf = channels // pe, fan_in // simd
-        self._product_range = product_range(weight_bits, in_shape)
-        self._multiplier, self._dsp_width, self._shift = multiplier, dsp_width, shift
-        self._hard_lanes = hard_lanes
-        pairs = multiplier == "packed"
-        self._stages = tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
-                             for p in range(0, pe, 2 if pairs else 1))
+        self._derive()
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), pe))),
         })
 
-    @property
-    def weights(self):
-        """The ``(fan_in, channels)`` weight matrix (a copy)."""
-        return self._weights.copy()
-
-    @property
-    def bias(self):
-        """The ``(channels,)`` bias (a copy)."""
-        return self._bias.copy()
-
-    @property
-    def weight_bits(self):
-        return self._weight_bits
-
-    @property
-    def in_shape(self):
-        return self._in_shape
-
-    @property
-    def acc_bits(self):
-        return self._acc_bits
-
-    @property
-    def pe(self):
-        return self._pe
-
-    @property
-    def simd(self):
-        return self._simd
-
-    @property
-    def rom_style(self):
-        return self._rom_style
-
-    @property
-    def multiplier(self):
-        """The multiplier kind: ``"dsp"``, ``"lut"`` or ``"packed"``."""
-        return self._multiplier
-
-    @property
-    def dsp_width(self):
-        return self._dsp_width
-
-    @property
-    def hard_lanes(self):
-        """SIMD lanes multiplying with :attr:`multiplier` (0 for ``"lut"``); the rest are
-        LUT-built."""
-        return self._hard_lanes
-
-    @property
-    def stages(self):
-        """The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``.
-
-        The PEs of a stage share one registered input and compute in the same cycle; the
-        input hops from stage to stage.
-        """
-        return self._stages
-
-    @property
-    def fan_in(self):
-        return self._weights.shape[0]
-
-    @property
-    def channels(self):
-        return self._weights.shape[1]
-
-    @property
-    def nf(self):
-        """Output folds: transfers on ``o`` per input vector (``channels / pe``)."""
-        return self._nf
-
-    @property
-    def sf(self):
-        """Input folds: transfers on ``i`` per input vector (``fan_in / simd``)."""
-        return self._sf
-
-    @property
-    def product_bits(self):
-        """Width of one lane's product (exact for the weight and input ranges)."""
-        return signed_bits(*self._product_range)
-
-    @property
-    def cycles_per_vector(self):
-        """Cycles per input vector at full rate: ``nf * sf`` (one operation a cycle)."""
-        return self._nf * self._sf
-
-    @property
-    def tree_depth(self):
-        """Registered levels of each PE's adder tree: ``ceil(log2(simd))``."""
-        return (self._simd - 1).bit_length()
-
-    @property
-    def latency(self):
-        """Cycles from the last input transfer of a vector to its first output, at full rate.
-
-        ``len(stages) + tree_depth + 5``: one cycle to read the input buffer and ROMs, one to
-        register what they read, one to register the products, the adder tree's levels,
-        ``len(stages) - 1`` hops to the last stage (``pe - 1``, or ``ceil(pe / 2) - 1`` when
-        ``"packed"``), the result register after the accumulator's adder, and the output
-        FIFO's two cycles.
-        """
-        return array_latency(self._pe, self._simd, self._multiplier)
-
-    @property
-    def fifo_depth(self):
-        """Output FIFO entries: enough credits that the pipeline never waits at full rate.
-
-        A fold's credit is back ``sf + latency`` cycles after the fold starts (its last
-        operation, the latency, the transfer), and a fold starts every ``sf`` cycles at full
-        rate. Depth 1 is avoided: ``SyncFIFOBuffered`` of depth 1 only passes every other cycle.
-        """
-        return output_fifo_depth(self._sf, self.latency)
+    def _derive(self):
+        """The figures that follow from the parameters (see the class's attributes)."""
+        pe, pairs = self.pe, self.multiplier == "packed"
+        self.nf, self.sf = self.channels // pe, self.fan_in // self.simd
+        self._product_range = product_range(self.weight_bits, self.in_shape)
+        self.product_bits = signed_bits(*self._product_range)
+        self.stages = tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
+                            for p in range(0, pe, 2 if pairs else 1))
+        self.cycles_per_vector = self.nf * self.sf
+        self.tree_depth = adder_tree_depth(self.simd)
+        self.latency = array_latency(pe, self.simd, self.multiplier)
+        self.fifo_depth = output_fifo_depth(self.sf, self.latency)
 
     def _rom_matrix(self):
         """The weights as the ROMs hold them: the second PE of a packed pair stores high codes.
@@ -361,13 +301,13 @@ class MACArray(wiring.Component):
         Channel ``c`` is PE ``c % pe``'s; an odd PE is paired with the one before it.
         """
         if self._shift is None:
-            return self._weights
-        matrix = self._weights.copy()
-        odd = np.flatnonzero(np.arange(self.channels) % self._pe % 2 == 1)
+            return self.weights
+        matrix = self.weights.copy()
+        odd = np.flatnonzero(np.arange(self.channels) % self.pe % 2 == 1)
         # Row k is multiplied in SIMD lane k % simd: only the packed lanes hold high codes.
-        rows = np.flatnonzero(np.arange(self.fan_in) % self._simd < self._hard_lanes)
+        rows = np.flatnonzero(np.arange(self.fan_in) % self.simd < self.hard_lanes)
         block = np.ix_(rows, odd)
-        matrix[block] = high_codes(self._weights[np.ix_(rows, odd - 1)], matrix[block])
+        matrix[block] = high_codes(self.weights[np.ix_(rows, odd - 1)], matrix[block])
         return matrix
 
     def _products(self, m, lane, codes, s):
@@ -379,10 +319,10 @@ class MACArray(wiring.Component):
         (:mod:`hw.multiplier`).
         """
         products, borrows = {}, {}
-        kind = self._multiplier if s < self._hard_lanes else "lut"
+        kind = self.multiplier if s < self.hard_lanes else "lut"
         for p in codes:
             products[p] = Signal(signed(self.product_bits), name=f"product_pe{p}_s{s}")
-            if self._weight_bits == 1:
+            if self.weight_bits == 1:
                 # Bit b means weight 2b - 1: add or subtract the input, no multiplier.
                 m.d.comb += products[p].eq(Mux(codes[p][0], lane, -lane))
             elif kind == "lut":
@@ -391,7 +331,7 @@ class MACArray(wiring.Component):
             elif len(codes) == 1:
                 # "dsp", and the unpaired last PE of an odd "packed" array.
                 m.d.comb += products[p].eq(lane * codes[p].as_signed())
-        if len(codes) == 2 and self._weight_bits > 1 and kind == "packed":
+        if len(codes) == 2 and self.weight_bits > 1 and kind == "packed":
             a, b = codes
             low, high, borrows[b] = packed_products(m, lane, codes[a], codes[b],
                                                     shift=self._shift, name=f"product_pe{a}_s{s}")
@@ -418,7 +358,7 @@ class MACArray(wiring.Component):
                 name = f"sum_pe{p}_l{level}_{j // 2}"
                 # A partial sum of n products carrying its pending borrow lies in
                 # n * lo - 1 .. n * hi.
-                total = Signal(signed(min(self._acc_bits,
+                total = Signal(signed(min(self.acc_bits,
                                           signed_bits(lanes * lo - 1, lanes * hi))),
                                name=name, reset_less=True)
                 borrows = [node[2] for node in pair if node[2] is not None]
@@ -438,9 +378,9 @@ class MACArray(wiring.Component):
         ``None``); ``controls[k]`` the operation's control ``k`` cycles after the input buffer and
         ROM 0 are read.
         """
-        depth, nf_count, acc_bits = self.tree_depth, self._nf, self._acc_bits
+        depth, nf_count, acc_bits = self.tree_depth, self.nf, self.acc_bits
         ctrl = controls[depth + t + 2]
-        bias = [int(self._bias[n * self._pe + p]) for n in range(nf_count)]
+        bias = [int(self.bias[n * self.pe + p]) for n in range(nf_count)]
         if nf_count == 1:
             start = C(bias[0], signed(acc_bits))
         else:
@@ -461,19 +401,26 @@ class MACArray(wiring.Component):
         # Deskew: stage t's results hold for at least SF cycles and are sampled
         # len(stages) - 1 - t cycles after they appear (with the last stage's), so only the
         # part of that wait beyond SF - 1 needs registers.
-        return _delay(m, result, max(0, len(self._stages) - t - self._sf), f"result_pe{p}")
+        return _delay(m, result, max(0, len(self.stages) - t - self.sf), f"result_pe{p}")
 
     def elaborate(self, platform):
         m = Module()
-        pe, simd, nf_count, sf_count = self._pe, self._simd, self._nf, self._sf
-        wbits, acc_bits = self._weight_bits, self._acc_bits
-        depth = self.fifo_depth
+        issue, sf, sf_last, nf, address = self._issue(m)
+        x = self._input_slice(m, issue, sf, nf)
+        controls = self._controls(m, issue, sf, sf_last, nf)
+        results = self._systolic_stages(m, x, address, controls)
+        self._output(m, results, controls)
+        return m
 
-        # ---- Issue stage: one operation (nf, sf) per cycle when allowed. -----------------
+    def _issue(self, m):
+        """The issue stage: one operation ``(nf, sf)`` per cycle when allowed, a fold only
+        started with a FIFO entry reserved for its result. Returns ``(issue, sf, sf_last, nf,
+        address)``, ``address`` the operation's ROM word."""
+        depth = self.fifo_depth
         issue = Signal()
-        sf, sf_last = _counter(m, sf_count, "issue_sf", issue)
-        nf, _ = _counter(m, nf_count, "issue_nf", issue & sf_last)
-        address, _ = _counter(m, nf_count * sf_count, "issue_address", issue)
+        sf, sf_last = _counter(m, self.sf, "issue_sf", issue)
+        nf, _ = _counter(m, self.nf, "issue_nf", issue & sf_last)
+        address, _ = _counter(m, self.nf * self.sf, "issue_address", issue)
         reserved = Signal(range(depth + 1))  # FIFO entries owed to started folds
         fold_start = sf == 0
         # Depends on registers only, so ready never waits on valid or on a long path.
@@ -484,16 +431,19 @@ class MACArray(wiring.Component):
         ]
         pop = self.o.valid & self.o.ready
         m.d.sync += reserved.eq(reserved + (issue & fold_start) - pop)
+        return issue, sf, sf_last, nf, address
 
-        # ---- Input slice, one cycle after issue: fresh from i (nf = 0) or replayed. ------
+    def _input_slice(self, m, issue, sf, nf):
+        """The operation's input slice, registered, one cycle after issue: fresh from ``i``
+        (``nf = 0``) or replayed from the input buffer."""
         # Flat storage viewed as lanes: Yosys' ABC9 (0.70) fails on registers aliased by
         # per-lane wires named like their bits ("x[0]"), which a Signal(layout) would get.
-        vector = data.ArrayLayout(self._in_shape, simd)
-        if nf_count == 1:
+        vector = data.ArrayLayout(self.in_shape, self.simd)
+        if self.nf == 1:
             x = Signal(vector.size, name="x", reset_less=True)
             m.d.sync += x.eq(self.i.payload)
         else:
-            m.submodules.input_buffer = buffer = Memory(shape=vector.size, depth=sf_count,
+            m.submodules.input_buffer = buffer = Memory(shape=vector.size, depth=self.sf,
                                                         init=[])
             write = buffer.write_port()
             # Transparent: the slice written at nf = 0 comes out the next cycle like a replay.
@@ -507,75 +457,97 @@ class MACArray(wiring.Component):
             x = read.data
         # Register block RAM outputs before they meet a multiplier: a block RAM's clock-to-
         # output delay plus a multiplier would set the clock (ECP5: 5.6 + 3.9 ns).
-        x = data.View(vector, _delay(m, x, 1, "x_q"))
+        return data.View(vector, _delay(m, x, 1, "x_q"))
 
-        # Control of each operation, delayed along the stages (entry k is k cycles after the
-        # input buffer and ROM 0 are read; the registered slice x is entry 1).
+    def _controls(self, m, issue, sf, sf_last, nf):
+        """The control of each operation, delayed along the stages: entry ``k`` is ``k``
+        cycles after the input buffer and ROM 0 are read (the registered slice is entry 1)."""
         valid = Signal(name="op_valid")
         m.d.sync += valid.eq(issue)
         control = {"valid": valid}
-        if sf_count > 1:
+        if self.sf > 1:
             control["first"] = Signal(name="op_first", reset_less=True)
             control["last"] = Signal(name="op_last", reset_less=True)
             m.d.sync += [control["first"].eq(sf == 0), control["last"].eq(sf_last)]
-        if nf_count > 1:
-            control["nf"] = Signal(range(nf_count), name="op_nf", reset_less=True)
+        if self.nf > 1:
+            control["nf"] = Signal(range(self.nf), name="op_nf", reset_less=True)
             m.d.sync += control["nf"].eq(nf)
         controls = [control]
-        for k in range(1, self.tree_depth + len(self._stages) + 2):
+        for k in range(1, self.tree_depth + len(self.stages) + 2):
             controls.append({key: _delay(m, value, 1, f"{key}{k - 1}", reset_less=key != "valid")
                              for key, value in controls[-1].items()})
+        return controls
 
-        # ---- Stages: the input hops stage to stage; each PE sums its lanes in a tree. -----
-        # The ROMs of stage t are read t cycles after ROM 0 (their address comes along the
-        # stages) and their words are registered like x, so a stage's weights and inputs
-        # meet aligned: every lane of a PE multiplies in the same cycle, no operand skew.
-        x_lanes = [x[s] for s in range(simd)]
-        words = rom_words(self._rom_matrix(), wbits, pe, simd)
+    def _systolic_stages(self, m, x, address, controls):
+        """The stages: the input hops stage to stage, each PE sums its lanes in a tree and
+        accumulates. Returns every PE's deskewed result, in PE order.
+
+        The ROMs of stage ``t`` are read ``t`` cycles after ROM 0 (their address comes along
+        the stages) and their words are registered like ``x``, so a stage's weights and
+        inputs meet aligned: every lane of a PE multiplies in the same cycle, no operand skew.
+        """
+        x_lanes = [x[s] for s in range(self.simd)]
+        words = rom_words(self._rom_matrix(), self.weight_bits, self.pe, self.simd)
         rom_address = address
         results = []
-        for t, members in enumerate(self._stages):
+        for t, members in enumerate(self.stages):
             if t:
                 x_lanes = [_delay(m, lane, 1, f"x_pe{members[0]}_s{s}")
                            for s, lane in enumerate(x_lanes)]
                 rom_address = _delay(m, rom_address, 1, f"rom_address_pe{members[0]}")
-            word = {}
-            for p in members:
-                if len(words[p]) == 1:
-                    # One word (NF = SF = 1): the weights are constants, and Yosys reduces
-                    # each LUT-built product to the shifts and adds of its weight's digits.
-                    # Hard lanes keep a register operand: Yosys maps a multiplication by a
-                    # constant to hard multipliers unpredictably (31 for 25 packed lanes).
-                    constant = C(words[p][0], simd * wbits)
-                    hard = 0 if self._multiplier == "lut" else self._hard_lanes * wbits
-                    word[p] = Cat(_delay(m, constant[:hard], 1, f"rom_q_pe{p}"),
-                                  constant[hard:])
-                    continue
-                rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=simd * wbits,
-                                                           style=self._rom_style)
-                m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
-                word[p] = _delay(m, rom.data, 1, f"rom_q_pe{p}")
-            leaves = {p: [] for p in members}
-            for s in range(simd):
-                codes = {p: word[p][s * wbits:(s + 1) * wbits] for p in members}
-                products, borrows = self._products(m, x_lanes[s], codes, s)
-                # A register right behind each multiplier: on ECP5 nextpnr places the
-                # MULT18X18Ds far from their operand and adder cells, and a DSP, a route there
-                # and a route back plus the adder in one cycle held LeNet-5 below 68 MHz.
-                for p in members:
-                    borrow = borrows.get(p)
-                    leaves[p].append((1, _delay(m, products[p], 1, f"product_q_pe{p}_s{s}"),
-                                      None if borrow is None else
-                                      _delay(m, borrow, 1, f"borrow_q_pe{p}_s{s}")))
+            word = self._stage_weights(m, members, words, rom_address)
+            leaves = self._stage_products(m, members, x_lanes, word)
             for p in members:
                 _, total, carry = self._adder_tree(m, p, leaves[p])
                 results.append(self._accumulate(m, p, t, total, carry, controls))
-        done = Signal(name="result_done")
-        ctrl = controls[self.tree_depth + len(self._stages) + 1]
-        m.d.sync += done.eq(ctrl["valid"] & ctrl.get("last", C(1)))
+        return results
 
-        # ---- Output FIFO: the credits above guarantee it is never written when full. -----
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=pe * acc_bits, depth=depth)
+    def _stage_weights(self, m, members, words, rom_address):
+        """``{pe: registered ROM word}`` of one stage's PEs at ``rom_address``."""
+        wbits, word = self.weight_bits, {}
+        for p in members:
+            if len(words[p]) == 1:
+                # One word (NF = SF = 1): the weights are constants, and Yosys reduces
+                # each LUT-built product to the shifts and adds of its weight's digits.
+                # Hard lanes keep a register operand: Yosys maps a multiplication by a
+                # constant to hard multipliers unpredictably (31 for 25 packed lanes).
+                constant = C(words[p][0], self.simd * wbits)
+                hard = 0 if self.multiplier == "lut" else self.hard_lanes * wbits
+                word[p] = Cat(_delay(m, constant[:hard], 1, f"rom_q_pe{p}"),
+                              constant[hard:])
+                continue
+            rom = m.submodules[f"rom{p}"] = WeightROM(words[p], width=self.simd * wbits,
+                                                       style=self.rom_style)
+            m.d.comb += [rom.addr.eq(rom_address), rom.en.eq(1)]
+            word[p] = _delay(m, rom.data, 1, f"rom_q_pe{p}")
+        return word
+
+    def _stage_products(self, m, members, x_lanes, word):
+        """``{pe: [(1, registered product, registered borrow or None), ...]}``: the leaves
+        of each PE's adder tree, one per SIMD lane."""
+        wbits = self.weight_bits
+        leaves = {p: [] for p in members}
+        for s in range(self.simd):
+            codes = {p: word[p][s * wbits:(s + 1) * wbits] for p in members}
+            products, borrows = self._products(m, x_lanes[s], codes, s)
+            # A register right behind each multiplier: on ECP5 nextpnr places the
+            # MULT18X18Ds far from their operand and adder cells, and a DSP, a route there
+            # and a route back plus the adder in one cycle held LeNet-5 below 68 MHz.
+            for p in members:
+                borrow = borrows.get(p)
+                leaves[p].append((1, _delay(m, products[p], 1, f"product_q_pe{p}_s{s}"),
+                                  None if borrow is None else
+                                  _delay(m, borrow, 1, f"borrow_q_pe{p}_s{s}")))
+        return leaves
+
+    def _output(self, m, results, controls):
+        """The output FIFO: the credits of :meth:`_issue` guarantee it is never written when
+        full."""
+        done = Signal(name="result_done")
+        ctrl = controls[self.tree_depth + len(self.stages) + 1]
+        m.d.sync += done.eq(ctrl["valid"] & ctrl.get("last", C(1)))
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.pe * self.acc_bits,
+                                                    depth=self.fifo_depth)
         m.d.comb += [
             fifo.w_en.eq(done),
             fifo.w_data.eq(Cat(*results)),
@@ -583,4 +555,3 @@ class MACArray(wiring.Component):
             self.o.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o.ready),
         ]
-        return m

@@ -1,5 +1,7 @@
 """Streaming max or average pooling (windows with stride = window, or global) on an HWC stream."""
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
@@ -8,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import value_range
 
+from .handshake import may_load
 from .params import check_int
 
 __all__ = ["OPS", "Pool", "division_constants"]
@@ -101,6 +104,23 @@ class Pool(wiring.Component):
         Pixels in raster order, each ``channels // lanes`` transfers (channel groups in order).
     o : Out(stream.Signature(ArrayLayout(shape, lanes)))
         The pooled image, same element order.
+    height, width, channels, lanes, shape, op
+        The parameters, checked (``shape`` a ``Shape``).
+    window : (int, int)
+        ``(rows, cols)`` of a window, also the stride.
+    sum_shape : Shape
+        Shape of one partial result in the row buffer (the element's for max pooling).
+    division : (int, int, int) or None
+        ``(multiplier, offset, shift)`` of the average (``None`` for max pooling), and
+        ``division_terms`` the shifted copies of the sum its multiplication adds (0 for max).
+    latency : int
+        Cycles from the transfer completing a window to its output being valid.
+    out_height, out_width : int
+        ``height // rows`` and ``width // cols``.
+    buffer_depth, buffer_width : int
+        Row buffer entries (one per output column and channel group) and bits per entry.
+    input_words_per_image, output_words_per_image : int
+        Transfers per image on ``i`` and on ``o``.
 
     Raises
     ------
@@ -124,131 +144,59 @@ class Pool(wiring.Component):
     """
 
     def __init__(self, *, height, width, channels, size, shape, lanes, op="max"):
-        self._height = check_int("height", height)
-        self._width = check_int("width", width)
-        self._channels = check_int("channels", channels)
+        self.height = check_int("height", height)
+        self.width = check_int("width", width)
+        self.channels = check_int("channels", channels)
         if isinstance(size, tuple | list):
             if len(size) != 2:
                 raise ValueError(f"size must be an int or (rows, cols), not {size!r}")
-            self._window = (check_int("size rows", size[0]), check_int("size cols", size[1]))
+            self.window = (check_int("size rows", size[0]), check_int("size cols", size[1]))
         else:
             side = check_int("size", size)
-            self._window = (side, side)
-        self._lanes = check_int("lanes", lanes)
+            self.window = (side, side)
+        self.lanes = check_int("lanes", lanes)
         try:
-            self._shape = Shape.cast(shape)
+            self.shape = Shape.cast(shape)
         except TypeError as error:
             raise TypeError(f"shape must be an integer shape such as unsigned(8), "
                             f"not {shape!r}") from error
-        if self._shape.width < 1:
+        if self.shape.width < 1:
             raise ValueError(f"shape must be at least 1 bit wide, not {shape!r}")
         if op not in OPS:
             raise ValueError(f"op must be one of {', '.join(OPS)}, not {op!r}")
-        self._op = op
+        self.op = op
         if channels % lanes:
             raise ValueError(f"lanes ({lanes}) must divide channels ({channels})")
-        rows, cols = self._window
+        rows, cols = self.window
         if rows > height or cols > width:
             raise ValueError(f"pool size {rows}x{cols} is larger than the {height}x{width} "
                              f"image: the output would be empty")
-        if op == "avg":
-            lo, hi = value_range(self._shape.width, self._shape.signed)
-            count = rows * cols
-            self._sum_shape = Shape.cast(range(count * lo, count * hi + 1))
-            self._division = division_constants(count, count * lo, count * hi)
-        else:
-            self._sum_shape, self._division = self._shape, None
-        layout = data.ArrayLayout(self._shape, lanes)
+        self._derive()
+        layout = data.ArrayLayout(self.shape, lanes)
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
-    @property
-    def height(self):
-        """Input rows."""
-        return self._height
-
-    @property
-    def width(self):
-        """Input columns."""
-        return self._width
-
-    @property
-    def channels(self):
-        """Channels."""
-        return self._channels
-
-    @property
-    def window(self):
-        """``(rows, cols)`` of a window, also the stride."""
-        return self._window
-
-    @property
-    def shape(self):
-        """Shape of one element."""
-        return self._shape
-
-    @property
-    def lanes(self):
-        """Channels per transfer."""
-        return self._lanes
-
-    @property
-    def op(self):
-        """``"max"`` or ``"avg"``."""
-        return self._op
-
-    @property
-    def sum_shape(self):
-        """Shape of one partial result in the row buffer (the element's for max pooling)."""
-        return self._sum_shape
-
-    @property
-    def division(self):
-        """``(multiplier, offset, shift)`` of the average (``None`` for max pooling)."""
-        return self._division
-
-    @property
-    def division_terms(self):
-        """Shifted copies of the sum that the constant multiplication adds (0 for max)."""
-        return len(_signed_digits(self._division[0])) if self._division else 0
-
-    @property
-    def latency(self):
-        """Cycles from the transfer completing a window to its output being valid."""
-        return 2 if self._op == "max" else 3
-
-    @property
-    def out_height(self):
-        """``height // rows``."""
-        return self._height // self._window[0]
-
-    @property
-    def out_width(self):
-        """``width // cols``."""
-        return self._width // self._window[1]
-
-    @property
-    def buffer_depth(self):
-        """Row buffer entries: one per output column and channel group."""
-        return self.out_width * self._channels // self._lanes
-
-    @property
-    def buffer_width(self):
-        """Row buffer bits per entry."""
-        return self._lanes * self._sum_shape.width
-
-    @property
-    def input_words_per_image(self):
-        """Input transfers per image."""
-        return self._height * self._width * self._channels // self._lanes
-
-    @property
-    def output_words_per_image(self):
-        """Output transfers per image."""
-        return self.out_height * self.out_width * self._channels // self._lanes
+    def _derive(self):
+        """The figures that follow from the parameters (see the class's attributes)."""
+        rows, cols = self.window
+        if self.op == "avg":
+            lo, hi = value_range(self.shape.width, self.shape.signed)
+            count = rows * cols
+            self.sum_shape = Shape.cast(range(count * lo, count * hi + 1))
+            self.division = division_constants(count, count * lo, count * hi)
+        else:
+            self.sum_shape, self.division = self.shape, None
+        self.division_terms = len(_signed_digits(self.division[0])) if self.division else 0
+        self.latency = 2 if self.op == "max" else 3
+        self.out_height, self.out_width = self.height // rows, self.width // cols
+        self.buffer_depth = self.out_width * self.channels // self.lanes
+        self.buffer_width = self.lanes * self.sum_shape.width
+        self.input_words_per_image = self.height * self.width * self.channels // self.lanes
+        self.output_words_per_image = (self.out_height * self.out_width * self.channels
+                                       // self.lanes)
 
     def _divide(self, total):
         """The rounded quotient of ``total`` (a lane's window sum): adders, no multiplier."""
-        multiplier, offset, shift = self._division
+        multiplier, offset, shift = self.division
         # Shifted copies in signed-digit form instead of `*`: Yosys would map a product to
         # one of the DSP blocks the MAC arrays need, where a few adders do.
         terms = [(total << k) if digit > 0 else -(total << k)
@@ -256,116 +204,125 @@ class Pool(wiring.Component):
         value = terms[0]
         for term in terms[1:]:
             value = value + term
-        return ((value + offset) >> shift)[:self._shape.width]
+        return ((value + offset) >> shift)[:self.shape.width]
+
+    def _lane(self, value, k, width):
+        """Lane ``k`` of a flat vector of ``width``-bit lanes, signed like the elements."""
+        bits = value[k * width:(k + 1) * width]
+        return bits.as_signed() if self.shape.signed else bits
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self._window
-        lanes, groups = self._lanes, self._channels // self._lanes
-        w, sw = self._shape.width, self._sum_shape.width
         # Plain bit vectors inside: Yosys' ABC flow (issue YosysHQ/yosys#4349) can trip over
         # the `x` / `x[0]` wire pairs that views of one-lane arrays add to the netlist.
         m.submodules.row = row = Memory(shape=unsigned(self.buffer_width),
                                         depth=self.buffer_depth, init=[])
         wr = row.write_port()
         rd = row.read_port(transparent_for=(wr,))
-
-        # Input position: channel group, column and row, their offsets inside the window,
-        # and the first row-buffer entry of the current output column.
-        g = Signal(range(groups))
-        x = Signal(range(self._width))
-        y = Signal(range(self._height))
-        kx = Signal(range(cols))
-        ky = Signal(range(rows))
-        column = Signal(range(self.buffer_depth))
-
-        # Stage B: the previous transfer, combined with its partial result from the memory.
-        b_valid, b_first, b_last, b_drop = Signal(), Signal(), Signal(), Signal()
-        b_word = Signal(lanes * w)
-        b_addr = Signal.like(rd.addr)
-        b_emit = Signal()
-        b_go = Signal()
-        combined = Signal(lanes * sw)
-        m.d.comb += b_emit.eq(b_valid & b_last & ~b_drop)
-
-        def lane(value, k, width):
-            bits = value[k * width:(k + 1) * width]
-            return bits.as_signed() if self._shape.signed else bits
-
-        for k in range(lanes):
-            a, b = lane(b_word, k, w), lane(rd.data, k, sw)
-            if self._op == "max":
-                result = Mux(b_first | (a > b), a, b)
-            else:
-                result = Mux(b_first, a, a + b)
-            m.d.comb += lane(combined, k, sw).eq(result)
-
-        # The output side: `o` for max pooling; for the average a sum register (stage C) and
-        # the quotient in `o`. `emit_free`: a completed window can leave stage B this cycle.
-        o_free = ~self.o.valid | self.o.ready
-        if self._op == "max":
-            emit_free = o_free
-            with m.If(b_emit & b_go):
-                m.d.sync += [self.o.valid.eq(1), Value.cast(self.o.payload).eq(combined)]
-            with m.Elif(self.o.ready):
-                m.d.sync += self.o.valid.eq(0)
-        else:
-            c_valid, c_sum = Signal(), Signal(lanes * sw)
-            emit_free = ~c_valid | o_free
-            with m.If(c_valid & o_free):
-                m.d.sync += self.o.valid.eq(1)
-                m.d.sync += [self.o.payload[k].eq(self._divide(lane(c_sum, k, sw)))
-                             for k in range(lanes)]
-            with m.Elif(self.o.ready):
-                m.d.sync += self.o.valid.eq(0)
-            with m.If(b_emit & b_go):
-                m.d.sync += [c_valid.eq(1), c_sum.eq(combined)]
-            with m.Elif(o_free):
-                m.d.sync += c_valid.eq(0)
+        at = self._position()
+        b = self._stage_b(m, rd)
+        emit_free = self._output_side(m, b)
 
         # Only a transfer completing a window needs the output side; others never wait.
-        m.d.comb += b_go.eq(~b_emit | emit_free)
-        m.d.comb += self.i.ready.eq(~b_valid | b_go)
+        m.d.comb += b.go.eq(~b.emit | emit_free)
+        m.d.comb += self.i.ready.eq(~b.valid | b.go)
         fire = Signal()
         m.d.comb += fire.eq(self.i.valid & self.i.ready)
-
         m.d.comb += [
-            rd.addr.eq(column + g),
+            rd.addr.eq(at.column + at.g),
             # A stalled stage B keeps its read data: no new read until it moves.
             rd.en.eq(fire),
-            wr.addr.eq(b_addr),
-            wr.data.eq(combined),
-            wr.en.eq(b_valid & b_go & ~b_last & ~b_drop),
+            wr.addr.eq(b.addr),
+            wr.data.eq(b.combined),
+            wr.en.eq(b.valid & b.go & ~b.last & ~b.drop),
         ]
-
+        rows, cols = self.window
         with m.If(self.i.ready):
             m.d.sync += [
-                b_valid.eq(self.i.valid),
-                b_word.eq(Value.cast(self.i.payload)),
-                b_addr.eq(rd.addr),
-                b_first.eq((kx == 0) & (ky == 0)),
-                b_last.eq((kx == cols - 1) & (ky == rows - 1)),
-                b_drop.eq((x >= self.out_width * cols) | (y >= self.out_height * rows)),
+                b.valid.eq(self.i.valid),
+                b.word.eq(Value.cast(self.i.payload)),
+                b.addr.eq(rd.addr),
+                b.first.eq((at.kx == 0) & (at.ky == 0)),
+                b.last.eq((at.kx == cols - 1) & (at.ky == rows - 1)),
+                b.drop.eq((at.x >= self.out_width * cols) | (at.y >= self.out_height * rows)),
             ]
-
         with m.If(fire):
-            with m.If(g == groups - 1):
-                m.d.sync += g.eq(0)
-                with m.If(x == self._width - 1):
-                    m.d.sync += [x.eq(0), kx.eq(0), column.eq(0)]
-                    with m.If(y == self._height - 1):
-                        m.d.sync += [y.eq(0), ky.eq(0)]
-                    with m.Else():
-                        m.d.sync += [y.eq(y + 1), ky.eq(Mux(ky == rows - 1, 0, ky + 1))]
-                with m.Else():
-                    m.d.sync += x.eq(x + 1)
-                    with m.If(kx == cols - 1):
-                        m.d.sync += kx.eq(0)
-                        # Past the last full window the column stops moving (dropped anyway).
-                        with m.If(column != (self.out_width - 1) * groups):
-                            m.d.sync += column.eq(column + groups)
-                    with m.Else():
-                        m.d.sync += kx.eq(kx + 1)
-            with m.Else():
-                m.d.sync += g.eq(g + 1)
+            self._advance(m, at)
         return m
+
+    def _position(self):
+        """The input position: channel group, column and row, their offsets inside the
+        window, and the first row-buffer entry of the current output column."""
+        rows, cols = self.window
+        return SimpleNamespace(
+            g=Signal(range(self.channels // self.lanes), name="g"),
+            x=Signal(range(self.width), name="x"), y=Signal(range(self.height), name="y"),
+            kx=Signal(range(cols), name="kx"), ky=Signal(range(rows), name="ky"),
+            column=Signal(range(self.buffer_depth), name="column"))
+
+    def _stage_b(self, m, rd):
+        """Stage B: the previous transfer, combined with its partial result from the
+        memory (``combined``: the new partial result, or the window's when ``last``)."""
+        w, sw = self.shape.width, self.sum_shape.width
+        b = SimpleNamespace(
+            valid=Signal(), first=Signal(), last=Signal(), drop=Signal(),
+            word=Signal(self.lanes * w, name="b_word"), addr=Signal.like(rd.addr, name="b_addr"),
+            emit=Signal(name="b_emit"), go=Signal(name="b_go"),
+            combined=Signal(self.lanes * sw, name="combined"))
+        m.d.comb += b.emit.eq(b.valid & b.last & ~b.drop)
+        for k in range(self.lanes):
+            a, partial = self._lane(b.word, k, w), self._lane(rd.data, k, sw)
+            if self.op == "max":
+                result = Mux(b.first | (a > partial), a, partial)
+            else:
+                result = Mux(b.first, a, a + partial)
+            m.d.comb += self._lane(b.combined, k, sw).eq(result)
+        return b
+
+    def _output_side(self, m, b):
+        """``o`` for max pooling; for the average a sum register (stage C) and the quotient
+        in ``o``. Returns ``emit_free``: a completed window can leave stage B this cycle."""
+        o_free = may_load(self.o.valid, self.o.ready)
+        if self.op == "max":
+            with m.If(b.emit & b.go):
+                m.d.sync += [self.o.valid.eq(1), Value.cast(self.o.payload).eq(b.combined)]
+            with m.Elif(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            return o_free
+        sw = self.sum_shape.width
+        c_valid, c_sum = Signal(), Signal(self.lanes * sw)
+        with m.If(c_valid & o_free):
+            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += [self.o.payload[k].eq(self._divide(self._lane(c_sum, k, sw)))
+                         for k in range(self.lanes)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(b.emit & b.go):
+            m.d.sync += [c_valid.eq(1), c_sum.eq(b.combined)]
+        with m.Elif(o_free):
+            m.d.sync += c_valid.eq(0)
+        return ~c_valid | o_free
+
+    def _advance(self, m, at):
+        """Move the input position on by one transfer (raster order, groups innermost)."""
+        rows, cols = self.window
+        groups = self.channels // self.lanes
+        with m.If(at.g == groups - 1):
+            m.d.sync += at.g.eq(0)
+            with m.If(at.x == self.width - 1):
+                m.d.sync += [at.x.eq(0), at.kx.eq(0), at.column.eq(0)]
+                with m.If(at.y == self.height - 1):
+                    m.d.sync += [at.y.eq(0), at.ky.eq(0)]
+                with m.Else():
+                    m.d.sync += [at.y.eq(at.y + 1), at.ky.eq(Mux(at.ky == rows - 1, 0, at.ky + 1))]
+            with m.Else():
+                m.d.sync += at.x.eq(at.x + 1)
+                with m.If(at.kx == cols - 1):
+                    m.d.sync += at.kx.eq(0)
+                    # Past the last full window the column stops moving (dropped anyway).
+                    with m.If(at.column != (self.out_width - 1) * groups):
+                        m.d.sync += at.column.eq(at.column + groups)
+                with m.Else():
+                    m.d.sync += at.kx.eq(at.kx + 1)
+        with m.Else():
+            m.d.sync += at.g.eq(at.g + 1)

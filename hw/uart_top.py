@@ -32,6 +32,7 @@ from sw.host import (
     logit_bytes,
 )
 
+from .handshake import may_load
 from .uart_rx import UARTReceiver, check_divisor
 from .uart_tx import UARTTransmitter
 
@@ -319,7 +320,7 @@ class ImageFeeder(wiring.Component):
             remaining.eq(Mux(start, self.i.payload, images)),
             # The read port's data register is the payload: it only advances when the
             # waiting pixel is taken (or none waits), so it holds while the core stalls.
-            fetch.eq((running | start) & (~self.o.valid | self.o.ready)),
+            fetch.eq((running | start) & may_load(self.o.valid, self.o.ready)),
             self.read.en.eq(fetch),
             self.read.addr.eq(address),
             self.o.payload.eq(self.read.data),

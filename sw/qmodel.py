@@ -24,10 +24,13 @@ __all__ = [
     "Flatten",
     "Pool2D",
     "QModel",
+    "accumulator_range",
+    "conv_output_size",
     "load_qmodel",
     "save_qmodel",
     "signed_bits",
     "value_range",
+    "weight_range",
 ]
 
 FORMAT = "nnfpga-qmodel"
@@ -48,6 +51,18 @@ def signed_bits(lo, hi):
     while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
         bits += 1
     return bits
+
+
+def accumulator_range(matrix, bias, in_bits, in_signed):
+    """The ``(lo, hi)`` that every partial sum of ``bias + x @ matrix`` (and the bias added
+    first or last) stays within, for ``x`` of ``in_bits`` (signed or not): the accumulator
+    range of ``docs/numerics.md``."""
+    xlo, xhi = value_range(in_bits, in_signed)
+    m = np.asarray(matrix).astype(np.int64)
+    lo = np.minimum(m * xlo, m * xhi).sum(axis=0)
+    hi = np.maximum(m * xlo, m * xhi).sum(axis=0)
+    b = np.asarray(bias).astype(np.int64)
+    return int(min(lo.min(), (lo + b).min())), int(max(hi.max(), (hi + b).max()))
 
 
 def weight_range(bits):
@@ -103,12 +118,7 @@ class _WeightLayer:
     @property
     def acc_range(self):
         """The ``(lo, hi)`` that every partial sum and every accumulator stays within."""
-        xlo, xhi = value_range(self.in_bits, self.in_signed)
-        m = self.matrix.astype(np.int64)
-        lo = np.minimum(m * xlo, m * xhi).sum(axis=0)
-        hi = np.maximum(m * xlo, m * xhi).sum(axis=0)
-        b = self.bias.astype(np.int64)
-        return int(min(lo.min(), (lo + b).min())), int(max(hi.max(), (hi + b).max()))
+        return accumulator_range(self.matrix, self.bias, self.in_bits, self.in_signed)
 
     @property
     def acc_bits(self):

@@ -18,27 +18,20 @@ Typical use::
 
 from amaranth.hdl import Value
 
+from sim import harness
+
 __all__ = ["StreamSink", "StreamSource", "check_protocol", "pack", "run_simulation",
            "transfer_cycles", "unpack"]
 
 
 def pack(values, bits):
     """Pack lane values (lane 0 in the low bits) into one integer, two's complement."""
-    word, mask = 0, (1 << bits) - 1
-    for lane, value in enumerate(values):
-        word |= (int(value) & mask) << (lane * bits)
-    return word
+    return harness.pack(values, bits, len(values))[0] if len(values) else 0
 
 
 def unpack(word, lanes, bits, signed):
     """Split an integer into ``lanes`` values of ``bits`` bits (inverse of :func:`pack`)."""
-    values, mask = [], (1 << bits) - 1
-    for lane in range(lanes):
-        value = (word >> (lane * bits)) & mask
-        if signed and value >> (bits - 1):
-            value -= 1 << bits
-        values.append(value)
-    return values
+    return harness.unpack([word], bits, lanes, signed).tolist()
 
 
 class StreamSource:

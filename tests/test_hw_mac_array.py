@@ -255,7 +255,7 @@ def test_output_stall_then_resume_loses_nothing(multiplier):
     assert received == expected_transfers(layer, x, 4)
 
 
-def test_properties():
+def test_attributes():
     rng = np.random.default_rng(0)
     layer = make_layer(rng, 20, 6, 4, unsigned(8))
     dut = make_array(layer, pe=3, simd=5)
@@ -266,10 +266,7 @@ def test_properties():
     assert dut.product_bits == 12  # 255 * 7 needs 12 signed bits
     assert np.array_equal(dut.weights, layer.matrix) and np.array_equal(dut.bias, layer.bias)
     assert (dut.multiplier, dut.dsp_width, dut.stages) == ("dsp", 18, ((0,), (1,), (2,)))
-    with pytest.raises(AttributeError):
-        dut.pe = 2
-    with pytest.raises(AttributeError):
-        dut.multiplier = "lut"
+    assert (dut.tree_depth, dut.fifo_depth) == (3, 4)  # ceil((4 + 11) / 4) folds in flight
     packed = make_array(layer, pe=3, simd=5, multiplier="packed")
     assert packed.stages == ((0, 1), (2,)) and packed.latency == 2 + 3 + 5
     # The ROMs of the second PE of a pair hold w_b - [w_a < 0]; the weights stay as given.

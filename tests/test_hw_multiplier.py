@@ -29,6 +29,7 @@ from hw.multiplier import (
     packing_shift,
     product_bits,
 )
+from sim.runner import verilator_env
 from sw.qmodel import value_range, weight_range
 
 pytestmark = pytest.mark.hw
@@ -136,8 +137,6 @@ def _harness(units):
 
 def _build(units):
     """Compile the bank and its harness with Verilator (reused while both are unchanged)."""
-    from hw.toolchain import verilator_env
-
     source, harness = verilog.convert(_Bank(units), name="bank"), _harness(units)
     directory = CACHE / hashlib.sha256((source + harness).encode()).hexdigest()[:16]
     binary = directory / "Vbank"

@@ -189,12 +189,12 @@ def test_bad_parameters(kwargs, error, message):
         Pool(**params)
 
 
-def test_parameters_are_read_only():
+def test_attributes():
     dut = Pool(height=4, width=6, channels=2, size=(2, 3), shape=signed(4), lanes=1, op="avg")
     assert (dut.window, dut.op, dut.sum_shape) == ((2, 3), "avg", signed(7))
     assert dut.division == division_constants(6, 6 * -8, 6 * 7)
-    with pytest.raises(AttributeError):
-        dut.op = "max"
+    assert (dut.out_height, dut.out_width, dut.buffer_depth, dut.buffer_width) == (2, 2, 4, 7)
+    assert (dut.input_words_per_image, dut.output_words_per_image, dut.latency) == (48, 8, 3)
 
 
 @pytest.mark.synth

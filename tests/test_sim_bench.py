@@ -1,5 +1,5 @@
 """``python -m sim.bench``: a small real sweep with an RTL regression, its page and JSON,
-resuming it, and re-measuring when the hardware generator's source changes."""
+resuming it, and re-measuring when the design it measured changes."""
 
 import json
 import subprocess
@@ -52,9 +52,9 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert second.returncode == 0, second.stderr
     assert "golden accuracy (ptq): stored" in second.stderr
     [(key, rtl)] = _rtl_entries(out).items()
-    source = rtl["hw_source"]
-    assert len(source) == 12
-    assert key == f"rtl/mlp/2/ulx3s-85f/{key.split('/')[4]}/{source}/n50-i0.2-s0.2"
+    design = rtl["design"]
+    assert len(design) == 12
+    assert key == f"rtl/mlp/2/ulx3s-85f/{key.split('/')[4]}/{design}/n50-i0.2-s0.2"
     assert (rtl["images"], rtl["mismatches"], rtl["idle"], rtl["stall"]) == (50, 0, 0.2, 0.2)
     assert rtl["rtl_accuracy"] == rtl["golden_accuracy"] > 0.5
     # Four pixels a transfer: 196 input words an image, and as many cycles predicted.
@@ -62,25 +62,29 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert rtl["cycles_per_image_predicted"] == 196 and rtl["sim_images_per_second"] > 0
     page = (tmp_path / "results.md").read_text()
     row = _row(page, "| mlp | 2 | 50 | 20% / 20% | 0 |")
-    assert f"`{source[:8]}` |" in row
+    assert f"`{design[:8]}` |" in row
     # The MLP is bound by its input: a source idle 20% of cycles stretches its interval,
     # which the page says rather than hiding.
     assert not rtl_check(rtl)[0]
     assert row.endswith("| ok |") == (rtl["cycles_per_image"] == 196)
     assert ("input-bound" in row) == (rtl["cycles_per_image"] != 196)
 
-    # Resumed for the same generator source: nothing is measured again.
-    monkeypatch.setattr(sim.bench, "hardware_fingerprint", lambda root=None: source)
+    # Resumed for the same design: nothing is measured again, even when the generator's source
+    # changed elsewhere (the design keys are made again, and come out the same).
     stored = json.loads((out / "results.json").read_text())["entries"]
+    monkeypatch.setattr(sim.bench, "hardware_fingerprint", lambda root=None: "0123456789ab")
     sim.bench.main(args)
     assert "RTL regression: stored" in capsys.readouterr().err
-    assert json.loads((out / "results.json").read_text())["entries"] == stored
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    assert {key: value for key, value in entries.items() if not key.startswith("design/")} == {
+        key: value for key, value in stored.items() if not key.startswith("design/")}
+    stored = entries
 
-    # A changed generator: --stored-only shows the old run, marked stale, and measures nothing.
-    monkeypatch.setattr(sim.bench, "hardware_fingerprint", lambda root=None: "feedfacecafe")
+    # A changed design: --stored-only shows the old run, marked stale, and measures nothing.
+    monkeypatch.setattr(sim.bench.DesignKeys, "rtl", lambda *_args: "feedfacecafe")
     sim.bench.main([*args, "--stored-only"])
     assert json.loads((out / "results.json").read_text())["entries"] == stored
-    assert f"`{source[:8]}` (stale) |" in _row((tmp_path / "results.md").read_text(),
+    assert f"`{design[:8]}` (stale) |" in _row((tmp_path / "results.md").read_text(),
                                                "| mlp | 2 | 50 |")
 
     # ... and a sweep measures again, under a new key; a mismatch is shown and exits 1.
@@ -95,22 +99,22 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert exit_.value.code == 1
     assert "rtl/mlp/2" in capsys.readouterr().err
     rtl_entries = _rtl_entries(out)
-    assert set(rtl_entries) == {key, key.replace(source, "feedfacecafe")}
+    assert set(rtl_entries) == {key, key.replace(design, "feedfacecafe")}
     row = _row((tmp_path / "results.md").read_text(), "| mlp | 2 | 50 |")
     assert "| 1 |" in row and "**1 MISMATCH** (first: image 7, layer dense_1 channel 3)" in row
 
 
 def test_hardware_fingerprint_follows_the_generator_source(tmp_path):
-    for name in ("hw/a.py", "sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py",
-                 "sw/quantize.py", "sw/qmodel.py", "sim/bench.py", "hw/notes.txt"):
+    for name in ("hw/a.py", "sim/regress.py", "sim/core.py", "sw/golden.py", "sw/quantize.py",
+                 "sim/bench.py", "sim/compiled_tb.cpp", "hw/notes.txt"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(name)
     before = hardware_fingerprint(tmp_path)
     assert hardware_fingerprint(tmp_path) == before
-    (tmp_path / "sim/bench.py").write_text("changed")  # not the hardware
-    (tmp_path / "hw/notes.txt").write_text("changed")
+    for name in ("sim/bench.py", "hw/notes.txt", "sim/compiled_tb.cpp"):  # not the designs
+        (tmp_path / name).write_text("changed")
     assert hardware_fingerprint(tmp_path) == before
-    for name in ("hw/a.py", "sim/compiled_tb.cpp", "sw/golden.py"):
+    for name in ("hw/a.py", "sim/regress.py", "sw/golden.py"):
         (tmp_path / name).write_text("changed")
         assert hardware_fingerprint(tmp_path) != before
         before = hardware_fingerprint(tmp_path)
