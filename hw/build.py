@@ -34,7 +34,8 @@ from sw.quantize import (
     CALIBRATION_IMAGES,
     METHOD_HELP,
     QuantConfig,
-    check_bits,
+    add_bits_arguments,
+    bits_from_args,
     check_calibration,
     check_method,
     quantize_model,
@@ -169,8 +170,7 @@ def build(args, progress):
     """Run the build described by parsed ``args``; returns the report dictionary."""
     board = get_board(args.board)
     device = DEVICES[board.device]
-    weight_bits = check_bits(args.weight_bits or args.bits, "--weight-bits")
-    act_bits = check_bits(args.act_bits or weight_bits, "--act-bits")
+    weight_bits, act_bits = bits_from_args(args)
     out = prepare_dir(args.out or f"build/{Path(args.model).stem}-{weight_bits}b-{args.board}",
                       "hw.build", force=args.force, legacy=("report.json", "core.v"))
     if args.fold != "auto" and not Path(args.fold).is_file():
@@ -421,9 +421,7 @@ def _clock_arg(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m hw.build",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--bits", default="4", help="weight and activation bits, 1..8")
-    parser.add_argument("--weight-bits", default=None, help="weight bits (default: --bits)")
-    parser.add_argument("--act-bits", default=None, help="activation bits (default: weights')")
+    add_bits_arguments(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"seed model or .keras/.h5 file (default {DEFAULT_MODEL})")
     parser.add_argument("--board", default=DEFAULT_BOARD,
@@ -451,7 +449,7 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true",
                         help="replace --out even if it holds files hw.build did not write")
     args = parser.parse_args(argv)
-    check_bits(args.bits, "--bits")
+    bits_from_args(args)  # bad widths fail before anything runs
     check_calibration(args.calibration)
     if args.program and args.target != "bitstream":
         raise UserError("--program needs --target bitstream")

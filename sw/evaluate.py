@@ -108,8 +108,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lenet5", help="seed name or .keras/.h5 file")
-    parser.add_argument("--bits", default="8,4,2,1", help="comma-separated weight bits")
-    parser.add_argument("--act-bits", default=None, help="activation bits (default: = bits)")
+    parser.add_argument("--bits", default="8,4,2,1",
+                        help="comma-separated widths, each of the weights and the activations")
+    parser.add_argument("--act-bits", default=None,
+                        help="activation bits for every width (default: each --bits)")
     parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,

@@ -53,6 +53,8 @@ __all__ = [
     "TRAINED_LABELS",
     "TRAINED_METHODS",
     "QuantConfig",
+    "add_bits_arguments",
+    "bits_from_args",
     "check_bits",
     "check_calibration",
     "check_method",
@@ -132,6 +134,23 @@ def check_bits(bits, what="bit width"):
     if str(value) != str(bits).strip() or not 1 <= value <= 8:
         raise UserError(f"{what} {bits!r} is out of range: must be an integer in 1..8")
     return value
+
+
+def add_bits_arguments(parser, default="4"):
+    """``--bits``, ``--weight-bits`` and ``--act-bits``, meaning the same in every command:
+    ``--bits`` is the width of the weights and of the activations, and the other two
+    override either (read them with :func:`bits_from_args`)."""
+    parser.add_argument("--bits", default=default,
+                        help=f"weight and activation bits, 1..8 (default {default})")
+    parser.add_argument("--weight-bits", default=None, help="weight bits (default: --bits)")
+    parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
+
+
+def bits_from_args(args):
+    """``(weight_bits, act_bits)`` of the options of :func:`add_bits_arguments`, checked."""
+    weight_bits = getattr(args, "weight_bits", None)
+    return (check_bits(weight_bits or args.bits, "--weight-bits" if weight_bits else "--bits"),
+            check_bits(args.act_bits or args.bits, "--act-bits" if args.act_bits else "--bits"))
 
 
 def check_method(name):
@@ -601,8 +620,7 @@ def main(argv=None):
         "\n")[0])
     parser.add_argument("--model", default="lenet5",
                         help="seed model name or a .keras/.h5 file (default: lenet5)")
-    parser.add_argument("--bits", default="4", help="weight bits, 1..8 (default 4)")
-    parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
+    add_bits_arguments(parser)
     parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None)
@@ -620,9 +638,8 @@ def main(argv=None):
     check_calibration(args.calibration)
     out = prepare_dir(args.out, "sw.quantize", force=args.force,
                       legacy=("manifest.json", "model.npz"))
-    config = QuantConfig(weight_bits=check_bits(args.bits, "--bits"),
-                         act_bits=None if args.act_bits is None else
-                         check_bits(args.act_bits, "--act-bits"),
+    weight_bits, act_bits = bits_from_args(args)
+    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits,
                          rounding=args.rounding, granularity=args.granularity, seed=args.seed,
                          preset=args.preset)
     model_path(args.model)  # an unknown name fails before the training images load

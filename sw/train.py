@@ -177,7 +177,8 @@ def main(argv=None):
                                          for name in TRAINED_METHODS)
                              + " (docs/quantization.md)")
     parser.add_argument("--qat", action="store_true", help="the same as --method dual-copy")
-    parser.add_argument("--bits", default=None, help="--method: weight bits, 1..8")
+    parser.add_argument("--bits", default=None,
+                        help="--method: weight and activation bits, 1..8")
     parser.add_argument("--act-bits", default=None, help="--method: activation bits (default: "
                         "--bits)")
     parser.add_argument("--lr", type=float, default=2e-3,
