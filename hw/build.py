@@ -3,7 +3,8 @@
 Command line::
 
     python -m hw.build --bits 4 [--model lenet5|tiny_cnn|mlp|mlp64|PATH.keras]
-        [--weight-bits N --act-bits M] [--board NAME] [--fold auto|FILE.json]
+        [--weight-bits N --act-bits M] [--layer-bits first=8,last=8] [--board NAME]
+        [--fold auto|FILE.json]
         [--target bitstream|verilog] [--out DIR] [--program]
 
 Stages: quantize, fold, generate, synthesize + place and route + pack, report. Everything
@@ -132,6 +133,9 @@ def _write_reports(directory, report, stages):
         "",
         f"- target: {report['target']}",
         f"- quantization: {report.get('quantization', 'post-training')}",
+        "- widths (weights/activations): " + ", ".join(
+            f"{name} {weight}/{act if act is not None else 'logits'}"
+            for name, (weight, act) in report["layer_bits"].items()),
         "- integer accuracy: " + (f"{100 * report['accuracy']:.2f}% on "
                                   f"{report['test_images']} test images"
                                   if report["accuracy"] is not None else "not measured"),
@@ -176,13 +180,15 @@ def build(args, progress):
     if args.fold != "auto" and not Path(args.fold).is_file():
         raise UserError(f"fold file {args.fold!r} not found (use --fold auto or a JSON file)")
 
-    progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}")
+    progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}" + "".join(
+        f", {name} W{weight}A{act}" for name, weight, act in args.layer_bits or ()))
     model_path(args.model)  # an unknown name fails before the training images load
     test_set = _test_set(args.data)  # a bad --data fails before the long steps
     train_images, _ = load_train(args.data)
     check_calibration(args.calibration, len(train_images))
     qmodel, method = quantize_model(args.model, QuantConfig(weight_bits=weight_bits,
-                                                            act_bits=act_bits),
+                                                            act_bits=act_bits,
+                                                            layer_bits=args.layer_bits or ()),
                                     train_images[:args.calibration],
                                     getattr(args, "method", "auto"))
     print(f"    quantization: {method}", file=sys.stderr)
@@ -209,6 +215,10 @@ def build(args, progress):
         report = {
             "board": board.name, "device": device.name, "model": qmodel.name,
             "weight_bits": weight_bits, "act_bits": act_bits, "target": args.target,
+            # Each weight layer's widths: weights, and its output's (None for the logits).
+            "layer_bits": {layer.name: [layer.weight_bits,
+                                        None if layer.is_output else layer.out_bits]
+                           for layer in qmodel.weight_layers},
             "quantization": method,
             "accuracy": accuracy, "test_images": test_images, "fold": fold.to_json(),
             "cycles_per_image": interval, "macs_per_image": qmodel.macs,

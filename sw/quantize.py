@@ -60,6 +60,7 @@ __all__ = [
     "check_method",
     "choose_activation_frac",
     "main",
+    "parse_layer_bits",
     "quantize",
     "quantize_model",
     "quantize_weights",
@@ -144,6 +145,28 @@ def add_bits_arguments(parser, default="4"):
                         help=f"weight and activation bits, 1..8 (default {default})")
     parser.add_argument("--weight-bits", default=None, help="weight bits (default: --bits)")
     parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
+    parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
+                        help="per-layer widths, e.g. first=8,last=8 or conv2d=8/4 "
+                             "(weights/activations; mixed precision, post-training)")
+
+
+def parse_layer_bits(text):
+    """``--layer-bits``: ``"conv2d=8,dense_2=8"`` (weights and activations) or
+    ``"conv2d=8/4"`` (weights / activations) as :class:`QuantConfig`'s ``layer_bits``."""
+    overrides = []
+    for item in (part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        name, equals, widths = item.partition("=")
+        weight, _, act = widths.partition("/")
+        if not equals or not name.strip() or not weight.strip():
+            raise UserError(f"--layer-bits {item!r}: expected LAYER=BITS or LAYER=WBITS/ABITS")
+        overrides.append((name.strip(), check_bits(weight.strip(), f"--layer-bits {item!r}"),
+                          check_bits((act or weight).strip(), f"--layer-bits {item!r}")))
+    names = [name for name, _, _ in overrides]
+    if len(set(names)) != len(names):
+        raise UserError(f"--layer-bits names a layer twice: {text!r}")
+    return tuple(overrides)
 
 
 def bits_from_args(args):
@@ -190,6 +213,10 @@ class QuantConfig:
         The seed notebook's fixed-point scheme; overrides the fields it names.
     scales : {"error", "range"}
         How fractions are chosen (:data:`SCALE_RULES`); ``range`` is dynamic fixed point.
+    layer_bits : tuple of (str, int, int)
+        Per-layer overrides ``(weight layer name, weight bits, activation bits)`` (mixed
+        precision, :func:`parse_layer_bits`; ``first`` and ``last`` name the first and the last
+        weight layer); a layer's activation bits are its output's (none for the logits).
     """
 
     weight_bits: int = 8
@@ -199,6 +226,7 @@ class QuantConfig:
     seed: int = 0
     preset: str | None = None
     scales: str = "error"
+    layer_bits: tuple = ()
 
     def __post_init__(self):
         if self.preset is not None:
@@ -221,6 +249,10 @@ class QuantConfig:
         if self.scales == "range" and self.preset is not None:
             raise UserError(f"preset {self.preset!r} fixes the weight fractions; it cannot be "
                             f"combined with range-based (dynamic fixed point) scales")
+        object.__setattr__(self, "layer_bits", tuple(
+            (str(name), check_bits(weight, f"{name}'s weight bits"),
+             check_bits(act, f"{name}'s activation bits"))
+            for name, weight, act in self.layer_bits))
 
     @property
     def fixed_weight_frac(self):
@@ -363,6 +395,21 @@ def _check_fractions(fnet, fractions):
                         f"{fnet.name!r} does not have")
 
 
+def _layer_widths(fnet, config):
+    """``{weight layer name: (weight bits, activation bits)}``: ``config.layer_bits`` (where
+    ``first`` and ``last`` name the first and the last weight layer) over the network's."""
+    names = [layer.name for layer in fnet.weight_layers]
+    aliases = {"first": names[0], "last": names[-1]}
+    widths = dict.fromkeys(names, (config.weight_bits, config.act_bits))
+    for name, weight, act in config.layer_bits:
+        name = aliases.get(name, name) if name not in widths else name
+        if name not in widths:
+            raise UserError(f"--layer-bits: {fnet.name} has no weight layer {name!r}; its "
+                            f"weight layers are {', '.join(names)} (or first, last)")
+        widths[name] = (weight, act)
+    return widths
+
+
 def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     """Quantize a :class:`~sw.keras_import.FloatNet` into a validated :class:`QModel`.
 
@@ -386,6 +433,7 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     qmodel = QModel(fnet.name, tuple(fnet.input_shape), [], config.weight_bits,
                     config.act_bits, config={**asdict(config), "notes": fnet.notes,
                                              "method": "QAT" if fractions else "post-training"})
+    widths = _layer_widths(fnet, config)
     bits, signed, frac = qmodel.input_bits, False, qmodel.input_frac
     in_shape = tuple(fnet.input_shape)
     layers = zip(fnet.layers, outputs, shapes, strict=True)
@@ -396,22 +444,22 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
             # pixel * 2**-frac, so those weights are scaled by 2**frac (docs/numerics.md).
             scale = 2.0 ** frac if flayer is fnet.weight_layers[0] else 1.0
             matrix = flayer.weight.reshape(-1, flayer.weight.shape[-1]) * scale
+            weight_bits, act_bits = widths[flayer.name]
             q, wfrac = quantize_weights(
-                matrix, config.weight_bits, rounding=config.rounding, rng=rng,
+                matrix, weight_bits, rounding=config.rounding, rng=rng,
                 per_channel=config.granularity == "channel" and index != last,
                 scales=config.scales, fixed_frac=fixed[flayer.name]["weight_frac"] if fixed else
                 config.fixed_weight_frac)
             bias = np.rint(flayer.bias * 2.0 ** (wfrac + frac)).astype(np.int64)
             fields = {**common, "weight": q.reshape(flayer.weight.shape), "bias": bias,
-                      "weight_bits": config.weight_bits, "weight_frac": wfrac,
+                      "weight_bits": weight_bits, "weight_frac": wfrac,
                       "in_bits": bits, "in_signed": signed, "in_frac": frac,
                       "relu": flayer.relu}
             if index != last:
                 out_signed = not flayer.relu
                 out_frac = fixed[flayer.name]["out_frac"] if fixed else \
-                    choose_activation_frac(output[:4096], config.act_bits, out_signed,
-                                           config.scales)
-                fields.update(shift=wfrac + frac - out_frac, out_bits=config.act_bits,
+                    choose_activation_frac(output[:4096], act_bits, out_signed, config.scales)
+                fields.update(shift=wfrac + frac - out_frac, out_bits=act_bits,
                               out_signed=out_signed, out_frac=out_frac)
             if isinstance(flayer, FloatConv2D):
                 layer = Conv2D(**fields, stride=flayer.stride, padding=flayer.padding)
@@ -514,6 +562,9 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
         - ``dual-copy`` (``qat``), ``iterative``: the model trained so; none is a
           :class:`UserError` saying how to train one.
 
+        With ``config.layer_bits`` (mixed precision) only the post-training methods apply
+        (``auto`` is ``ptq``): the trained models have one width throughout.
+
     Returns
     -------
     qmodel : QModel
@@ -524,6 +575,11 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
         The same label.
     """
     method = check_method(method)
+    if config.layer_bits:  # trained models have one width throughout
+        if method in ("dual-copy", "iterative"):
+            raise UserError(f"--layer-bits is post-training only: --method {method} needs a "
+                            f"model trained at one width")
+        method = "ptq" if method == "auto" else method
     if method == "randomized" and config.rounding not in ("nearest", "stochastic"):
         raise UserError(f"--method randomized rounds stochastically, not {config.rounding!r}")
     if method == "dynamic-fp":
@@ -533,7 +589,8 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
                                 "dynamic-fp" if method == "dynamic-fp" else "post-training")
         return qmodel, qmodel.config["method"]
     trained_config = replace(config, rounding="nearest") if method == "randomized" else config
-    path, found = _find_trained(spec, trained_config, None if method == "auto" else method)
+    path, found = (None, None) if config.layer_bits else _find_trained(
+        spec, trained_config, None if method == "auto" else method)
     if path is not None:
         qmodel = _quantize_trained(spec, path, found, trained_config, calibration_pixels)
     elif method in ("dual-copy", "iterative"):
@@ -640,6 +697,7 @@ def main(argv=None):
                       legacy=("manifest.json", "model.npz"))
     weight_bits, act_bits = bits_from_args(args)
     config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits,
+                         layer_bits=args.layer_bits or (),
                          rounding=args.rounding, granularity=args.granularity, seed=args.seed,
                          preset=args.preset)
     model_path(args.model)  # an unknown name fails before the training images load
