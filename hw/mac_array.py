@@ -34,7 +34,7 @@ odd ``PE`` the last PE is a stage of its own with a plain hard multiplier.
 import math
 
 import numpy as np
-from amaranth.hdl import Array, C, Cat, Module, Mux, Shape, Signal, Value, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -52,7 +52,7 @@ from .multiplier import (
     packing_shift,
     product_range,
 )
-from .params import check_int
+from .params import check_in_shape, check_int
 from .weight_rom import STYLES, WeightROM
 
 __all__ = ["MACArray", "adder_tree_depth", "array_latency", "output_fifo_depth"]
@@ -131,15 +131,6 @@ def _check_matrix(weights, bias, weight_bits):
         raise ValueError(f"bias must have shape ({weights.shape[1]},) to match the weights, "
                          f"not {bias.shape}")
     return weights, bias.astype(np.int64)
-
-
-def _check_in_shape(in_shape):
-    if not isinstance(in_shape, Shape):
-        raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
-                        f"{in_shape!r}")
-    if in_shape.width < 1:
-        raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
-    return in_shape
 
 
 class MACArray(wiring.Component):
@@ -245,7 +236,7 @@ class MACArray(wiring.Component):
         self.weight_bits = check_int("weight_bits", weight_bits)
         if self.weight_bits > 8:
             raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
-        self.in_shape = _check_in_shape(in_shape)
+        self.in_shape = check_in_shape(in_shape)
         self.acc_bits = check_int("acc_bits", acc_bits)
         self.pe = check_int("pe", pe)
         self.simd = check_int("simd", simd)

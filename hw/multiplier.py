@@ -68,13 +68,13 @@ accumulator's adder).
 operand triple of every packed unit through the hardware (Verilator), against ``x * w``.
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import signed_bits, value_range, weight_range
 
-from .params import check_int
+from .params import check_in_shape, check_int
 
 __all__ = ["DSP_WIDTHS", "KINDS", "Multiplier", "high_codes", "lut_product", "packed_products",
            "packing_shift", "product_bits", "product_range"]
@@ -83,15 +83,6 @@ KINDS = ("dsp", "lut", "packed")
 #: Width of the signed operands of one hard multiplier: ECP5 ``MULT18X18D`` is 18x18,
 #: iCE40 UP5K ``SB_MAC16`` 16x16.
 DSP_WIDTHS = {"ecp5": 18, "ice40": 16}
-
-
-def _check_shape(in_shape):
-    if not isinstance(in_shape, Shape):
-        raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
-                        f"{in_shape!r}")
-    if in_shape.width < 1:
-        raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
-    return in_shape
 
 
 def product_range(weight_bits, in_shape):
@@ -299,7 +290,7 @@ class Multiplier(wiring.Component):
         if not 2 <= weight_bits <= 8:
             raise ValueError(f"weight_bits must be in 2..8, not {weight_bits} (1-bit weights "
                              f"add or subtract)")
-        in_shape = _check_shape(in_shape)
+        in_shape = check_in_shape(in_shape)
         dsp_width = check_int("dsp_width", dsp_width, minimum=2)
         self._kind, self._weight_bits, self._in_shape = kind, weight_bits, in_shape
         self._product_bits = product_bits(weight_bits, in_shape)

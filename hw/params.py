@@ -2,7 +2,9 @@
 
 import operator
 
-__all__ = ["check_int"]
+from amaranth.hdl import Shape
+
+__all__ = ["check_in_shape", "check_int"]
 
 
 def check_int(what, value, minimum=1):
@@ -24,3 +26,21 @@ def check_int(what, value, minimum=1):
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, not {value}")
     return value
+
+
+def check_in_shape(in_shape):
+    """Return ``in_shape``, an Amaranth ``Shape`` of at least one bit (an input element's).
+
+    Raises
+    ------
+    TypeError
+        If it is not a ``Shape``.
+    ValueError
+        If it is zero bits wide.
+    """
+    if not isinstance(in_shape, Shape):
+        raise TypeError(f"in_shape must be an Amaranth Shape such as unsigned(8), not "
+                        f"{in_shape!r}")
+    if in_shape.width < 1:
+        raise ValueError(f"in_shape must be at least 1 bit wide, not {in_shape!r}")
+    return in_shape
