@@ -4,8 +4,8 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .handshake import may_load
 from .params import check_int
+from .streams import lanes_signature, may_load
 
 __all__ = ["Argmax"]
 
@@ -55,7 +55,7 @@ class Argmax(wiring.Component):
             raise ValueError(f"lanes ({lanes}) must divide classes ({classes})")
         self._label_bits = max(1, (classes - 1).bit_length())
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(self._shape, lanes))),
+            "i": In(lanes_signature(self._shape, lanes)),
             "o": Out(stream.Signature(self.output_layout)),
         })
 

@@ -263,7 +263,7 @@ def _frame_cost(layer, entry, device, upstream=1):
     if needed != upstream:
         total += _width_cost(upstream + needed - math.gcd(upstream, needed), abits)
     if isinstance(layer, Conv2D):
-        window = conv_window(layer, simd, unsigned(abits), needed)
+        window = conv_window(layer, simd, unsigned(abits), needed, pe)
         window._MustUse__silence = True  # built only to ask its buffer geometry
         total += _window_cost(window, abits, device)
     elif nf > 1:  # StreamFIFO of a vector (LUT RAM on ECP5, block RAM on the iCE40)

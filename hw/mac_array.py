@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,6 +53,7 @@ from .multiplier import (
     product_range,
 )
 from .params import check_in_shape, check_int
+from .streams import lanes_signature
 from .weight_rom import STYLES, WeightROM
 
 __all__ = ["MACArray", "adder_tree_depth", "array_latency", "output_fifo_depth"]
@@ -269,8 +270,8 @@ class MACArray(wiring.Component):
                              f"{in_shape!r} inputs need {need} bits")
         self._derive()
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_bits), pe))),
+            "i": In(lanes_signature(in_shape, simd)),
+            "o": Out(lanes_signature(signed(acc_bits), pe)),
         })
 
     def _derive(self):
@@ -427,8 +428,8 @@ class MACArray(wiring.Component):
     def _input_slice(self, m, issue, sf, nf):
         """The operation's input slice, registered, one cycle after issue: fresh from ``i``
         (``nf = 0``) or replayed from the input buffer."""
-        # Flat storage viewed as lanes: Yosys' ABC9 (0.70) fails on registers aliased by
-        # per-lane wires named like their bits ("x[0]"), which a Signal(layout) would get.
+        # Flat storage viewed as lanes, not a Signal(layout): see
+        # hw.toolchain.SCRIPT_AFTER_READ.
         vector = data.ArrayLayout(self.in_shape, self.simd)
         if self.nf == 1:
             x = Signal(vector.size, name="x", reset_less=True)

@@ -29,6 +29,7 @@ from .mac_array import MACArray
 from .multiplier import DSP_WIDTHS, KINDS, packing_shift
 from .pool import Pool
 from .requantize import Requantize
+from .streams import lanes_signature
 from .width import WidthConverter
 from .window import WindowGenerator
 
@@ -82,14 +83,17 @@ def input_lanes(layer, simd, upstream=1):
     return math.gcd(simd, channels) if pixels is None else pixels * channels
 
 
-def conv_window(layer, simd, shape, upstream=1):
-    """The :class:`~hw.window.WindowGenerator` of a conv layer folded to ``simd`` lanes,
-    taking elements of ``shape`` from a stream of ``upstream`` lanes."""
+def conv_window(layer, simd, shape, upstream=1, pe=None):
+    """The :class:`~hw.window.WindowGenerator` of a conv layer folded to ``pe`` x ``simd``
+    lanes (its ring sized to keep that MAC array busy), taking elements of ``shape`` from a
+    stream of ``upstream`` lanes."""
     height, width, channels = layer.in_shape
     return WindowGenerator(height=height, width=width, channels=channels,
                            kernel=layer.kernel_size, shape=shape, simd=simd,
                            stride=layer.stride, padding=layer.padding,
-                           pixels=_window_pixels(layer, simd, upstream))
+                           pixels=_window_pixels(layer, simd, upstream),
+                           window_cycles=None if pe is None else
+                           layer.channels // pe * (layer.fan_in // simd))
 
 
 class LayerFold(NamedTuple):
@@ -247,7 +251,7 @@ def schedule(qmodel, fold):
             if isinstance(layer, Conv2D):
                 # The window generator's own interval: its input, its output, and on its
                 # window-register path the wait of each window row for its first columns.
-                window = conv_window(layer, simd, unsigned(1), needed)
+                window = conv_window(layer, simd, unsigned(1), needed, pe)
                 window._MustUse__silence = True  # built only to ask its schedule
                 stages.append(Stage(f"{layer.name}.window", "window", window.cycles_per_image,
                                     simd=simd))
@@ -311,7 +315,7 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
             stages.append((f"{name}_buffer", StreamFIFO(
                 shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1)))
         if isinstance(layer, Conv2D):
-            stages.append((f"{name}_window", conv_window(layer, simd, shape, needed)))
+            stages.append((f"{name}_window", conv_window(layer, simd, shape, needed, pe)))
         stages.append((f"{name}_mac", MACArray(
             layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
             acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
@@ -367,8 +371,7 @@ class Accelerator(wiring.Component):
         self._argmax = Argmax(classes=output.channels, shape=signed(output.acc_bits),
                               lanes=self._fold[output.name].pe)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(unsigned(qmodel.input_bits),
-                                                      self._fold.pixels))),
+            "i": In(lanes_signature(unsigned(qmodel.input_bits), self._fold.pixels)),
             "o": Out(stream.Signature(self._argmax.output_layout)),
         })
 

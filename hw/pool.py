@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import value_range
 
-from .handshake import may_load
 from .params import check_int
+from .streams import may_load
 
 __all__ = ["OPS", "Pool", "division_constants"]
 
@@ -213,8 +213,7 @@ class Pool(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Plain bit vectors inside: Yosys' ABC flow (issue YosysHQ/yosys#4349) can trip over
-        # the `x` / `x[0]` wire pairs that views of one-lane arrays add to the netlist.
+        # Plain bit vectors inside, not views of lanes: see hw.toolchain.SCRIPT_AFTER_READ.
         m.submodules.row = row = Memory(shape=unsigned(self.buffer_width),
                                         depth=self.buffer_depth, init=[])
         wr = row.write_port()

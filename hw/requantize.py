@@ -3,13 +3,13 @@
 
 import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.qmodel import value_range
 
-from .handshake import may_load
 from .params import check_int
+from .streams import lanes_signature, may_load
 
 __all__ = ["Requantize"]
 
@@ -75,8 +75,8 @@ class Requantize(wiring.Component):
                                                                        out_signed)
         out_shape = signed(out_bits) if out_signed else unsigned(out_bits)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(acc_bits), pe))),
-            "o": Out(stream.Signature(data.ArrayLayout(out_shape, pe))),
+            "i": In(lanes_signature(signed(acc_bits), pe)),
+            "o": Out(lanes_signature(out_shape, pe)),
         })
 
     @property

@@ -30,6 +30,8 @@ _TOOLS = {
 }
 #: Run before synthesis: without it ABC's reintegration asserts ``count_id(wire->name) == 0``
 #: on the ``x[0]`` wires Amaranth emits beside ``x`` for array payloads (YosysHQ/yosys#4349).
+#: The components also keep their inner registers as plain bit vectors, not views of lanes,
+#: so that no register is aliased by per-lane wires named like its bits.
 SCRIPT_AFTER_READ = "proc; opt_clean -purge"
 #: Yosys synthesis command per FPGA family (UP5K synthesis uses its DSPs).
 FAMILIES = {"ice40": "synth_ice40 -dsp", "ecp5": "synth_ecp5"}

@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .handshake import may_load
+from .streams import may_load
 
 __all__ = ["MAX_BAUD_ERROR", "MIN_DIVISOR", "UARTReceiver", "check_divisor", "uart_clock_filter",
            "uart_divisor"]

@@ -32,7 +32,7 @@ from sw.host import (
     logit_bytes,
 )
 
-from .handshake import may_load
+from .streams import may_load
 from .uart_rx import UARTReceiver, check_divisor
 from .uart_tx import UARTTransmitter
 

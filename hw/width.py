@@ -3,10 +3,11 @@
 import math
 
 from amaranth.hdl import Module, Mux, Shape, Signal, Value
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int
+from .streams import lanes_signature
 
 __all__ = ["WidthConverter"]
 
@@ -64,8 +65,8 @@ class WidthConverter(wiring.Component):
         self._in_lanes = check_int("in_lanes", in_lanes)
         self._out_lanes = check_int("out_lanes", out_lanes)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(self._shape, in_lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(self._shape, out_lanes))),
+            "i": In(lanes_signature(self._shape, in_lanes)),
+            "o": Out(lanes_signature(self._shape, out_lanes)),
         })
 
     @property

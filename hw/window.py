@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sw.golden import same_padding
 from sw.qmodel import conv_output_size
 
-from .handshake import may_load
 from .params import check_int
+from .streams import lanes_signature, may_load
 
 __all__ = ["WindowGenerator"]
 
@@ -190,11 +190,12 @@ class _InputRows:
         return self._starts[y]
 
 
-def _row_path_model(geometry, rows, images):
-    """Cycle in which each window's first word is read (kernel-row path), ``o`` always ready.
+def _row_path_model(geometry, rows, images, spacing):
+    """Cycle in which each window's first word is read (kernel-row path).
 
-    A window is read, one word per cycle, after the previous one, from the cycle after the
-    transfer of the last input word it needs.
+    A window is read, one word per cycle, ``spacing`` cycles after the previous one (its
+    ``window_words`` with ``o`` always ready; more behind a slower consumer), from the cycle
+    after the transfer of the last input word it needs.
     """
     g, inputs = geometry, _InputRows(geometry, rows)
     free, starts = 0, []
@@ -203,18 +204,18 @@ def _row_path_model(geometry, rows, images):
         for ox in range(g.out_width):
             issue = max(free, inputs.start(bottom) + g.needed_words(ox))
             starts.append(issue)
-            free = issue + g.window_words
+            free = issue + spacing
         inputs.freed.append(free)
     return starts
 
 
-def _window_path_model(geometry, rows, images):
-    """Cycle in which each window's first word is ready (window-register path), ``o`` ready.
+def _window_path_model(geometry, rows, images, spacing):
+    """Cycle in which each window's first word is ready (window-register path).
 
     A word is read once its input word is in and the previous word has shifted into the
     register. It shifts in the next cycle; a word that completes windows waits until the
-    snapshot has sent the previous word's windows (``window_words`` cycles each) and enters
-    the snapshot with its windows in the same cycle.
+    snapshot has sent the previous word's windows (``spacing`` cycles each: ``window_words``
+    with ``o`` always ready) and enters the snapshot with its windows in the same cycle.
     """
     g, inputs = geometry, _InputRows(geometry, rows)
     shift = free = -math.inf
@@ -226,24 +227,26 @@ def _window_path_model(geometry, rows, images):
             shift = issue + 1
             if count:
                 shift = max(shift, free)
-                starts += [shift + n * g.window_words for n in range(count)]
-                free = shift + count * g.window_words
+                starts += [shift + n * spacing for n in range(count)]
+                free = shift + count * spacing
         inputs.freed.append(issue + 1)
     return starts
 
 
 @functools.cache
-def _buffer_plan(geometry):
+def _buffer_plan(geometry, window_cycles):
     """The fewest ring rows reaching the steady-state period, with that period and whether
-    every image's words then leave back to back (``full_rate``)."""
+    every image's words then leave back to back (``full_rate``), both with ``o`` always
+    ready; behind a consumer that takes ``window_cycles`` cycles a window, at least the rows
+    with which the generator keeps that consumer busy too (see :class:`WindowGenerator`)."""
     g = geometry
     model = _window_path_model if g.register_path else _row_path_model
     windows = g.out_height * g.out_width
 
-    def measure(rows):
-        starts = model(g, rows, _MODEL_IMAGES)
+    def measure(rows, spacing=g.window_words):
+        starts = model(g, rows, _MODEL_IMAGES, spacing)
         firsts, lasts = starts[::windows], starts[windows - 1::windows]
-        back_to_back = all(last - first == (windows - 1) * g.window_words
+        back_to_back = all(last - first == (windows - 1) * spacing
                            for first, last in zip(firsts, lasts, strict=True))
         return firsts[-1] - firsts[-2], back_to_back
 
@@ -252,12 +255,12 @@ def _buffer_plan(geometry):
     fewest = max(g.bottom(n) - g.top(n) + 1 for n in range(g.out_height))
     fewest = -(-fewest // g.row_banks) * g.row_banks
     limit = fewest + 2 * (g.height + g.kernel + g.stride) * g.row_banks
-    best, back_to_back = measure(limit)
-    for rows in range(fewest, limit, g.row_banks):
-        period, full = measure(rows)
-        if period == best:
-            return rows, period, full
-    return limit, best, back_to_back
+    spacings = sorted({g.window_words, max(g.window_words, window_cycles)})
+    for spacing in spacings:  # the consumer's own pace last: it may need more rows
+        best = measure(limit, spacing)[0]
+        fewest = next((rows for rows in range(fewest, limit, g.row_banks)
+                       if measure(rows, spacing)[0] == best), limit)
+    return (fewest, *measure(fewest))
 
 
 def _ring_add(value, step, depth):
@@ -298,6 +301,12 @@ class WindowGenerator(wiring.Component):
         channels`` elements per transfer, so it is not limited to one pixel per cycle; more
         than one pixel per word, or a ``simd`` that a whole pixel does not divide, takes
         the window-register path.
+    window_cycles : int, optional
+        Cycles the consumer takes per window (a MAC array's ``nf * sf``); ``window_words``
+        (``o`` always ready) when not given. The ring then holds at least the rows with which
+        the generator keeps such a consumer busy: where the stride skips input rows (a 1x1
+        kernel at stride 2), the skipped rows must stream in while the consumer still works
+        on the windows before them.
 
     Attributes
     ----------
@@ -307,6 +316,15 @@ class WindowGenerator(wiring.Component):
     o : Out(stream.Signature(ArrayLayout(shape, simd)))
         For each output position in raster order, its window in ``(ky, kx, c)`` order:
         :attr:`window_words` transfers, each the next ``simd`` elements.
+    height, width, channels, kernel, simd, stride, padding, pixels, window_cycles
+        The parameters, checked (``pixels`` as given, ``None`` for channel groups;
+        ``window_cycles`` ``window_words`` when not given); ``shape`` a ``Shape``.
+    buffer_rows : int
+        Rows the line buffer's ring holds (see the notes).
+    cycles_per_image : int
+        Steady-state cycles between images with ``i`` always valid and ``o`` ready.
+    full_rate : bool
+        Whether every image's output words then leave back to back.
 
     Raises
     ------
@@ -359,19 +377,19 @@ class WindowGenerator(wiring.Component):
     """
 
     def __init__(self, *, height, width, channels, kernel, shape, simd, stride=1,
-                 padding="valid", pixels=None):
-        self._height = check_int("height", height)
-        self._width = check_int("width", width)
-        self._channels = check_int("channels", channels)
-        self._kernel = check_int("kernel", kernel)
-        self._simd = check_int("simd", simd)
-        self._stride = check_int("stride", stride)
+                 padding="valid", pixels=None, window_cycles=None):
+        self.height = check_int("height", height)
+        self.width = check_int("width", width)
+        self.channels = check_int("channels", channels)
+        self.kernel = check_int("kernel", kernel)
+        self.simd = check_int("simd", simd)
+        self.stride = check_int("stride", stride)
         try:
-            self._shape = Shape.cast(shape)
+            self.shape = Shape.cast(shape)
         except TypeError as error:
             raise TypeError(f"shape must be an integer shape such as unsigned(8), "
                             f"not {shape!r}") from error
-        if self._shape.width < 1:
+        if self.shape.width < 1:
             raise ValueError(f"shape must be at least 1 bit wide, not {shape!r}")
         window = kernel ** 2 * channels
         if window % simd:
@@ -383,8 +401,8 @@ class WindowGenerator(wiring.Component):
         if padding == "valid" and (kernel > height or kernel > width):
             raise ValueError(f"kernel {kernel} is larger than the {height}x{width} image: "
                              f"'valid' padding leaves no window")
-        self._padding = padding
-        self._pixels = pixels
+        self.padding = padding
+        self.pixels = pixels
         in_lanes = math.gcd(simd, channels) if pixels is None else pixels * channels
         # The kernel-row path reads a transfer as whole input words of one kernel row, and
         # a window's edge must fall on a word's (a word holds no more than one pixel).
@@ -398,56 +416,14 @@ class WindowGenerator(wiring.Component):
             out_height=conv_output_size(height, kernel, stride, padding),
             out_width=conv_output_size(width, kernel, stride, padding),
             in_lanes=in_lanes, register_path=not kernel_rows)
-        self._buffer_rows, self._period, self._full_rate = _buffer_plan(self._geometry)
+        self.window_cycles = (self._geometry.window_words if window_cycles is None else
+                               check_int("window_cycles", window_cycles))
+        self.buffer_rows, self.cycles_per_image, self.full_rate = _buffer_plan(
+            self._geometry, self.window_cycles)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(self._shape, in_lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(self._shape, simd))),
+            "i": In(lanes_signature(self.shape, in_lanes)),
+            "o": Out(lanes_signature(self.shape, simd)),
         })
-
-    @property
-    def height(self):
-        """Input rows."""
-        return self._height
-
-    @property
-    def width(self):
-        """Input columns."""
-        return self._width
-
-    @property
-    def channels(self):
-        """Input channels."""
-        return self._channels
-
-    @property
-    def kernel(self):
-        """Window side."""
-        return self._kernel
-
-    @property
-    def shape(self):
-        """Shape of one element."""
-        return self._shape
-
-    @property
-    def simd(self):
-        """Elements per output transfer."""
-        return self._simd
-
-    @property
-    def stride(self):
-        """Step between windows."""
-        return self._stride
-
-    @property
-    def padding(self):
-        """``"valid"`` or ``"same"``."""
-        return self._padding
-
-    @property
-    def pixels(self):
-        """Whole pixels per input transfer as given (``None``: channel groups)."""
-        return self._pixels
 
     @property
     def in_lanes(self):
@@ -457,7 +433,7 @@ class WindowGenerator(wiring.Component):
     @property
     def groups(self):
         """Input transfers per pixel (1 when a transfer holds whole pixels)."""
-        return max(self._channels // self.in_lanes, 1)
+        return max(self.channels // self.in_lanes, 1)
 
     @property
     def path(self):
@@ -496,15 +472,10 @@ class WindowGenerator(wiring.Component):
         return self._geometry.row_banks * self._geometry.col_banks
 
     @property
-    def buffer_rows(self):
-        """Rows the line buffer holds (see the class notes)."""
-        return self._buffer_rows
-
-    @property
     def buffer_depth(self):
         """Words (of :attr:`in_lanes` elements) in each bank."""
         g = self._geometry
-        return self._buffer_rows // g.row_banks * g.bank_row
+        return self.buffer_rows // g.row_banks * g.bank_row
 
     @property
     def register_words(self):
@@ -516,13 +487,13 @@ class WindowGenerator(wiring.Component):
         """Flip-flops of the window and snapshot registers (0 on the kernel-row path)."""
         if not self._geometry.register_path:
             return 0
-        words = self._kernel * self.register_words * self.in_lanes
-        return (words + self._kernel ** 2 * self._channels) * self._shape.width
+        words = self.kernel * self.register_words * self.in_lanes
+        return (words + self.kernel ** 2 * self.channels) * self.shape.width
 
     @property
     def input_words_per_image(self):
         """Input transfers per image: ``height * width * channels // in_lanes``."""
-        return self._height * self._geometry.row_words
+        return self.height * self._geometry.row_words
 
     @property
     def output_words_per_image(self):
@@ -542,11 +513,6 @@ class WindowGenerator(wiring.Component):
         return g.bottom(0) * g.row_words + g.needed_words(0)
 
     @property
-    def cycles_per_image(self):
-        """Steady-state cycles between images with ``i`` always valid and ``o`` ready."""
-        return self._period
-
-    @property
     def row_wait(self):
         """Cycles a window row's first window waits for its first columns where the output
         is the slower side (see the class notes; 0 on the kernel-row path)."""
@@ -560,12 +526,7 @@ class WindowGenerator(wiring.Component):
     def image_gap(self):
         """Idle output cycles per image in steady state (``i`` always valid, ``o`` ready):
         ``cycles_per_image - output_words_per_image``."""
-        return self._period - self.output_words_per_image
-
-    @property
-    def full_rate(self):
-        """Whether every image's output words leave back to back (``i`` valid, ``o`` ready)."""
-        return self._full_rate
+        return self.cycles_per_image - self.output_words_per_image
 
     def elaborate(self, platform):
         m = Module()
@@ -589,11 +550,10 @@ class WindowGenerator(wiring.Component):
         ``slots = buffer_rows // row_banks``.
         """
         g, depth = self._geometry, self.buffer_depth
-        # Plain bit vectors inside: Yosys' ABC flow (issue YosysHQ/yosys#4349) can trip over
-        # the `x` / `x[0]` wire pairs that views of one-lane arrays add to the netlist.
+        # Plain bit vectors inside, not views of lanes: see hw.toolchain.SCRIPT_AFTER_READ.
         memories = []
         for bank in range(self.banks):
-            memory = Memory(shape=unsigned(g.in_lanes * self._shape.width), depth=depth,
+            memory = Memory(shape=unsigned(g.in_lanes * self.shape.width), depth=depth,
                             init=[])
             m.submodules[f"lines{bank}"] = memory
             memories.append(memory)
@@ -641,7 +601,7 @@ class WindowGenerator(wiring.Component):
         """The ring position (row bank, slot address) ``rows`` rows after ``(bank, base)``."""
         g, depth = self._geometry, self.buffer_depth
         whole, extra = divmod(rows, g.row_banks)
-        slots = self._buffer_rows // g.row_banks
+        slots = self.buffer_rows // g.row_banks
         moved = _ring_add(base, whole % slots * g.bank_row, depth)
         if g.row_banks == 1:
             return bank, moved
@@ -662,9 +622,9 @@ class WindowGenerator(wiring.Component):
         h, k, s, pt = g.height, g.kernel, g.stride, g.pad_top
         # The first window row's top row, -pad_top over the stream, in the ring.
         first_bank = -pt % g.row_banks
-        first_base = -pt // g.row_banks % (self._buffer_rows // g.row_banks) * g.bank_row
+        first_base = -pt // g.row_banks % (self.buffer_rows // g.row_banks) * g.bank_row
         rows = SimpleNamespace(
-            ahead=Signal(range(-(h + s + k + 1), self._buffer_rows + 2), init=pt),
+            ahead=Signal(range(-(h + s + k + 1), self.buffer_rows + 2), init=pt),
             need=Signal(range(k), init=min(k - 1, h - 1 + pt)),
             top=Signal(signed((h + k + s).bit_length() + 1), init=-pt),  # image coordinates
             oy=Signal(range(g.out_height)),
@@ -679,7 +639,7 @@ class WindowGenerator(wiring.Component):
         rows.next_top = Mux(rows.last, -pt, rows.top + s)
         rows.next_base = Mux(rows.last, jump_base, step_base)
         m.d.comb += [
-            self.i.ready.eq(rows.ahead < self._buffer_rows),
+            self.i.ready.eq(rows.ahead < self.buffer_rows),
             rows.last.eq(rows.oy == g.out_height - 1),
         ]
         release = Mux(rows.end, Mux(rows.last, jump, s), 0)
@@ -799,7 +759,7 @@ class WindowGenerator(wiring.Component):
         """Kernel-row path, output: the banks' read registers (held while stalled: the read
         enable is low), the padding flags and the rotation that goes with them."""
         nb = self._geometry.col_banks
-        lane_bits = self.in_lanes * self._shape.width
+        lane_bits = self.in_lanes * self.shape.width
         valid1 = Signal()
         pad1 = Signal(nb)
         rho1 = Signal.like(reads.rho)
@@ -890,7 +850,7 @@ class WindowGenerator(wiring.Component):
         same cycle (once the snapshot has sent its windows), so the next columns can follow
         at once."""
         g = self._geometry
-        k, word = g.kernel, g.in_lanes * self._shape.width
+        k, word = g.kernel, g.in_lanes * self.shape.width
         registers = [Signal(g.register_words * word, name=f"window_row{ky}", reset_less=True)
                      for ky in range(k)]
         window = SimpleNamespace(
@@ -921,7 +881,7 @@ class WindowGenerator(wiring.Component):
         each ``simd`` elements a transfer in ``(ky, kx, c)`` order; which part of the snapshot
         a window is depends on where it ends (zeros past the end: the right padding)."""
         g = self._geometry
-        bits, offsets = self._shape.width, g.offsets
+        bits, offsets = self.shape.width, g.offsets
         lane_bits = g.simd * bits
         windows = Signal.like(fetch.count)  # windows of the snapshot still to send
         word = Signal(range(g.window_words))  # the current window's transfer

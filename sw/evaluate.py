@@ -22,6 +22,7 @@ from .golden import classify
 from .models import load_float_net, load_model
 from .outputs import marker, prepare_file, write_file, write_json
 from .quantize import (
+    CALIBRATION_IMAGES,
     GRANULARITIES,
     METHOD_HELP,
     PRESETS,
@@ -52,8 +53,8 @@ def float_accuracy(fnet, model, images, labels):
 
 
 def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
-             rounding="nearest", granularity="channel", calibration=1000, progress=True,
-             preset=None, spec=None, method="ptq", seed=0):
+             rounding="nearest", granularity="channel", calibration=CALIBRATION_IMAGES,
+             progress=True, preset=None, spec=None, method="ptq", seed=0):
     """Return the results of :func:`main`.
 
     ``{"float_accuracy": f, "int": {"8": acc, ...}, "method": {"8": "QAT", ...}}``. With

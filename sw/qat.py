@@ -53,6 +53,7 @@ from .keras_import import (
 )
 from .qmodel import weight_range
 from .quantize import (
+    CALIBRATION_IMAGES,
     TRAINED_LABELS,
     QuantConfig,
     choose_activation_frac,
@@ -330,8 +331,8 @@ def _start(fnet, images, weight_bits, act_bits, seed, calibration):
 
 
 def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_size=64,
-              learning_rate=2e-3, seed=0, calibration=1000, recalibrate_after=10, verbose=1,
-              method="dual-copy"):
+              learning_rate=2e-3, seed=0, calibration=CALIBRATION_IMAGES, recalibrate_after=10,
+              verbose=1, method="dual-copy"):
     """Fine-tune ``fnet`` with fake-quantized weights and activations (dual-copy or randomized).
 
     The fractions are those post-training quantization picks (calibrated on
@@ -429,8 +430,8 @@ def freeze(model, share):
 
 
 def train_iterative(fnet, images, labels, weight_bits, act_bits, *, shares=ITERATIVE_SHARES,
-                    epochs=40, batch_size=64, learning_rate=2e-3, seed=0, calibration=1000,
-                    verbose=1, callback=None):
+                    epochs=40, batch_size=64, learning_rate=2e-3, seed=0,
+                    calibration=CALIBRATION_IMAGES, verbose=1, callback=None):
     """Incremental quantization: freeze growing shares of the weights, fine-tuning the rest.
 
     The fractions are post-training quantization's (calibrated on ``images[:calibration]``)

@@ -29,7 +29,7 @@ from .qat import (
     train_qat,
     verify_export,
 )
-from .quantize import TRAINED_METHODS, check_bits, check_method
+from .quantize import CALIBRATION_IMAGES, TRAINED_METHODS, check_bits, check_method
 from .trained import trained_model_path
 
 __all__ = ["accuracy", "main", "train"]
@@ -183,9 +183,9 @@ def main(argv=None):
                         "--bits)")
     parser.add_argument("--lr", type=float, default=2e-3,
                         help="--method: initial learning rate (cosine decay; default 2e-3)")
-    parser.add_argument("--calibration", type=int, default=1000,
+    parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
                         help="--method: training images that choose the fractions (default "
-                             "1000)")
+                             f"{CALIBRATION_IMAGES})")
     parser.add_argument("--recalibrate", type=int, default=None, metavar="E",
                         help="dual-copy, randomized: re-choose the fractions once after E epochs "
                              "(default: a quarter of the epochs; 0 keeps the post-training ones)")

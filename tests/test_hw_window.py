@@ -309,6 +309,26 @@ def test_image_gap_values():
     assert slow.image_gap == 104
 
 
+def test_ring_sized_for_a_slower_consumer():
+    """A 1x1 kernel at stride 2 skips every other input row: with ``o`` always ready one ring
+    row does, but behind a MAC array of 9 cycles a window the skipped row must stream in while
+    the row before it is still being consumed, so the ring takes more rows; a 5x5 kernel at
+    stride 1 (LeNet's) needs none beyond its own."""
+    skipping = {"height": 28, "width": 28, "channels": 1, "kernel": 1, "shape": unsigned(8),
+                "simd": 1, "stride": 2}
+    alone, behind = WindowGenerator(**skipping), WindowGenerator(**skipping, window_cycles=9)
+    assert (alone.window_cycles, alone.buffer_rows) == (1, 1)
+    assert (behind.window_cycles, behind.buffer_rows) == (9, 3)
+    assert behind.cycles_per_image == alone.cycles_per_image == 784  # with o always ready
+    # LeNet-5's second convolution behind its 2 x 150 MAC array (8 cycles a window).
+    lenet = {"height": 14, "width": 14, "channels": 6, "kernel": 5, "shape": unsigned(4),
+             "simd": 150}
+    assert WindowGenerator(**lenet, window_cycles=8).buffer_rows == \
+        WindowGenerator(**lenet).buffer_rows == 10
+    with pytest.raises(ValueError, match="window_cycles must be at least 1"):
+        WindowGenerator(**skipping, window_cycles=0)
+
+
 def test_cycles_formula():
     # The model's interval is the slower side's words plus, on the window-register path,
     # each window row's wait for its first columns; the buffer stays small.
@@ -341,8 +361,7 @@ def test_properties():
     valid = WindowGenerator(height=12, width=9, channels=1, kernel=4, shape=unsigned(1),
                             simd=1, stride=2)
     assert (valid.out_height, valid.out_width) == (5, 3)
-    with pytest.raises(AttributeError):
-        valid.kernel = 3
+    assert (valid.kernel, valid.stride, valid.padding, valid.window_cycles) == (4, 2, "valid", 16)
     # 10 lanes out of 6-channel pixels: 2 channels per input word, 5 input words per output
     # word in 5 banks of ceil(9 * 3 / 5) words per row.
     wide = WindowGenerator(height=12, width=9, channels=6, kernel=5, shape=signed(3), simd=10)

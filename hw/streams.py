@@ -1,12 +1,21 @@
-"""The output register's handshake, written once for every stream stage.
+"""Stream conventions shared by the components, written once.
 
+Every link between layers carries a vector of lanes: :func:`lanes_signature`. And
 Amaranth's stream documentation builds a registered pipeline stage from one condition: the
 output register may load a new payload when it is empty or its payload is taken this cycle.
 Stages that hold their output in a register (requantizer, argmax, window generator, UART
 receiver, image feeder, pool) use :func:`may_load` for it.
 """
 
-__all__ = ["may_load"]
+from amaranth.lib import data, stream
+
+__all__ = ["lanes_signature", "may_load"]
+
+
+def lanes_signature(shape, count):
+    """The stream signature of ``count`` lanes of ``shape`` (an ``ArrayLayout`` payload,
+    lane 0 in the low bits), as every link between layers carries."""
+    return stream.Signature(data.ArrayLayout(shape, count))
 
 
 def may_load(valid, ready):
