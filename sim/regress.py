@@ -4,7 +4,7 @@ Command line::
 
     python -m sim.regress --model lenet5 --bits 4 --images 10000 [--data DIR] [--jobs N]
         [--harness compiled|cocotb] [--sim verilator|icarus] [--board NAME | --fold FILE]
-        [--idle P] [--stall P] [--json OUT]
+        [--idle P] [--stall P] [--netlist ice40|ecp5] [--json OUT]
     python -m sim.regress --from-build DIR [--images N] [--data DIR] [--jobs N] ...
 
 The core is folded exactly as ``python -m hw.build`` folds it for the same board, so the
@@ -17,6 +17,11 @@ Verilator testbench) builds it once and runs ``--jobs`` copies of the executable
 of the images; ``cocotb`` runs the cocotb testbench instead (:mod:`sim.tb_stream`). Exits 1 on
 any mismatch, after tapping every layer's output inside the same Verilog on the first
 mismatching image to name the first layer (and channel and position) that differs.
+
+With ``--netlist FAMILY`` the core simulated is its post-synthesis netlist (``synth_ice40 -dsp``
+or ``synth_ecp5``, as the board builds synthesize it) with the vendor cell models
+(:mod:`sim.netlist`), in the same compiled harness, compared with the golden model the same
+way; the board's family must be ``FAMILY``.
 """
 
 import argparse
@@ -49,7 +54,7 @@ from sw.quantize import (
     quantize_model,
 )
 
-from . import runner
+from . import netlist, runner
 from .compiled import (
     CompiledCore,
     accelerator,
@@ -242,6 +247,9 @@ def _parser():
     parser.add_argument("--stall", type=float, default=0.0, help="output stall probability")
     parser.add_argument("--method", type=check_method, default=None,
                         help=METHOD_HELP)
+    parser.add_argument("--netlist", default=None, metavar="FAMILY",
+                        help="simulate the core's post-synthesis netlist for this FPGA family "
+                             f"({', '.join(netlist.FAMILIES)}) with the vendor cell models")
     parser.add_argument("--json", default=None, help="write the summary here")
     parser.add_argument("--force", action="store_true",
                         help="replace a --json file that sim.regress did not write")
@@ -284,31 +292,73 @@ def from_model(args):
     return None, qmodel, fold, method
 
 
+def _check_netlist_options(args):
+    """A one-line error, before anything is built, for a ``--netlist`` that cannot run: an
+    unknown family, the cocotb harness, or a board (``--board``, or the build's) of another
+    family."""
+    family = netlist.check_family(args.netlist)
+    if args.harness != "compiled":
+        raise UserError("--netlist runs on the compiled harness only")
+    board, where = args.board or "ulx3s-85f", "--board"
+    if args.from_build:
+        report = Path(args.from_build) / "report.json"
+        board = json.loads(report.read_text()).get("board") if report.is_file() else None
+        where = "the build's board"
+    known = DEVICES[get_board(board).device].family if board in BOARDS else None
+    if known not in (None, family):
+        raise UserError(f"--netlist {family} does not match {where} {board}, an {known} board: "
+                        f"fold for an {family} board")
+
+
+def _netlist_source(family, verilog, qmodel, fold):
+    """``(simulation source, summary entries)`` of the core's ``family`` netlist (``--netlist``);
+    ``verilog`` is the core's RTL (generated when ``None``)."""
+    if verilog is None:
+        verilog, _ = core_verilog(qmodel, fold)
+    print(f"synthesizing the core for {family} (Yosys) ...", file=sys.stderr, flush=True)
+    synthesized = netlist.synthesize(verilog, family)
+    return netlist.simulation_source(synthesized.verilog, family), {
+        "netlist": family, "synthesis_seconds": synthesized.seconds,
+        "synthesis_cached": synthesized.cached, "netlist_cells": synthesized.cells}
+
+
 def _print_summary(summary, method):
     print(f"model            {summary['model']} W{summary['weight_bits']}A{summary['act_bits']} "
           f"{method} ({summary['harness']} harness, {summary['simulator']}, "
           f"{summary['jobs']} jobs)")
     print(f"images           {summary['images']}")
     print(f"mismatches       {summary['mismatches']}")
-    print(f"RTL accuracy     {100 * summary['rtl_accuracy']:.2f}%")
+    simulated = "netlist" if "netlist" in summary else "RTL    "
+    print(f"{simulated} accuracy {100 * summary['rtl_accuracy']:.2f}%")
     print(f"golden accuracy  {100 * summary['golden_accuracy']:.2f}%")
     print(f"cycles/image     {summary['cycles_per_image']} measured, "
           f"{summary['cycles_per_image_predicted']} predicted")
     print(f"simulation       {summary['sim_images_per_second']:.1f} images/s, "
           f"{summary['seconds']:.1f} s (+ {summary['build_seconds']:.1f} s to generate and "
           f"build)")
+    if "netlist" in summary:
+        print(f"netlist          {summary['netlist']}: {sum(summary['netlist_cells'].values())} "
+              f"cells, synthesized in {summary['synthesis_seconds']:.1f} s"
+              f"{' (cached)' if summary['synthesis_cached'] else ''}")
 
 
-def _explain(summary, qmodel, fold, images, verilog):
-    """Tap every layer inside the simulated Verilog on the first mismatching image."""
+def _explain(summary, qmodel, fold, images, verilog, family=None):
+    """Tap every layer inside the simulated Verilog on the first mismatching image (for a
+    netlist, inside a synthesis of ``verilog`` that keeps the hierarchy)."""
     first = summary["mismatched_images"][0]
-    print(f"first mismatch: image {first}; tapping every layer's output in the same Verilog "
-          f"...", file=sys.stderr)
+    inside = f"an {family} netlist keeping the hierarchy" if family else "the same Verilog"
+    print(f"first mismatch: image {first}; tapping every layer's output in {inside} ...",
+          file=sys.stderr)
     if verilog is None:
         verilog, _ = core_verilog(qmodel, fold)
-    found = first_differing_layer(qmodel, fold, images[first], verilog=verilog)
+    if family:
+        found = netlist.first_differing_layer(qmodel, fold, images[first], verilog, family)
+        line = describe_difference(found).replace(": RTL ", ": netlist ")
+    else:
+        found = first_differing_layer(qmodel, fold, images[first], verilog=verilog)
+        line = describe_difference(found)
     summary["first_mismatch"] = {"image": first, "layer": found}
-    print(f"  {describe_difference(found)}", file=sys.stderr)
+    print(f"  {line}", file=sys.stderr)
 
 
 @cli_main
@@ -318,22 +368,27 @@ def main(argv=None):
         raise UserError("--images and --jobs must be positive")
     if not 0 <= args.idle < 1 or not 0 <= args.stall < 1:
         raise UserError("--idle and --stall must be at least 0 and below 1")
+    if args.netlist is not None:
+        _check_netlist_options(args)
     simulator = args.sim or ("verilator" if args.harness == "compiled" else
                              os.environ.get("SIM", "verilator"))
     if args.json:
         prepare_file(args.json, "sim.regress", force=args.force)
     images, labels = load_test(args.data)  # a bad --data fails before anything is built
-    verilog, qmodel, fold, method = (_from_build if args.from_build else from_model)(args)
+    rtl, qmodel, fold, method = (_from_build if args.from_build else from_model)(args)
     images, labels = images[:args.images], labels[:args.images]
     images = check_images(images, qmodel.input_shape, qmodel.name)
+    verilog, extra = rtl, {}
+    if args.netlist:
+        verilog, extra = _netlist_source(args.netlist, rtl, qmodel, fold)
     summary = regress(qmodel, fold, images, labels, jobs=args.jobs, simulator=simulator,
                       idle=args.idle, stall=args.stall, harness=args.harness, verilog=verilog)
-    summary["method"] = method
+    summary.update(extra, method=method)
     if args.from_build:
         summary["from_build"] = str(args.from_build)
     _print_summary(summary, method)
     if summary["mismatches"]:
-        _explain(summary, qmodel, fold, images, verilog)
+        _explain(summary, qmodel, fold, images, rtl, args.netlist)
     if args.json:
         write_json(args.json, summary, "sim.regress")
     if summary["mismatches"]:
