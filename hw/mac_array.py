@@ -59,14 +59,16 @@ from .weight_rom import STYLES, WeightROM
 __all__ = ["MACArray", "adder_tree_depth", "array_latency", "output_fifo_depth"]
 
 
-def _delay(m, value, cycles, name, reset_less=True):
+def _delay(m, value, cycles, name, reset_less=True, attrs=None):
     """``value`` delayed by ``cycles`` free-running registers (``value`` itself for 0).
 
     Data registers need no reset (only valid bits do), which keeps the reset net small.
+    ``attrs`` are the registers' netlist attributes.
     """
     value = Value.cast(value)
     for index in range(cycles):
-        register = Signal(value.shape(), name=f"{name}_d{index + 1}", reset_less=reset_less)
+        register = Signal(value.shape(), name=f"{name}_d{index + 1}", reset_less=reset_less,
+                          **({"attrs": attrs} if attrs else {}))
         m.d.sync += register.eq(value)
         value = register
     return value
@@ -277,6 +279,11 @@ class MACArray(wiring.Component):
     def _derive(self):
         """The figures that follow from the parameters (see the class's attributes)."""
         pe, pairs = self.pe, self.multiplier == "packed"
+        # Yosys 0.70's synth_ice40 -dsp puts a register of a DSP product both into the
+        # SB_MAC16 that makes it and into the input of the SB_MAC16 that adds it to another,
+        # leaving that input undriven: one of two summed products is lost (the gate-level
+        # simulation of tests/test_sim_netlist.py found it). Kept registers are not merged.
+        self._keep_products = self.dsp_width == DSP_WIDTHS["ice40"]
         self.nf, self.sf = self.channels // pe, self.fan_in // self.simd
         self._product_range = product_range(self.weight_bits, self.in_shape)
         self.product_bits = signed_bits(*self._product_range)
@@ -525,9 +532,11 @@ class MACArray(wiring.Component):
             # A register right behind each multiplier: on ECP5 nextpnr places the
             # MULT18X18Ds far from their operand and adder cells, and a DSP, a route there
             # and a route back plus the adder in one cycle held LeNet-5 below 68 MHz.
+            keep = self._keep_products and s < self.hard_lanes
             for p in members:
                 borrow = borrows.get(p)
-                leaves[p].append((1, _delay(m, products[p], 1, f"product_q_pe{p}_s{s}"),
+                leaves[p].append((1, _delay(m, products[p], 1, f"product_q_pe{p}_s{s}",
+                                            attrs={"keep": 1} if keep else None),
                                   None if borrow is None else
                                   _delay(m, borrow, 1, f"borrow_q_pe{p}_s{s}")))
         return leaves

@@ -3,6 +3,7 @@
 import numpy as np
 from amaranth.back import verilog
 
+from hw.multiplier import DSP_WIDTHS
 from hw.network import Accelerator
 from sw.golden import argmax, classify
 
@@ -13,9 +14,10 @@ __all__ = ["TOPLEVEL", "core_verilog", "decode_output", "simulate_core"]
 TOPLEVEL = "nnfpga_core"
 
 
-def core_verilog(qmodel, fold):
-    """Verilog of the accelerator for ``qmodel`` folded by ``fold``, and the core itself."""
-    core = Accelerator(qmodel, fold)
+def core_verilog(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
+    """Verilog of the accelerator for ``qmodel`` folded by ``fold`` for a device whose hard
+    multipliers take ``dsp_width`` bits, and the core itself."""
+    core = Accelerator(qmodel, fold, dsp_width)
     return verilog.convert(core, name=TOPLEVEL), core
 
 

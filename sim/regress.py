@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from hw.boards import BOARDS, get_board
 from hw.folding import DEVICES, auto_fold, load_fold
+from hw.multiplier import DSP_WIDTHS
 from sw.data import check_images, load_test, load_train, parse_data_arg
 from sw.errors import UserError, cli_main
 from sw.golden import classify
@@ -51,6 +52,7 @@ from sw.quantize import (
     QuantConfig,
     check_bits,
     check_method,
+    parse_layer_bits,
     quantize_model,
 )
 
@@ -229,6 +231,8 @@ def _parser():
                         "(default lenet5)")
     parser.add_argument("--bits", default=None, help="weight bits 1..8 (default 4)")
     parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
+    parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
+                        help="per-layer widths, e.g. first=8,last=8 (as hw.build's)")
     parser.add_argument("--from-build", default=None, metavar="DIR",
                         help="simulate DIR/core.v as written by hw.build --target verilog, "
                              "with DIR/export/model.npz and DIR/fold.json")
@@ -276,20 +280,25 @@ def _from_build(args):
 
 
 def from_model(args):
-    """``(None, qmodel, fold, method)``: quantize and fold as ``hw.build`` would (``args``:
-    ``model``, ``bits``, ``act_bits``, ``board``, ``fold``, ``method`` and ``data`` as
-    :func:`main` parses them; ``None`` for the defaults)."""
+    """``(verilog, qmodel, fold, method)``: quantize, fold and generate the core as
+    ``hw.build`` would for the board (``args``: ``model``, ``bits``, ``act_bits``,
+    ``layer_bits``, ``board``, ``fold``, ``method`` and ``data`` as :func:`main` parses them;
+    ``None`` for the defaults)."""
     bits = check_bits(args.bits or "4", "--bits")
     act_bits = check_bits(args.act_bits or bits, "--act-bits")
     board = get_board(args.board or "ulx3s-85f")
+    dsp_width = DSP_WIDTHS[DEVICES[board.device].family]
     model = args.model or "lenet5"
     model_path(model)  # an unknown name fails before the training images load
     train_images, _ = load_train(args.data)
-    qmodel, method = quantize_model(model, QuantConfig(weight_bits=bits, act_bits=act_bits),
-                                    train_images[:CALIBRATION_IMAGES], args.method or "auto")
+    config = QuantConfig(weight_bits=bits, act_bits=act_bits,
+                         layer_bits=getattr(args, "layer_bits", None) or ())
+    qmodel, method = quantize_model(model, config, train_images[:CALIBRATION_IMAGES],
+                                    args.method or "auto")
     fold = auto_fold(qmodel, DEVICES[board.device]) if args.fold in (None, "auto") else \
-        load_fold(args.fold, qmodel)
-    return None, qmodel, fold, method
+        load_fold(args.fold, qmodel, dsp_width)
+    verilog, _ = core_verilog(qmodel, fold, dsp_width)
+    return verilog, qmodel, fold, method
 
 
 def _check_netlist_options(args):

@@ -6,15 +6,16 @@ this project's ``DP16KD``/``MULT18X18D``) in the compiled Verilator harness, mus
 logit and label of the golden model on real MNIST test images; compared with a model it was
 not synthesized from (one bias off by one), every image must be reported as mismatching.
 
-One case fails, for a reason outside this project: Yosys 0.70's ``ice40_dsp`` pass, packing
-registers into ``SB_MAC16`` cells, gives a product register both to one DSP (as its C/D input
-register) and to the DSP that computes that product (as its output register), leaving the
-product's net undriven: the registered sum of two registered DSP products loses one of them.
-:func:`test_ice40_dsp_keeps_both_products` shows it on a ten-line module; tiny_cnn W4A4 on
-the iCEBreaker sums its eight DSP lanes so in pairs, and its netlist differs from the golden
-model on every image from the first conv2d layer on (``xfail``, strict: a Yosys that fixes
-it makes these tests fail, to be turned back into plain tests; ``-m slow`` runs the
-``sim.regress`` explanation that names the layer).
+It found a fault outside this project: Yosys 0.70's ``ice40_dsp`` pass, packing registers
+into ``SB_MAC16`` cells, gives a product register both to one DSP (as its C/D input register)
+and to the DSP that computes that product (as its output register), leaving the product's net
+undriven: the registered sum of two registered DSP products loses one of them.
+:func:`test_ice40_dsp_keeps_both_products` shows it on a ten-line module (``xfail``, strict:
+a Yosys that fixes it makes it fail, and ``hw.mac_array``'s workaround can go). tiny_cnn W4A4
+on the iCEBreaker sums its DSP lanes so in pairs: its netlist differed from the golden model
+on every image until ``hw.mac_array`` marked the product registers of iCE40 DSP lanes
+``keep``; now it is bit-exact, and ``-m slow`` shows the same core made without the
+workaround failing, explained down to its first conv2d layer.
 
 The synthesized netlists and the compiled harness builds are cached under ``build/sim`` by
 content: a run after the core's Verilog changed synthesizes four cores and compiles four
@@ -32,7 +33,6 @@ import pytest
 
 from sim import netlist, regress
 from sim.compiled import CompiledCore, simulate_words
-from sim.core import core_verilog
 from sw.data import find_mnist
 from sw.errors import UserError
 
@@ -46,7 +46,7 @@ CELLS = {"ice40": {"SB_LUT4", "SB_CARRY", "SB_RAM40_4K"},
          "ecp5": {"LUT4", "CCU2C", "TRELLIS_FF", "DP16KD", "MULT18X18D"}}
 #: The ice40_dsp fault (see the module docstring).
 ICE40_DSP = ("Yosys 0.70 ice40_dsp leaves one of two summed registered DSP products "
-             "undriven: the first conv2d layer's pairs of DSP lanes lose a product")
+             "undriven (hw.mac_array keeps the product registers on iCE40 to avoid it)")
 
 
 class NetlistMismatch(AssertionError):
@@ -91,14 +91,14 @@ def _netlist_source(model, bits, family):
     board and synthesized as ``sim.regress --netlist`` does (the same caches)."""
     args = SimpleNamespace(model=model, bits=str(bits), act_bits=None, board=BOARDS[family],
                            fold=None, method=None, data=str(find_mnist()))
-    _, qmodel, fold, _ = regress.from_model(args)
-    rtl, _ = core_verilog(qmodel, fold)
+    rtl, qmodel, fold, _ = regress.from_model(args)
     gates = netlist.synthesize(rtl, family).verilog  # the same as sim.regress --netlist
     return qmodel, fold, netlist.simulation_source(gates, family)
 
 
-@pytest.mark.xfail(strict=True, raises=NetlistMismatch, reason=ICE40_DSP)
 def test_tiny_cnn_ice40_netlist_is_bit_exact(mnist_test):
+    """Its first layer sums pairs of DSP products: bit-exact only with the product registers
+    kept out of Yosys' DSP packing (``hw.mac_array``, see :data:`ICE40_DSP`)."""
     qmodel, fold, source = _netlist_source("tiny_cnn", 4, "ice40")
     images = mnist_test[0][:IMAGES].reshape(IMAGES, *qmodel.input_shape)
     result = CompiledCore(qmodel, fold, source).run(images)
@@ -108,16 +108,18 @@ def test_tiny_cnn_ice40_netlist_is_bit_exact(mnist_test):
 
 
 @pytest.mark.slow
-def test_netlist_mismatch_is_explained_layer_by_layer(mnist_test, tmp_path, capsys):
-    """The tiny_cnn ice40 mismatch, through ``sim.regress``: the first differing layer is
-    found in a synthesis that keeps the hierarchy (one more synthesis and build)."""
-    status, summary = _regress(tmp_path, "tiny_cnn", 4, "ice40")
-    err = capsys.readouterr().err
-    assert status == 1 and summary["mismatches"] == IMAGES
-    assert summary["first_mismatch"]["image"] == 0
-    assert summary["first_mismatch"]["layer"]["layer"] == "conv2d"
-    assert re.search(r"first differing layer: #0 conv2d \(conv2d\), output element \d+ "
-                     r"\(y \d+, x \d+, channel \d+\): netlist -?\d+, golden", err), err[-2000:]
+def test_netlist_mismatch_is_explained_layer_by_layer(mnist_test):
+    """The tiny_cnn core made without the iCE40 workaround (for ECP5's multiplier width) and
+    synthesized for iCE40 loses products: the first differing layer, conv2d, is found in a
+    synthesis that keeps the hierarchy (one more synthesis and build)."""
+    args = SimpleNamespace(model="tiny_cnn", bits="4", act_bits=None, board="ulx3s-85f",
+                           fold=None, method=None, data=str(find_mnist()))
+    rtl, qmodel, fold, _ = regress.from_model(args)
+    images = mnist_test[0][:IMAGES].reshape(IMAGES, *qmodel.input_shape)
+    source = netlist.simulation_source(netlist.synthesize(rtl, "ice40").verilog, "ice40")
+    assert CompiledCore(qmodel, fold, source).run(images)["mismatches"]
+    found = netlist.first_differing_layer(qmodel, fold, images[0], rtl, "ice40")
+    assert found["layer"] == "conv2d"
 
 
 #: Two registered products summed into a register: each product maps to an SB_MAC16.
