@@ -604,7 +604,9 @@ def _generated(store, prefix, design, suffix, what, function, measure):
     if key in store.entries:
         print(f"  {what}: stored", file=sys.stderr)
         return store.entries[key]
-    entry = store.newest([k for k in store.entries if k.startswith(prefix + "/")])
+    # Under the prefix: keyed by a design, by the whole generator source (before designs were
+    # keyed), or by nothing more (before that).
+    entry = store.newest([k for k in store.entries if k == prefix or k.startswith(prefix + "/")])
     if entry is None:
         print(f"  {what}: {'not measured yet' if measure else 'none stored'}", file=sys.stderr)
         return None
