@@ -500,10 +500,19 @@ def _find_trained(spec, config, method=None):
                           f"sw.train --model {spec} {_TRAIN_FLAGS[wanted]} --bits "
                           f"{config.weight_bits} --act-bits {config.act_bits}")
     else:
+        # A trained file itself, or a float one that sw.train fine-tuned: its trained model
+        # lies beside it, named as a seed's is in models/.
         path = Path(spec)
-        if not sidecar_path(path).is_file():
+        sibling = trained_model_path(path.stem, config.weight_bits, config.act_bits, wanted,
+                                     path.parent)
+        if not sidecar_path(path).is_file() and sidecar_path(sibling).is_file():
+            path = sibling
+        elif not sidecar_path(path).is_file():
             return None, (f"{spec} has no {TRAINED_LABELS[wanted]} fractions file "
-                          f"{sidecar_path(path).name} beside it")
+                          f"{sidecar_path(path).name} beside it, nor a trained {sibling.name}; "
+                          f"train one with python -m sw.train --model {spec} "
+                          f"{_TRAIN_FLAGS[wanted]} --bits {config.weight_bits} --act-bits "
+                          f"{config.act_bits}")
     sidecar = load_fractions(sidecar_path(path))
     if method is not None and sidecar["method"] != method:
         return None, f"{path} was trained with --method {sidecar['method']}, not {method}"
@@ -543,7 +552,9 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
         A seed model name or a ``.keras``/``.h5`` file. A trained model of seed ``name`` at
         ``W``/``A`` bits is ``models/{name}-w{W}a{A}.keras`` (dual-copy) or
         ``models/{name}-w{W}a{A}-{method}.keras`` (randomized, iterative), with its
-        ``.quant.json`` fractions; a file with a ``.quant.json`` beside it is a trained model.
+        ``.quant.json`` fractions; a file with a ``.quant.json`` beside it is a trained model,
+        and a float file ``F.keras`` has its trained models beside it as ``F-w{W}a{A}.keras``
+        (what ``sw.train --model F.keras`` writes).
     config : QuantConfig
         Bits, granularity, seed and (for ``ptq``) rounding; each method sets its own rounding
         and scale rule, and a ``config`` that contradicts it is a :class:`UserError`.

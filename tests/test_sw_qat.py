@@ -141,6 +141,26 @@ def test_resolution_prefers_qat_unless_told(models_dir, mnist_train):
         quantize_model("tiny_cnn", QuantConfig(weight_bits=2), images, "best")
 
 
+def test_a_user_file_finds_its_trained_model_beside_it(models_dir, mnist_train):
+    """``sw.train --model F.keras --qat --bits 2`` writes ``F-w2a2.keras``: the float file
+    then resolves to it as a seed model resolves to ``models/``'s."""
+    images = mnist_train[0][:100]
+    user = models_dir / "user"
+    user.mkdir()
+    shutil.copy(models_dir / "tiny_cnn.keras", user / "mine.keras")
+    for suffix in (".keras", ".quant.json"):
+        shutil.copy(models_dir / f"tiny_cnn-w2a2{suffix}", user / f"mine-w2a2{suffix}")
+    qat, method = quantize_model(str(user / "mine.keras"), QuantConfig(weight_bits=2), images)
+    assert method == "QAT" and qat.config["qat_model"] == "mine-w2a2.keras"
+    seed, _ = quantize_model("tiny_cnn", QuantConfig(weight_bits=2), images)
+    assert qat.layers[0].out_frac == seed.layers[0].out_frac  # the trained fractions
+    assert quantize_model(str(user / "mine.keras"), QuantConfig(weight_bits=4),
+                          images)[1] == "post-training"
+    with pytest.raises(UserError, match=r"nor a trained mine-w3a3.keras; train one with "
+                                        r"python -m sw.train --model .*mine.keras --qat"):
+        quantize_model(str(user / "mine.keras"), QuantConfig(weight_bits=3), images, "qat")
+
+
 def test_evaluate_reports_the_method(models_dir, mnist_train, mnist_test):
     from sw.evaluate import evaluate
     from sw.models import load_float_net, load_model
