@@ -4,6 +4,7 @@ Command line::
 
     python -m sim.bench [--models lenet5,tiny_cnn] [--bits 1,2,4,8]
         [--boards ulx3s-85f,icebreaker] [--rtl-images 200] [--rtl-idle 0.2] [--rtl-stall 0.2]
+        [--netlist MODEL:BITS:BOARD:IMAGES,...] [--no-formal] [--random-models 100]
         [--data DIR] [--out docs/results] [--no-build] [--force | --stored-only]
 
 Measures, for every combination: float accuracy (Keras) and integer golden accuracy (post-
@@ -12,7 +13,9 @@ an RTL regression of the first ``--rtl-images`` test images through the generate
 (``python -m sim.regress``, with random input gaps and output backpressure): mismatches, RTL
 and golden accuracy, measured and predicted cycles per image, simulator speed; resources,
 Fmax, cycles per image, images/s and MAC efficiency from a real build (``python -m
-hw.build``); and the CPU baselines a user would otherwise run, on this machine. Writes
+hw.build``); the proofs beyond RTL simulation (:mod:`sim.bench_proofs`: gate-level
+regressions of synthesized netlists, the formal stream proofs, the random-model sweep); and
+the CPU baselines a user would otherwise run, on this machine. Writes
 ``<out>.md``, and ``<out>/results.json`` and PNG plots.
 
 Every measurement is stored as soon as it is made, keyed by what it depends on: the model
@@ -31,7 +34,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +51,20 @@ from sw.quantize import CALIBRATION_IMAGES, QuantConfig, check_bits, quantize_mo
 from sw.train import accuracy
 from sw.trained import qat_model_path, sidecar_path
 
+from .bench_proofs import (
+    FORMAL_SOURCES,
+    NETLIST_ROWS,
+    RANDOM_SOURCES,
+    formal_section,
+    netlist_rows,
+    netlist_section,
+    random_section,
+    run_formal,
+    run_netlist,
+    run_project,
+    run_random,
+    sources_key,
+)
 from .design_keys import DesignKeys, core_hash
 
 __all__ = ["HARDWARE_SOURCES", "Store", "ceiling", "hardware_fingerprint", "main",
@@ -152,19 +168,6 @@ def hardware_fingerprint(root=ROOT):
     return digest.hexdigest()[:12]
 
 
-def _run(command, log):
-    """Run a project command, its output into ``log``; returns (exit code, last error line)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as file:
-        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, stdout=file,
-                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    lines = [line for line in log.read_text().splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    if not errors and done.returncode and lines and "Traceback" in "".join(lines):
-        errors = lines[-1:]  # a crash: its exception line
-    return done.returncode, errors[-1] if errors else None
-
-
 def ceiling(multipliers, clock_mhz, macs_per_image):
     """Images/s if every multiplier in use did one MAC every cycle at the core clock."""
     return multipliers * clock_mhz * 1e6 / macs_per_image
@@ -213,7 +216,7 @@ def _rtl(model, bits, board, images, idle, stall, data, jobs, scratch):
     """
     out = scratch / f"rtl-{model}-{bits}b.json"
     out.unlink(missing_ok=True)  # the bench's own scratch file: a stale one must not be read
-    code, error = _run(["sim.regress", "--model", model, "--bits", str(bits), "--images",
+    code, error = run_project(["sim.regress", "--model", model, "--bits", str(bits), "--images",
                         str(images), "--jobs", str(jobs), "--board", board, "--idle", str(idle),
                         "--stall", str(stall), "--json", str(out),
                         *(["--data", data] if data else [])], out.with_suffix(".log"))
@@ -236,7 +239,7 @@ def _hardware(model, bits, board, data, scratch, core):
     (:func:`sim.design_keys.core_hash` of its ``core.v``)."""
     out = scratch / f"{model}-{bits}b-{board}"
     start = time.monotonic()
-    code, error = _run(["hw.build", "--model", model, "--bits", str(bits), "--board", board,
+    code, error = run_project(["hw.build", "--model", model, "--bits", str(bits), "--board", board,
                         "--out", str(out), *(["--data", data] if data else [])],
                        scratch / f"{model}-{bits}b-{board}.log")
     seconds = time.monotonic() - start
@@ -262,7 +265,7 @@ def _board_bench(model, bits, board, clock_mhz, data, scratch):
     """``python -m sim.board_bench``: bench requests on the board top's RTL; its summary."""
     out = scratch / f"board-{model}-{bits}b-{board}.json"
     out.unlink(missing_ok=True)  # the bench's own scratch file: a stale one must not be read
-    code, error = _run(["sim.board_bench", "--model", model, "--bits", str(bits), "--board",
+    code, error = run_project(["sim.board_bench", "--model", model, "--bits", str(bits), "--board",
                         board, "--repeats", ",".join(map(str, BOARD_REPEATS)), "--json",
                         str(out), *(["--clock", str(clock_mhz)] if clock_mhz else []),
                         *(["--data", data] if data else [])], out.with_suffix(".log"))
@@ -491,7 +494,7 @@ def _cpu_section(results, models):
     return [*lines, "", f"images/s; Keras {keras} on {os.cpu_count()} cores.", ""]
 
 
-def render_markdown(results, models, bits_list, boards, command):
+def render_markdown(results, models, bits_list, boards, command, netlist=()):
     """The results page.
 
     Parameters
@@ -503,6 +506,8 @@ def render_markdown(results, models, bits_list, boards, command):
         What the page shows, in order.
     command : str
         The command line that made the page.
+    netlist : list
+        The gate-level rows, ``(model, bits, board, images)`` (``netlist/...`` results).
 
     Returns
     -------
@@ -521,6 +526,9 @@ def render_markdown(results, models, bits_list, boards, command):
              *_accuracy_section(results, models, bits_list),
              *_rtl_section(results, models, bits_list),
              *_board_rows(results, models, bits_list, boards),
+             *netlist_section(results, netlist, _source, rtl_check),
+             *formal_section(results.get("formal"), _source),
+             *random_section(results.get("random"), _source),
              *_hardware_section(results, models, bits_list, boards),
              *_cpu_section(results, models),
              "## Plots", "", "![accuracy against bits](results/accuracy.png)", "",
@@ -634,6 +642,17 @@ def _parser():
     parser.add_argument("--board-bench", default="lenet5,tiny_cnn",
                         help="models whose bench requests run on the board top's RTL, at 4 "
                              "bits (or the first --bits) for the first board; '' for none")
+    parser.add_argument("--netlist", default=NETLIST_ROWS,
+                        help="gate-level rows, MODEL:BITS:BOARD:IMAGES[,...]: the core folded "
+                             "for BOARD, synthesized for its FPGA family and simulated "
+                             "(sim.regress --netlist); '' for none (default: %(default)s)")
+    parser.add_argument("--formal", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the formal stream proofs (tests/formal) and list them")
+    parser.add_argument("--random-models", type=int, default=100, metavar="N",
+                        help="random Keras models drawn through the RTL and against Keras "
+                             "(tests/test_random_models.py's sweeps; 0: none; default 100)")
+    parser.add_argument("--random-seed", type=int, default=0,
+                        help="the random-model sweep's seed (default 0)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", default=None, help=parse_data_arg.__doc__)
     parser.add_argument("--out", default="docs/results",
@@ -664,6 +683,12 @@ def _checked(args):
         raise UserError("--rtl-idle and --rtl-stall must be at least 0 and below 1")
     if args.force and args.stored_only:
         raise UserError("--force and --stored-only contradict each other")
+    if args.random_models < 0:
+        raise UserError("--random-models must be >= 0")
+    args.netlist_rows = netlist_rows(args.netlist)
+    for model, *_ in args.netlist_rows:
+        if not model_path(model).is_file():
+            raise UserError(f"--netlist model {model!r}: no file {model_path(model)}")
     return models, order, boards
 
 
@@ -679,6 +704,9 @@ def _steps(models, order, boards, args):
     bench_bits = 4 if 4 in order else order[0]
     steps += [("board", model, bench_bits, boards[0]) for model in models
               if model in args.board_bench.split(",")]
+    steps += [("netlist", model, bits, board) for model, bits, board, _ in args.netlist_rows]
+    steps += [("formal", None, None, None)] if args.formal else []
+    steps += [("random", None, None, None)] if args.random_models else []
     return steps
 
 
@@ -695,7 +723,7 @@ class _Sweep:
         self.results = {}
 
     def measure(self, kind, model, bits, board):
-        tag = _fingerprint(model, bits)
+        tag = _fingerprint(model, bits) if model else None
         getattr(self, f"_{kind}")(model, bits, board, tag)
 
     def _design(self, kind, model, bits, board, tag):
@@ -732,7 +760,7 @@ class _Sweep:
     def _hw(self, model, bits, board, tag):
         key = f"hw/{model}/{bits}/{board}/{tag}"
         design = self._design("build", model, bits, board, tag)
-        core = self.keys.design(model, bits, board)["core_build"]
+        core = self.keys.design(model, bits, board)["core"]
         entry = _generated(self.store, key, design, "", "build",
                            lambda: _hardware(model, bits, board, self.args.data, self.scratch,
                                              core),
@@ -770,6 +798,56 @@ class _Sweep:
         if self.results[key] is not None:
             print(f"  {rtl_check(self.results[key])[1]}", file=sys.stderr)
 
+    def _netlist(self, model, bits, board, tag):
+        args, key = self.args, f"netlist/{model}/{bits}/{board}"
+        images = next(n for m, b, d, n in args.netlist_rows if (m, b, d) == (model, bits, board))
+        try:
+            self.results[key] = _generated(
+                self.store, f"{key}/{tag}", self._design("netlist", model, bits, board, tag),
+                f"/n{images}-i{args.rtl_idle:g}-s{args.rtl_stall:g}", "gate-level regression",
+                lambda: _with_words(run_netlist(model, bits, board, images, args.rtl_idle,
+                                                args.rtl_stall, args.data, args.jobs,
+                                                self.scratch),
+                                    int(np.prod(self.images.shape[1:]))),
+                measure=True)
+        except UserError as error:  # not stored: the next run tries again
+            print(f"  error: {error}", file=sys.stderr)
+            self.results[key] = {"error": str(error)}
+
+    def _formal(self, model, bits, board, tag):
+        try:
+            self.results["formal"] = _generated(
+                self.store, "formal", sources_key(FORMAL_SOURCES), "", "formal proofs",
+                lambda: run_formal(self.scratch), measure=True)
+        except UserError as error:  # not stored: the next run tries again
+            print(f"  error: {error}", file=sys.stderr)
+            self.results["formal"] = {"error": str(error)}
+
+    def _random(self, model, bits, board, tag):
+        args = self.args
+        try:
+            self.results["random"] = _generated(
+                self.store, "random", sources_key(RANDOM_SOURCES),
+                f"/n{args.random_models}-s{args.random_seed}", "random-model sweep",
+                lambda: run_random(args.random_models, args.random_seed, self.scratch),
+                measure=True)
+        except UserError as error:  # not stored: the next run tries again
+            print(f"  error: {error}", file=sys.stderr)
+            self.results["random"] = {"error": str(error)}
+
+
+def _failed(key, value):
+    """Whether the result stored under ``key`` shows the hardware disagreeing with the golden
+    model, a proof failing, or a run that did not happen."""
+    kind = key.split("/")[0]
+    if kind in ("rtl", "netlist"):
+        return rtl_check(value)[0]
+    if kind == "board":
+        return not value.get("passed")
+    if kind in ("formal", "random"):
+        return "error" in value or bool(value["exit"])
+    return False
+
 
 @cli_main
 def main(argv=None):
@@ -788,22 +866,22 @@ def main(argv=None):
     command = "python -m sim.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     steps = _steps(models, order, boards, args)
     for number, (kind, model, bits, board) in enumerate(steps, 1):
-        print(f"[{number}/{len(steps)}] {kind} {model}" + (f" {bits}-bit" if bits else "") +
+        print(f"[{number}/{len(steps)}] {kind}" + (f" {model}" if model else "") +
+              (f" {bits}-bit" if bits else "") +
               (f" on {board}" if board else ""), file=sys.stderr, flush=True)
         sweep.measure(kind, model, bits, board)
     results, bits_list = sweep.results, sorted(order)
     _plots(results, models, bits_list, boards, out)
-    markdown = render_markdown(results, models, bits_list, boards, command)
+    markdown = render_markdown(results, models, bits_list, boards, command,
+                               args.netlist_rows)
     write_file(page, markdown)
     print(markdown)
     print(f"wrote {page}, {out / 'results.json'}, {out / 'accuracy.png'}, "
           f"{out / 'hardware.png'}", file=sys.stderr)
-    failed = [key for key, value in results.items()
-              if value is not None and (
-                  (key.startswith("rtl/") and rtl_check(value)[0])
-                  or (key.startswith("board/") and not value.get("passed")))]
+    failed = [key for key, value in results.items() if value is not None and _failed(key, value)]
     if failed:
-        print(f"error: the RTL disagrees with the golden model or did not run: "
+        print(f"error: the hardware disagrees with the golden model, a proof failed, or a run "
+              f"did not happen: "
               f"{', '.join(failed)} (see {page})", file=sys.stderr)
         sys.exit(1)
 

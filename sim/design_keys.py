@@ -1,14 +1,15 @@
 """What a stored measurement of generated hardware depends on, as a hash.
 
-An RTL regression measures the core's Verilog against the golden model; a build measures the
+An RTL regression measures the core's Verilog against the golden model (a gate-level one, the
+netlist Yosys makes of it); a build measures the
 board's whole design (the board top's RTLIL around that core, its constraints and the
 Yosys/nextpnr scripts, Amaranth's ``BuildPlan``) through the place-and-route flow and its
 clock search. Their results stay true as long as what they measured is unchanged, whatever
 else in the generator's source changed: so ``sim.bench`` keys them by a hash of the
 generated design itself plus the few source files that measure it (:data:`RTL_SOURCES`,
-:data:`BUILD_SOURCES`, :data:`BOARD_SOURCES`), not by a hash of the whole generator. A
-refactoring that leaves every design's Verilog identical keeps every measurement; one that
-changes a design re-measures that design only.
+:data:`NETLIST_SOURCES`, :data:`BUILD_SOURCES`, :data:`BOARD_SOURCES`), not by a hash of the
+whole generator. A refactoring that leaves every design's Verilog identical keeps every
+measurement; one that changes a design re-measures that design only.
 
 The designs are made exactly as the measuring commands make them: the quantized model and
 fold of ``sim.regress`` (:func:`sim.regress.from_model`, the same function), the core's
@@ -33,12 +34,15 @@ from sw.paths import ROOT
 
 from .regress import from_model
 
-__all__ = ["BOARD_SOURCES", "BUILD_SOURCES", "RTL_SOURCES", "DesignKeys", "core_hash", "plan_hash",
-           "source_hash"]
+__all__ = ["BOARD_SOURCES", "BUILD_SOURCES", "NETLIST_SOURCES", "RTL_SOURCES", "DesignKeys",
+           "core_hash", "plan_hash", "source_hash"]
 
 #: What an RTL regression's result depends on besides the core's Verilog: the harness that
 #: drives and times it, and the golden model it is compared with.
 RTL_SOURCES = ("sim/compiled.py", "sim/compiled_tb.cpp", "sw/golden.py", "sw/qmodel.py")
+#: What a gate-level regression depends on besides the core's Verilog: the RTL regression's
+#: harness and golden model, the synthesis script and the cell models it is simulated with.
+NETLIST_SOURCES = (*RTL_SOURCES, "sim/netlist.py", "sim/ecp5_cells.v", "hw/toolchain.py")
 #: What a build's report depends on besides its design: the toolchain flow and its clock
 #: search, and the resource estimate reported beside nextpnr's figures.
 BUILD_SOURCES = ("hw/build.py", "hw/toolchain.py", "hw/folding.py")
@@ -105,8 +109,8 @@ class DesignKeys:
         self._designs = {}
 
     def design(self, model, bits, board):
-        """``{"core", "core_build", "board"}``: hashes of the core's Verilog as ``sim.regress``
-        makes it for ``board`` and as ``hw.build`` writes it (``core.v``: the same), and of the
+        """``{"core", "board"}``: hashes of the core's Verilog as ``sim.regress`` makes it for
+        ``board`` (``hw.build`` writes the same ``core.v``: the bench checks it), and of the
         board's build plan for ``hw.build``'s first place-and-route run; each the hash of the
         refusal when no fold fits the board."""
         if (model, bits, board) not in self._designs:
@@ -116,8 +120,7 @@ class DesignKeys:
                     method=None, data=self.data))
             except UserError as error:  # no fold fits: the refusal is what a build measures
                 refusal = _digest("refused", str(error))
-                self._designs[model, bits, board] = dict.fromkeys(
-                    ("core", "core_build", "board"), refusal)
+                self._designs[model, bits, board] = dict.fromkeys(("core", "board"), refusal)
                 return self._designs[model, bits, board]
             spec = get_board(board)
             family = DEVICES[spec.device].family
@@ -126,11 +129,8 @@ class DesignKeys:
             pll = pll_settings(family, oscillator_mhz, AUTO_START_MHZ[family], "at_most",
                                accept=uart_clock_filter(spec.default_baud))
             plan = board_plan(spec, core, pll, spec.default_baud)
-            # sim.regress and hw.build make the same core for the board (its multiplier
-            # width included); the bench checks every build's core.v against core_build.
-            self._designs[model, bits, board] = dict.fromkeys(("core", "core_build"),
-                                                              core_hash(verilog))
-            self._designs[model, bits, board]["board"] = plan_hash(plan)
+            self._designs[model, bits, board] = {"core": core_hash(verilog),
+                                                 "board": plan_hash(plan)}
         return self._designs[model, bits, board]
 
     def remember(self, model, bits, board, design):
@@ -140,6 +140,11 @@ class DesignKeys:
     def rtl(self, model, bits, board):
         """The key of an RTL regression of ``model`` at ``bits`` folded for ``board``."""
         return _digest(self.design(model, bits, board)["core"], source_hash(RTL_SOURCES))
+
+    def netlist(self, model, bits, board):
+        """The key of a gate-level regression (``sim.regress --netlist``) of ``model`` at
+        ``bits`` folded for ``board``, synthesized for the board's family."""
+        return _digest(self.design(model, bits, board)["core"], source_hash(NETLIST_SOURCES))
 
     def build(self, model, bits, board):
         """The key of ``hw.build``'s build of ``model`` at ``bits`` for ``board``."""

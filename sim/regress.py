@@ -321,9 +321,7 @@ def _check_netlist_options(args):
 
 def _netlist_source(family, verilog, qmodel, fold):
     """``(simulation source, summary entries)`` of the core's ``family`` netlist (``--netlist``);
-    ``verilog`` is the core's RTL (generated when ``None``)."""
-    if verilog is None:
-        verilog, _ = core_verilog(qmodel, fold)
+    ``verilog`` is the core's RTL."""
     print(f"synthesizing the core for {family} (Yosys) ...", file=sys.stderr, flush=True)
     synthesized = netlist.synthesize(verilog, family)
     return netlist.simulation_source(synthesized.verilog, family), {
@@ -358,8 +356,6 @@ def _explain(summary, qmodel, fold, images, verilog, family=None):
     inside = f"an {family} netlist keeping the hierarchy" if family else "the same Verilog"
     print(f"first mismatch: image {first}; tapping every layer's output in {inside} ...",
           file=sys.stderr)
-    if verilog is None:
-        verilog, _ = core_verilog(qmodel, fold)
     if family:
         found = netlist.first_differing_layer(qmodel, fold, images[first], verilog, family)
         line = describe_difference(found).replace(": RTL ", ": netlist ")

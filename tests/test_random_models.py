@@ -27,8 +27,12 @@ under ``-m slow`` draw ``NNFPGA_RANDOM_MODELS`` models (default 300) from the se
 ``NNFPGA_RANDOM_SEED`` (default 0)::
 
     NNFPGA_RANDOM_MODELS=300 uv run pytest -n 0 -m slow tests/test_random_models.py
+
+With ``NNFPGA_RANDOM_LOG=FILE`` the sweeps append a JSON line to ``FILE`` for every drawn
+model that passed (``python -m sim.bench`` counts them for ``docs/results.md``).
 """
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -67,6 +71,8 @@ IMPORT_TOLERANCE = 1e-4
 #: The slow sweep's size and seed.
 SWEEP = int(os.environ.get("NNFPGA_RANDOM_MODELS", "300"))
 SWEEP_SEED = int(os.environ.get("NNFPGA_RANDOM_SEED", "0"))
+#: Where the sweeps record the models that passed (``sim.bench`` sets it).
+SWEEP_LOG = os.environ.get("NNFPGA_RANDOM_LOG")
 
 _COMMON = {"deadline": None, "database": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -476,6 +482,7 @@ def test_random_model_rtl_matches_golden(arch, data, mnist):
 def test_random_model_rtl_matches_golden_sweep(arch, data, mnist):
     """:data:`SWEEP` drawn models (``NNFPGA_RANDOM_MODELS``) from ``NNFPGA_RANDOM_SEED``."""
     check_rtl(arch, data, mnist)
+    record_pass("rtl", arch)
 
 
 @settings(max_examples=12, derandomize=True, **_COMMON)
@@ -521,6 +528,17 @@ def test_golden_model_tracks_keras_at_8_bits(arch, mnist):
 def test_golden_model_tracks_keras_at_8_bits_sweep(arch, mnist):
     """:func:`test_golden_model_tracks_keras_at_8_bits` on :data:`SWEEP` drawn models."""
     check_float(arch, mnist)
+    record_pass("float", arch)
+
+
+def record_pass(check, arch):
+    """Append a passed draw to :data:`SWEEP_LOG` (when set): the check, the model and the
+    kinds of its layers."""
+    if SWEEP_LOG:
+        with open(SWEEP_LOG, "a") as log:
+            log.write(json.dumps({"check": check, "model": str(arch),
+                                  "weight_bits": arch.weight_bits, "act_bits": arch.act_bits,
+                                  "kinds": [layer[0] for layer in arch.layers]}) + "\n")
 
 
 # --- the checks can fail, and what they found -------------------------------------------------

@@ -11,6 +11,9 @@ import sim.bench
 from sim.bench import HARDWARE_SOURCES, Store, ceiling, hardware_fingerprint, rtl_check
 from sw.paths import ROOT
 
+#: The bench's proofs beyond RTL (gate-level rows, formal runs, random models) left out.
+NO_PROOFS = ["--netlist", "", "--no-formal", "--random-models", "0"]
+
 
 def _bench(*args):
     return subprocess.run([sys.executable, "-m", "sim.bench", *args], capture_output=True,
@@ -32,7 +35,8 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     from sw.data import find_mnist
 
     out = tmp_path / "results"
-    common = ["--models", "mlp", "--no-build", "--data", str(find_mnist()), "--out", str(out)]
+    common = ["--models", "mlp", "--no-build", "--data", str(find_mnist()), "--out", str(out),
+              *NO_PROOFS]
     first = _bench(*common, "--bits", "2,8", "--rtl-images", "0")
     assert first.returncode == 0, first.stderr
     entries = json.loads((out / "results.json").read_text())["entries"]
@@ -104,6 +108,52 @@ def test_small_sweep_writes_page_and_resumes(mnist_test, tmp_path, monkeypatch, 
     assert "| 1 |" in row and "**1 MISMATCH** (first: image 7, layer dense_1 channel 3)" in row
 
 
+@pytest.mark.xdist_group("netlist")  # the gate-level tests build the same netlist harness
+def test_proofs_beyond_rtl_on_the_page(mnist_test, tmp_path):
+    """A gate-level row and a one-model random sweep, measured for real and on the page."""
+    from sw.data import find_mnist
+
+    out = tmp_path / "results"
+    done = _bench("--models", "mlp", "--bits", "2", "--boards", "ulx3s-85f", "--no-build",
+                  "--rtl-images", "0", "--board-bench", "", "--netlist", "mlp:2:ulx3s-85f:4",
+                  "--no-formal", "--random-models", "1", "--jobs", "1", "--rtl-idle", "0",
+                  "--rtl-stall", "0", "--data", str(find_mnist()), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    [netlist] = [value for key, value in entries.items() if key.startswith("netlist/")]
+    assert (netlist["netlist"], netlist["images"], netlist["mismatches"]) == ("ecp5", 4, 0)
+    assert sum(netlist["netlist_cells"].values()) > 100 and netlist["input_words"] == 196
+    [swept] = [value for key, value in entries.items() if key.startswith("random/")]
+    assert swept["exit"] == 0 and swept["passed"] == {"rtl": 1, "float": 1}
+    page = (tmp_path / "results.md").read_text()
+    row = _row(page, "| mlp | 2 | ecp5 (ulx3s-85f) | 4 | 0% / 0% | 0 |")
+    assert "| 196 / 196 |" in row
+    assert row.endswith("| ok |")
+    assert "| golden model against Keras at 8 bits" in page and "## Formal" not in page
+
+
+def test_formal_runs_are_listed(tmp_path):
+    """One component's runs through pytest and sby, then the section with a mutant caught
+    and a failed run, which the page must not hide."""
+    from sim.bench_proofs import formal_section, run_formal
+
+    measured = run_formal(tmp_path, select="test_fifo and (cover or test_bmc)")
+    assert measured["exit"] == 0
+    assert [(run["mode"], run["status"], run["outcome"]) for run in measured["runs"]] == \
+        [("bmc", "PASS", "passed")] * 3 + [("cover", "PASS", "passed")]
+    mutant = {"test": "test_mutants.py::test_fickle", "mode": "bmc", "depth": 12,
+              "properties": ["o.stable"], "status": "FAIL", "failed": ["o.stable"],
+              "seconds": 1.0, "outcome": "passed"}
+    page = "\n".join(formal_section({**measured, "runs": [*measured["runs"], mutant]},
+                                     lambda entry: "`key`"))
+    assert "| fifo | bmc | 24 | 3 |" in page and "3 PASS" in page and "tests all passed" in page
+    assert "1 of 1 runs on mutants failed as they must" in page and "(o.stable)" in page
+    broken = {**measured, "runs": [{**measured["runs"][0], "status": "FAIL",
+                                    "outcome": "failed"}]}
+    page = "\n".join(formal_section(broken, lambda entry: "`key`"))
+    assert "**FAILED: test_fifo.py::test_bmc[1]**" in page and "1 FAIL" in page
+
+
 def test_hardware_fingerprint_follows_the_generator_source(tmp_path):
     for name in ("hw/a.py", "sim/regress.py", "sim/core.py", "sw/golden.py", "sw/quantize.py",
                  "sim/bench.py", "sim/compiled_tb.cpp", "hw/notes.txt"):
@@ -147,7 +197,11 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
                           (["--boards", "nosuchboard"], "nosuchboard"),
                           (["--models", "nosuch"], "nosuch"),
                           (["--rtl-idle", "1"], "--rtl-idle"),
-                          (["--rtl-stall", "-0.1"], "--rtl-stall")]:
+                          (["--rtl-stall", "-0.1"], "--rtl-stall"),
+                          (["--netlist", "mlp:2:ulx3s-85f"], "MODEL:BITS:BOARD:IMAGES"),
+                          (["--netlist", "mlp:2:nosuchboard:4"], "nosuchboard"),
+                          (["--netlist", "nosuch:2:ulx3s-85f:4"], "nosuch"),
+                          (["--random-models", "-1"], "--random-models")]:
         done = _bench(*args, "--out", str(tmp_path / "r"))
         assert done.returncode == 2
         assert done.stderr.startswith("error:") and message in done.stderr

@@ -1,14 +1,23 @@
 """The ``sby`` fixture: runs a harness in a test's own directory and records what it took.
 
 With ``-n 0`` the terminal summary lists every run (test, mode, depth, properties, verdict,
-seconds): the table behind ``docs/results.md``'s formal section.
+seconds), and with ``NNFPGA_FORMAL_JSON=FILE`` the same runs, each with its test's outcome,
+are written to ``FILE`` as JSON: ``python -m sim.bench`` puts that table on
+``docs/results.md``.
 """
+
+import json
+import os
 
 import pytest
 
 from tests.formal.harness import run_sby, sby_available
 
+#: Where the runs go as JSON (``sim.bench`` sets it).
+JSON_ENV = "NNFPGA_FORMAL_JSON"
+
 _RUNS = []
+_OUTCOMES = {}
 
 
 @pytest.fixture
@@ -32,6 +41,22 @@ def sby(tmp_path, request):
         return result
 
     return run
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        _OUTCOMES[report.nodeid.removeprefix("tests/formal/")] = report.outcome
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get(JSON_ENV)
+    if path:
+        runs = [{"test": test, "mode": mode, "depth": depth, "properties": list(checks),
+                 "status": result.status, "failed": sorted(result.failed),
+                 "seconds": round(result.seconds, 2), "outcome": _OUTCOMES.get(test, "unknown")}
+                for test, mode, depth, checks, result in _RUNS]
+        with open(path, "w") as file:
+            json.dump({"runs": runs}, file, indent=1)
 
 
 def pytest_terminal_summary(terminalreporter):
