@@ -47,10 +47,26 @@ from sw.golden import classify
 from sw.models import load_float_net, load_model, model_path
 from sw.outputs import STAMP, marker, prepare_dir, prepare_file, write_file
 from sw.paths import ROOT
-from sw.quantize import CALIBRATION_IMAGES, QuantConfig, check_bits, quantize_model
+from sw.quantize import (
+    CALIBRATION_IMAGES,
+    QuantConfig,
+    check_bits,
+    parse_layer_bits,
+    quantize_model,
+)
 from sw.train import accuracy
 from sw.trained import qat_model_path, sidecar_path
 
+from .bench_methods import (
+    COLUMNS,
+    COMPARE_BITS,
+    MIXED,
+    measure_method,
+    method_key,
+    methods_section,
+    mixed_key,
+    plot_methods,
+)
 from .bench_proofs import (
     FORMAL_SOURCES,
     NETLIST_ROWS,
@@ -494,7 +510,7 @@ def _cpu_section(results, models):
     return [*lines, "", f"images/s; Keras {keras} on {os.cpu_count()} cores.", ""]
 
 
-def render_markdown(results, models, bits_list, boards, command, netlist=()):
+def render_markdown(results, models, bits_list, boards, command, netlist=(), compare=()):
     """The results page.
 
     Parameters
@@ -508,6 +524,8 @@ def render_markdown(results, models, bits_list, boards, command, netlist=()):
         The command line that made the page.
     netlist : list
         The gate-level rows, ``(model, bits, board, images)`` (``netlist/...`` results).
+    compare : list
+        The models whose quantization methods are compared (``method/...`` results).
 
     Returns
     -------
@@ -524,6 +542,8 @@ def render_markdown(results, models, bits_list, boards, command, netlist=()):
              + (" or ".join(f"{n:,}" for n in rtl_images) or "N") + " images of that set "
              "through the generated Verilog (Verilator).", "",
              *_accuracy_section(results, models, bits_list),
+             *methods_section(results, compare,
+                              {model: results.get(f"float/{model}") for model in compare}),
              *_rtl_section(results, models, bits_list),
              *_board_rows(results, models, bits_list, boards),
              *netlist_section(results, netlist, _source, rtl_check),
@@ -532,7 +552,9 @@ def render_markdown(results, models, bits_list, boards, command, netlist=()):
              *_hardware_section(results, models, bits_list, boards),
              *_cpu_section(results, models),
              "## Plots", "", "![accuracy against bits](results/accuracy.png)", "",
-             "![images/s and LUTs against bits](results/hardware.png)", ""]
+             "![images/s and LUTs against bits](results/hardware.png)", "",
+             *(["![accuracy by quantization method](results/methods.png)", ""]
+               if compare else [])]
     missing = sorted(key for key, value in results.items() if value is None)
     if missing:
         lines += ["## Not measured yet", "", "This page was written from stored measurements "
@@ -642,6 +664,10 @@ def _parser():
     parser.add_argument("--board-bench", default="lenet5,tiny_cnn",
                         help="models whose bench requests run on the board top's RTL, at 4 "
                              "bits (or the first --bits) for the first board; '' for none")
+    parser.add_argument("--compare", default="lenet5,tiny_cnn", metavar="MODELS",
+                        help="models whose quantization methods are compared at "
+                             f"{','.join(map(str, COMPARE_BITS))} bits, with the mixed-"
+                             "precision rows; '' for none (default: %(default)s)")
     parser.add_argument("--netlist", default=NETLIST_ROWS,
                         help="gate-level rows, MODEL:BITS:BOARD:IMAGES[,...]: the core folded "
                              "for BOARD, synthesized for its FPGA family and simulated "
@@ -685,6 +711,10 @@ def _checked(args):
         raise UserError("--force and --stored-only contradict each other")
     if args.random_models < 0:
         raise UserError("--random-models must be >= 0")
+    args.compare_models = _csv(args.compare, "--compare") if args.compare else []
+    for model in args.compare_models:
+        if not model_path(model).is_file():
+            raise UserError(f"--compare model {model!r}: no file {model_path(model)}")
     args.netlist_rows = netlist_rows(args.netlist)
     for model, *_ in args.netlist_rows:
         if not model_path(model).is_file():
@@ -704,6 +734,10 @@ def _steps(models, order, boards, args):
     bench_bits = 4 if 4 in order else order[0]
     steps += [("board", model, bench_bits, boards[0]) for model in models
               if model in args.board_bench.split(",")]
+    steps += [("method", model, bits, None) for model in args.compare_models
+              for bits in COMPARE_BITS]
+    steps += [("mixed", model, bits, spec) for model, bits, spec in MIXED
+              if model in args.compare_models]
     steps += [("netlist", model, bits, board) for model, bits, board, _ in args.netlist_rows]
     steps += [("formal", None, None, None)] if args.formal else []
     steps += [("random", None, None, None)] if args.random_models else []
@@ -798,6 +832,23 @@ class _Sweep:
         if self.results[key] is not None:
             print(f"  {rtl_check(self.results[key])[1]}", file=sys.stderr)
 
+    def _method(self, model, bits, board, tag):
+        for column, *_ in COLUMNS:
+            key = f"method/{model}/{bits}/{column}"
+            self.results[key] = self.store.measure(
+                f"{key}/{method_key(model, bits, column)}", column,
+                lambda column=column: measure_method(model, bits, column, self.calibration,
+                                                     self.images, self.labels))
+
+    def _mixed(self, model, bits, spec, tag):
+        for column in ("ptq", "dual-copy (QAT)"):
+            key = f"mixed/{model}/{bits}/{spec}/{column}"
+            self.results[key] = self.store.measure(
+                f"{key}/{mixed_key(model, bits, spec, column)}", column,
+                lambda column=column: measure_method(model, bits, column, self.calibration,
+                                                     self.images, self.labels,
+                                                     parse_layer_bits(spec)))
+
     def _netlist(self, model, bits, board, tag):
         args, key = self.args, f"netlist/{model}/{bits}/{board}"
         images = next(n for m, b, d, n in args.netlist_rows if (m, b, d) == (model, bits, board))
@@ -872,8 +923,12 @@ def main(argv=None):
         sweep.measure(kind, model, bits, board)
     results, bits_list = sweep.results, sorted(order)
     _plots(results, models, bits_list, boards, out)
+    if args.compare_models:
+        plot_methods(results, args.compare_models,
+                     {model: results.get(f"float/{model}") for model in args.compare_models},
+                     out / "methods.png")
     markdown = render_markdown(results, models, bits_list, boards, command,
-                               args.netlist_rows)
+                               args.netlist_rows, args.compare_models)
     write_file(page, markdown)
     print(markdown)
     print(f"wrote {page}, {out / 'results.json'}, {out / 'accuracy.png'}, "

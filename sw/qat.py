@@ -57,6 +57,7 @@ from .quantize import (
     TRAINED_LABELS,
     QuantConfig,
     choose_activation_frac,
+    layer_widths,
     quantize,
     quantize_weights,
 )
@@ -89,8 +90,9 @@ ITERATIVE_SHARES = (0.5, 0.75, 0.875, 1.0)
 _INPUT_FRAC = 8
 
 
-def _plan(fnet, fractions, weight_bits, act_bits):
-    """One step per float layer, with the latent weights and the fixed fractions."""
+def _plan(fnet, fractions, widths):
+    """One step per float layer, with the latent weights, the fixed fractions and the
+    widths (``{weight layer name: (weight bits, activation bits)}``)."""
     steps, in_frac = [], _INPUT_FRAC
     for flayer in fnet.layers:
         if isinstance(flayer, FloatConv2D | FloatDense):
@@ -102,7 +104,8 @@ def _plan(fnet, fractions, weight_bits, act_bits):
                 "kind": "conv2d" if isinstance(flayer, FloatConv2D) else "dense",
                 "name": flayer.name, "kernel": flayer.weight * scale, "bias": flayer.bias,
                 "weight_frac": fw, "in_frac": in_frac, "relu": flayer.relu,
-                "out_frac": fixed["out_frac"], "weight_bits": weight_bits, "act_bits": act_bits,
+                "out_frac": fixed["out_frac"], "weight_bits": widths[flayer.name][0],
+                "act_bits": widths[flayer.name][1],
                 "stride": getattr(flayer, "stride", 1),
                 "padding": getattr(flayer, "padding", "valid")})
             if fixed["out_frac"] is not None:
@@ -133,7 +136,8 @@ def _stochastic_grid(kernel, fw, bits, rng):
     return (q * 2.0 ** -np.asarray(fw, np.float64)).reshape(kernel.shape)
 
 
-def fake_quant_model(fnet, fractions, weight_bits, act_bits, scheme="dual-copy", seed=0):
+def fake_quant_model(fnet, fractions, weight_bits, act_bits, scheme="dual-copy", seed=0,
+                     layer_bits=()):
     """Build the trainable fake-quant model of ``fnet`` at fixed ``fractions``.
 
     Parameters
@@ -149,6 +153,9 @@ def fake_quant_model(fnet, fractions, weight_bits, act_bits, scheme="dual-copy",
         with nothing frozen (:func:`freeze`).
     seed : int
         Seeds ``randomized``'s rounding, here and after every optimizer step.
+    layer_bits : tuple
+        Per-layer widths over ``weight_bits``/``act_bits`` (:class:`QuantConfig`'s
+        ``layer_bits``: mixed precision).
 
     Returns
     -------
@@ -159,18 +166,20 @@ def fake_quant_model(fnet, fractions, weight_bits, act_bits, scheme="dual-copy",
     if scheme not in TRAINING_SCHEMES:
         raise UserError(f"unknown training method {scheme!r}; known: "
                         f"{', '.join(TRAINING_SCHEMES)}")
-    plan = _plan(fnet, fractions, weight_bits, act_bits)
+    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits, layer_bits=layer_bits)
+    plan = _plan(fnet, fractions, layer_widths(fnet, config))
     if scheme == "randomized":
         rng = np.random.default_rng(seed)
         for step in plan:
             if step["kind"] in ("conv2d", "dense"):
                 step["kernel"] = _stochastic_grid(step["kernel"], step["weight_frac"],
-                                                  weight_bits, rng)
+                                                  step["weight_bits"], rng)
     # TensorFlow takes seconds to import: only the training commands load the network class.
     from .fake_quant import FakeQuantNet
 
     model = FakeQuantNet(plan, fnet.input_shape, scheme=scheme, seed=seed, name=fnet.name)
     model(np.zeros((1, *fnet.input_shape), np.float32))
+    model.quant_config = config  # the widths, for the sidecar (save_qat)
     return model
 
 
@@ -298,6 +307,7 @@ def recalibrate(model, pixels):
                 name=model.name)
     fresh(np.zeros((1, *model.image_shape), np.float32))
     fresh.log_temperature.assign(model.log_temperature)
+    fresh.quant_config = model.quant_config
     return fresh
 
 
@@ -319,20 +329,20 @@ def _fit(model, dataset, epochs, steps_per_epoch, learning_rate, verbose):
     model.fit(dataset, epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
 
 
-def _start(fnet, images, weight_bits, act_bits, seed, calibration):
+def _start(fnet, images, weight_bits, act_bits, seed, calibration, layer_bits):
     """Seed everything; the post-training fractions and the config of a training run."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits)
+    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits, layer_bits=layer_bits)
     return fractions_of(quantize(fnet, images[:calibration], config)), config
 
 
 def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_size=64,
               learning_rate=2e-3, seed=0, calibration=CALIBRATION_IMAGES, recalibrate_after=10,
-              verbose=1, method="dual-copy"):
+              verbose=1, method="dual-copy", layer_bits=()):
     """Fine-tune ``fnet`` with fake-quantized weights and activations (dual-copy or randomized).
 
     The fractions are those post-training quantization picks (calibrated on
@@ -353,6 +363,8 @@ def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_s
         ``dual-copy``: latent float weights, rounded to nearest in each forward pass;
         ``randomized``: weights on their grid, each step's result rounded back
         stochastically (seeded by ``seed``).
+    layer_bits : tuple
+        Per-layer widths (mixed precision), as :class:`QuantConfig`'s.
 
     Returns
     -------
@@ -363,9 +375,10 @@ def train_qat(fnet, images, labels, weight_bits, act_bits, *, epochs=40, batch_s
     """
     if method not in ("dual-copy", "randomized"):
         raise UserError(f"train_qat trains dual-copy or randomized, not {method!r}")
-    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration)
+    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration,
+                               layer_bits)
     model = fake_quant_model(fnet, fractions, config.weight_bits, config.act_bits,
-                             scheme=method, seed=seed)
+                             scheme=method, seed=seed, layer_bits=config.layer_bits)
     dataset = _pixels_dataset(images, labels, batch_size, seed, fnet.input_shape)
     phases = [recalibrate_after, epochs - recalibrate_after] if 0 < recalibrate_after < epochs \
         else [epochs]
@@ -431,7 +444,7 @@ def freeze(model, share):
 
 def train_iterative(fnet, images, labels, weight_bits, act_bits, *, shares=ITERATIVE_SHARES,
                     epochs=40, batch_size=64, learning_rate=2e-3, seed=0,
-                    calibration=CALIBRATION_IMAGES, verbose=1, callback=None):
+                    calibration=CALIBRATION_IMAGES, verbose=1, callback=None, layer_bits=()):
     """Incremental quantization: freeze growing shares of the weights, fine-tuning the rest.
 
     The fractions are post-training quantization's (calibrated on ``images[:calibration]``)
@@ -456,6 +469,8 @@ def train_iterative(fnet, images, labels, weight_bits, act_bits, *, shares=ITERA
     callback : callable, optional
         Called as ``callback(stage, share, model)`` with ``stage`` ``"frozen"`` after each
         partition and ``"tuned"`` after each fine-tuning.
+    layer_bits : tuple
+        Per-layer widths (mixed precision), as :class:`QuantConfig`'s.
 
     Returns
     -------
@@ -465,9 +480,10 @@ def train_iterative(fnet, images, labels, weight_bits, act_bits, *, shares=ITERA
     """
     shares = check_shares(shares, epochs)
     tuned = len(shares) - 1
-    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration)
+    fractions, config = _start(fnet, images, weight_bits, act_bits, seed, calibration,
+                               layer_bits)
     model = fake_quant_model(fnet, fractions, config.weight_bits, config.act_bits,
-                             scheme="iterative", seed=seed)
+                             scheme="iterative", seed=seed, layer_bits=config.layer_bits)
     dataset = _pixels_dataset(images, labels, batch_size, seed, fnet.input_shape)
     for index, share in enumerate(shares):
         freeze(model, share)
@@ -500,9 +516,10 @@ def save_qat(model, fractions, out, training):
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    step = next(step for step in model.plan if step["kind"] in ("conv2d", "dense"))
+    config = model.quant_config
     sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION,
-               "weight_bits": step["weight_bits"], "act_bits": step["act_bits"],
+               "weight_bits": config.weight_bits, "act_bits": config.act_bits,
+               "layer_bits": [list(entry) for entry in config.layer_bits],
                "rounding": "nearest", "granularity": "channel", "method": model.scheme,
                "layers": fractions, "training": training}
     temporary = out.with_suffix(".tmp.keras")
@@ -534,7 +551,8 @@ def verify_export(model, path, pixels):
     """
     sidecar = load_fractions(sidecar_path(path))
     fnet = extract(load_keras_model(path), name=model.name)
-    config = QuantConfig(weight_bits=sidecar["weight_bits"], act_bits=sidecar["act_bits"])
+    config = QuantConfig(weight_bits=sidecar["weight_bits"], act_bits=sidecar["act_bits"],
+                         layer_bits=sidecar["layer_bits"])
     qmodel = quantize(fnet, pixels, config, fractions=sidecar["layers"])
     qmodel.config["method"] = TRAINED_LABELS[sidecar["method"]]
     for (q, b), layer in zip(integer_layers(model), qmodel.weight_layers, strict=True):

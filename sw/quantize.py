@@ -52,6 +52,7 @@ __all__ = [
     "SCALE_RULES",
     "TRAINED_LABELS",
     "TRAINED_METHODS",
+    "TRAIN_FLAGS",
     "QuantConfig",
     "add_bits_arguments",
     "bits_from_args",
@@ -59,6 +60,7 @@ __all__ = [
     "check_calibration",
     "check_method",
     "choose_activation_frac",
+    "layer_widths",
     "main",
     "parse_layer_bits",
     "quantize",
@@ -147,7 +149,7 @@ def add_bits_arguments(parser, default="4"):
     parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
     parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
                         help="per-layer widths, e.g. first=8,last=8 or conv2d=8/4 "
-                             "(weights/activations; mixed precision, post-training)")
+                             "(weights/activations; mixed precision)")
 
 
 def parse_layer_bits(text):
@@ -395,7 +397,7 @@ def _check_fractions(fnet, fractions):
                         f"{fnet.name!r} does not have")
 
 
-def _layer_widths(fnet, config):
+def layer_widths(fnet, config):
     """``{weight layer name: (weight bits, activation bits)}``: ``config.layer_bits`` (where
     ``first`` and ``last`` name the first and the last weight layer) over the network's."""
     names = [layer.name for layer in fnet.weight_layers]
@@ -433,7 +435,7 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     qmodel = QModel(fnet.name, tuple(fnet.input_shape), [], config.weight_bits,
                     config.act_bits, config={**asdict(config), "notes": fnet.notes,
                                              "method": "QAT" if fractions else "post-training"})
-    widths = _layer_widths(fnet, config)
+    widths = layer_widths(fnet, config)
     bits, signed, frac = qmodel.input_bits, False, qmodel.input_frac
     in_shape = tuple(fnet.input_shape)
     layers = zip(fnet.layers, outputs, shapes, strict=True)
@@ -480,7 +482,7 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
 TRAINED_LABELS = {"dual-copy": "QAT", "randomized": "randomized training",
                   "iterative": "iterative"}
 #: How each training method is asked for on ``sw.train``'s command line.
-_TRAIN_FLAGS = {"dual-copy": "--qat", "randomized": "--method randomized",
+TRAIN_FLAGS = {"dual-copy": "--qat", "randomized": "--method randomized",
                 "iterative": "--method iterative"}
 
 
@@ -490,35 +492,33 @@ def _find_trained(spec, config, method=None):
     ``method`` is the training method asked for; ``None`` (``auto``) takes a seed's dual-copy
     model, or whatever trained a file that has fractions beside it.
     """
-    bits = f"W{config.weight_bits}A{config.act_bits}"
+    bits = f"W{config.weight_bits}A{config.act_bits}" + "".join(
+        f", {layer} W{weight}A{act}" for layer, weight, act in config.layer_bits)
     wanted = method or "dual-copy"
-    if spec in SEED_MODELS:
-        path = trained_model_path(spec, config.weight_bits, config.act_bits, wanted)
-        if not path.is_file() or not sidecar_path(path).is_file():
-            return None, (f"no {TRAINED_LABELS[wanted]} model of {spec} at {bits} ({path.name} "
-                          f"and its {sidecar_path(path).name}); train one with python -m "
-                          f"sw.train --model {spec} {_TRAIN_FLAGS[wanted]} --bits "
-                          f"{config.weight_bits} --act-bits {config.act_bits}")
-    else:
-        # A trained file itself, or a float one that sw.train fine-tuned: its trained model
-        # lies beside it, named as a seed's is in models/.
+    train = (f"train one with python -m sw.train --model {spec} {TRAIN_FLAGS[wanted]} --bits "
+             f"{config.weight_bits} --act-bits {config.act_bits}" + (
+                 " --layer-bits " + ",".join(f"{layer}={weight}/{act}" for layer, weight, act
+                                             in config.layer_bits)
+                 if config.layer_bits else ""))
+    name, directory = (spec, None) if spec in SEED_MODELS else (Path(spec).stem,
+                                                                 Path(spec).parent)
+    # A trained file itself, or the model sw.train fine-tuned from a seed or a float file:
+    # models/ for a seed, beside the float file for a file.
+    path = trained_model_path(name, config.weight_bits, config.act_bits, wanted, directory,
+                              config.layer_bits)
+    if spec not in SEED_MODELS and sidecar_path(spec).is_file():
         path = Path(spec)
-        sibling = trained_model_path(path.stem, config.weight_bits, config.act_bits, wanted,
-                                     path.parent)
-        if not sidecar_path(path).is_file() and sidecar_path(sibling).is_file():
-            path = sibling
-        elif not sidecar_path(path).is_file():
-            return None, (f"{spec} has no {TRAINED_LABELS[wanted]} fractions file "
-                          f"{sidecar_path(path).name} beside it, nor a trained {sibling.name}; "
-                          f"train one with python -m sw.train --model {spec} "
-                          f"{_TRAIN_FLAGS[wanted]} --bits {config.weight_bits} --act-bits "
-                          f"{config.act_bits}")
+    elif not sidecar_path(path).is_file() or not path.is_file():
+        return None, (f"no {TRAINED_LABELS[wanted]} model of {spec} at {bits} ({path.name} and "
+                      f"its {sidecar_path(path).name}); {train}")
     sidecar = load_fractions(sidecar_path(path))
     if method is not None and sidecar["method"] != method:
         return None, f"{path} was trained with --method {sidecar['method']}, not {method}"
-    if (sidecar["weight_bits"], sidecar["act_bits"]) != (config.weight_bits, config.act_bits):
-        return None, (f"{path} was trained at W{sidecar['weight_bits']}A{sidecar['act_bits']}, "
-                      f"not {bits}")
+    if (sidecar["weight_bits"], sidecar["act_bits"], sorted(sidecar["layer_bits"])) != (
+            config.weight_bits, config.act_bits, sorted(config.layer_bits)):
+        trained = f"W{sidecar['weight_bits']}A{sidecar['act_bits']}" + "".join(
+            f", {layer} W{weight}A{act}" for layer, weight, act in sidecar["layer_bits"])
+        return None, f"{path} was trained at {trained}, not {bits}"
     if config.preset or config.rounding != "nearest" or config.granularity != "channel" or \
             config.scales != "error":
         return None, ("trained models are quantized with nearest rounding, per-channel scales "
@@ -573,8 +573,8 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
         - ``dual-copy`` (``qat``), ``iterative``: the model trained so; none is a
           :class:`UserError` saying how to train one.
 
-        With ``config.layer_bits`` (mixed precision) only the post-training methods apply
-        (``auto`` is ``ptq``): the trained models have one width throughout.
+        With ``config.layer_bits`` (mixed precision) a trained model is one trained at those
+        widths (``sw.train --layer-bits``), named by them (:func:`trained_model_path`).
 
     Returns
     -------
@@ -586,11 +586,6 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
         The same label.
     """
     method = check_method(method)
-    if config.layer_bits:  # trained models have one width throughout
-        if method in ("dual-copy", "iterative"):
-            raise UserError(f"--layer-bits is post-training only: --method {method} needs a "
-                            f"model trained at one width")
-        method = "ptq" if method == "auto" else method
     if method == "randomized" and config.rounding not in ("nearest", "stochastic"):
         raise UserError(f"--method randomized rounds stochastically, not {config.rounding!r}")
     if method == "dynamic-fp":
@@ -600,8 +595,7 @@ def quantize_model(spec, config, calibration_pixels, method="auto"):
                                 "dynamic-fp" if method == "dynamic-fp" else "post-training")
         return qmodel, qmodel.config["method"]
     trained_config = replace(config, rounding="nearest") if method == "randomized" else config
-    path, found = (None, None) if config.layer_bits else _find_trained(
-        spec, trained_config, None if method == "auto" else method)
+    path, found = _find_trained(spec, trained_config, None if method == "auto" else method)
     if path is not None:
         qmodel = _quantize_trained(spec, path, found, trained_config, calibration_pixels)
     elif method in ("dual-copy", "iterative"):

@@ -29,7 +29,15 @@ from .qat import (
     train_qat,
     verify_export,
 )
-from .quantize import CALIBRATION_IMAGES, TRAINED_METHODS, check_bits, check_method
+from .quantize import (
+    CALIBRATION_IMAGES,
+    TRAINED_METHODS,
+    QuantConfig,
+    check_bits,
+    check_method,
+    layer_widths,
+    parse_layer_bits,
+)
 from .trained import trained_model_path
 
 __all__ = ["accuracy", "main", "train"]
@@ -114,21 +122,25 @@ def _quantized_main(args, method):
         raise UserError("--shares needs --method iterative")
     if args.recalibrate is not None and not 0 <= args.recalibrate < args.epochs:
         raise UserError(f"--recalibrate must be in 0..epochs-1, not {args.recalibrate}")
+    layer_bits = args.layer_bits or ()
     fnet = load_float_net(args.model)
+    # A layer name the network does not have fails before the training images load.
+    layer_widths(fnet, QuantConfig(weight_bits=weight_bits, act_bits=act_bits,
+                                   layer_bits=layer_bits))
     images, labels = load_train(args.data)
     if args.out is not None:
         out = Path(args.out)
-    elif args.model in SEED_MODELS:
-        out = trained_model_path(args.model, weight_bits, act_bits, method)
-    else:
+    else:  # in models/ for a seed, beside the float file for a file
         out = trained_model_path(fnet.name, weight_bits, act_bits, method,
-                                 Path(args.model).parent)
+                                 None if args.model in SEED_MODELS else Path(args.model).parent,
+                                 layer_bits)
     epochs = args.epochs
-    print(f"{_TRAINING_NAMES[method]} of {fnet.name} at W{weight_bits}A{act_bits} on "
-          f"{len(images)} images for {epochs} epochs", file=sys.stderr)
+    print(f"{_TRAINING_NAMES[method]} of {fnet.name} at W{weight_bits}A{act_bits}"
+          + "".join(f", {name} W{weight}A{act}" for name, weight, act in layer_bits)
+          + f" on {len(images)} images for {epochs} epochs", file=sys.stderr)
     options = {"epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                "seed": args.seed, "calibration": args.calibration,
-               "verbose": 1 if sys.stderr.isatty() else 2}
+               "verbose": 1 if sys.stderr.isatty() else 2, "layer_bits": layer_bits}
     training = {"method": method, "float_model": str(args.model), "images": len(images),
                 "epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                 "seed": args.seed, "calibration_images": args.calibration}
@@ -181,6 +193,9 @@ def main(argv=None):
                         help="--method: weight and activation bits, 1..8")
     parser.add_argument("--act-bits", default=None, help="--method: activation bits (default: "
                         "--bits)")
+    parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
+                        help="--method: per-layer widths over --bits/--act-bits, e.g. "
+                             "first=8,last=8 or conv2d=8/4 (weights/activations)")
     parser.add_argument("--lr", type=float, default=2e-3,
                         help="--method: initial learning rate (cosine decay; default 2e-3)")
     parser.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES,
@@ -203,9 +218,9 @@ def main(argv=None):
     if method is not None:
         _quantized_main(args, method)
         return
-    if args.bits is not None or args.act_bits is not None:
-        raise UserError("--bits and --act-bits need --qat or --method (float training has no "
-                        "bit width)")
+    if args.bits is not None or args.act_bits is not None or args.layer_bits:
+        raise UserError("--bits, --act-bits and --layer-bits need --qat or --method (float "
+                        "training has no bit width)")
     if args.model not in SEED_MODELS:
         raise UserError(f"unknown model {args.model!r}; seed models: {', '.join(SEED_MODELS)} "
                         f"(a .keras/.h5 file needs --qat or --method)")

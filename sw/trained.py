@@ -30,15 +30,20 @@ def qat_model_path(name, weight_bits, act_bits, directory=None):
     return trained_model_path(name, weight_bits, act_bits, "dual-copy", directory)
 
 
-def trained_model_path(name, weight_bits, act_bits, method, directory=None):
+def trained_model_path(name, weight_bits, act_bits, method, directory=None, layer_bits=()):
     """Where seed ``name`` trained with ``method`` at ``W``/``A`` bits lives (may not exist).
 
     ``models/{name}-w{W}a{A}.keras`` for ``dual-copy`` (QAT), else
-    ``models/{name}-w{W}a{A}-{method}.keras``; ``directory`` replaces ``models/``.
+    ``models/{name}-w{W}a{A}-{method}.keras``; ``directory`` replaces ``models/``. Per-layer
+    widths (``layer_bits``, mixed precision) add ``-{layer}={W}`` (or ``={W}a{A}`` where the
+    layer's activations are narrower or wider), sorted by layer: ``lenet5-w1a1-first=8-last=8``.
     """
     suffix = "" if method == "dual-copy" else f"-{method}"
+    widths = "".join(f"-{layer}={weight}" + ("" if act == weight else f"a{act}")
+                     for layer, weight, act in sorted(layer_bits))
     # models.MODELS_DIR is read at each call: tests point it elsewhere.
-    return Path(directory or models.MODELS_DIR) / f"{name}-w{weight_bits}a{act_bits}{suffix}.keras"
+    return Path(directory or models.MODELS_DIR) / \
+        f"{name}-w{weight_bits}a{act_bits}{widths}{suffix}.keras"
 
 
 def fractions_of(qmodel):
@@ -82,8 +87,11 @@ def load_fractions(path):
         method = data.get("method", "dual-copy")
         if method not in TRAINING_SCHEMES:
             raise ValueError(f"unknown training method {method!r}")
+        layer_bits = tuple((str(name), int(weight), int(act))
+                           for name, weight, act in data.get("layer_bits", []))
         return {"weight_bits": int(data["weight_bits"]), "act_bits": int(data["act_bits"]),
-                "layers": layers, "method": method, "training": dict(data.get("training", {}))}
+                "layer_bits": layer_bits, "layers": layers, "method": method,
+                "training": dict(data.get("training", {}))}
     except UserError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:

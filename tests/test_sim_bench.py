@@ -11,8 +11,9 @@ import sim.bench
 from sim.bench import HARDWARE_SOURCES, Store, ceiling, hardware_fingerprint, rtl_check
 from sw.paths import ROOT
 
-#: The bench's proofs beyond RTL (gate-level rows, formal runs, random models) left out.
-NO_PROOFS = ["--netlist", "", "--no-formal", "--random-models", "0"]
+#: The method comparison and the proofs beyond RTL (gate-level rows, formal runs, random
+#: models) left out.
+NO_PROOFS = ["--netlist", "", "--no-formal", "--random-models", "0", "--compare", ""]
 
 
 def _bench(*args):
@@ -116,8 +117,9 @@ def test_proofs_beyond_rtl_on_the_page(mnist_test, tmp_path):
     out = tmp_path / "results"
     done = _bench("--models", "mlp", "--bits", "2", "--boards", "ulx3s-85f", "--no-build",
                   "--rtl-images", "0", "--board-bench", "", "--netlist", "mlp:2:ulx3s-85f:4",
-                  "--no-formal", "--random-models", "1", "--jobs", "1", "--rtl-idle", "0",
-                  "--rtl-stall", "0", "--data", str(find_mnist()), "--out", str(out))
+                  "--no-formal", "--random-models", "1", "--compare", "", "--jobs", "1",
+                  "--rtl-idle", "0", "--rtl-stall", "0", "--data", str(find_mnist()),
+                  "--out", str(out))
     assert done.returncode == 0, done.stderr
     entries = json.loads((out / "results.json").read_text())["entries"]
     [netlist] = [value for key, value in entries.items() if key.startswith("netlist/")]

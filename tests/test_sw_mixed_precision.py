@@ -49,9 +49,55 @@ def test_unknown_layers_and_trained_methods_are_refused(mnist_test):
     with pytest.raises(UserError, match=r"has no weight layer 'dense_9'.*conv2d, dense"):
         quantize_model("tiny_cnn", QuantConfig(weight_bits=2, layer_bits=(("dense_9", 8, 8),)),
                        calibration)
-    with pytest.raises(UserError, match="post-training only"):
+    # A trained method needs a model trained at these widths, and says how to train one.
+    with pytest.raises(UserError, match=r"no QAT model of tiny_cnn at W2A2, first W8A8 "
+                                        r"\(tiny_cnn-w2a2-first=8.keras .*--qat --bits 2 "
+                                        r"--act-bits 2 --layer-bits first=8/8"):
         quantize_model("tiny_cnn", QuantConfig(weight_bits=2, layer_bits=(("first", 8, 8),)),
                        calibration, "dual-copy")
+
+
+def test_training_at_mixed_widths(mnist_train, mnist_test, tmp_path, capsys):
+    """``sw.train --qat --bits 1 --layer-bits first=8`` on a user's file: the trained network
+    is the integer model at those widths, found again by every command at the same widths
+    (and only at them)."""
+    import keras
+
+    from sw.qat import integer_layers
+    from sw.train import main as train_main
+
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255),
+                      keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                      keras.layers.MaxPooling2D(2, name="pool"),
+                      keras.layers.Flatten(name="flat"), keras.layers.Dense(10, name="out")],
+                     name="small").save(tmp_path / "small.keras")
+    train_main(["--model", str(tmp_path / "small.keras"), "--qat", "--bits", "1",
+                "--layer-bits", "first=8", "--epochs", "1", "--calibration", "64",
+                "--data", str(find_mnist())])
+    trained = tmp_path / "small-w1a1-first=8.keras"
+    assert str(trained) in capsys.readouterr().out
+    sidecar = json.loads(trained.with_name("small-w1a1-first=8.quant.json").read_text())
+    assert sidecar["layer_bits"] == [["first", 8, 8]] and sidecar["weight_bits"] == 1
+    images = mnist_train[0][:64]
+    config = QuantConfig(weight_bits=1, layer_bits=parse_layer_bits("first=8"))
+    qmodel, method = quantize_model(str(tmp_path / "small.keras"), config, images)
+    assert method == "QAT" and qmodel.config["qat_model"] == trained.name
+    conv, out = qmodel.weight_layers
+    assert (conv.weight_bits, conv.out_bits, out.weight_bits, out.in_bits) == (8, 8, 1, 8)
+    assert len(np.unique(conv.weight)) > 2 and set(np.unique(out.weight)) <= {-1, 1}
+    # The same file at one width throughout has no trained model: post-training.
+    assert quantize_model(str(tmp_path / "small.keras"), QuantConfig(weight_bits=1),
+                          images)[1] == "post-training"
+    # What sw.train verified on saving: the file's integers are the trained network's.
+    from sw.keras_import import extract, load_keras_model
+    from sw.qat import fake_quant_model
+
+    fnet = extract(load_keras_model(trained), name="small")
+    fractions = {name: entry for name, entry in sidecar["layers"].items()}
+    rebuilt = fake_quant_model(fnet, fractions, 1, 1, layer_bits=config.layer_bits)
+    for (q, b), layer in zip(integer_layers(rebuilt), qmodel.weight_layers, strict=True):
+        assert np.array_equal(q, layer.weight) and np.array_equal(b, layer.bias)
 
 
 def test_mixed_widths_are_more_accurate_and_bit_exact_in_rtl(mixed, mnist_test):

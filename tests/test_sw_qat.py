@@ -188,7 +188,7 @@ def test_shipped_qat_models_resolve(mnist_train):
     (["--model", "nothere.keras", "--qat", "--bits", "2"], "model file 'nothere.keras' not found"),
     (["--model", "vgg16", "--qat", "--bits", "2"], "unknown model 'vgg16'"),
     (["--model", "tiny_cnn", "--bits", "2", "--out", "x.keras"],
-     "--bits and --act-bits need --qat"),
+     "--bits, --act-bits and --layer-bits need --qat"),
     (["--model", "tiny_cnn", "--qat", "--bits", "2", "--out", "x.h5"], "must end in .keras"),
 ])
 def test_train_cli_errors(args, message, capsys):
