@@ -76,6 +76,8 @@ def weight_range(bits):
 class _WeightLayer:
     """Fields shared by :class:`Conv2D` and :class:`Dense` (see ``docs/numerics.md``)."""
 
+    #: Whether the layer has weights (and so a fold entry, a MAC array and an accumulator).
+    weighted = True
     name: str
     in_shape: tuple
     out_shape: tuple
@@ -125,6 +127,31 @@ class _WeightLayer:
         """The exact accumulator width of ``docs/numerics.md``: it never overflows."""
         return signed_bits(*self.acc_range)
 
+    def check_input(self, where, bits, signed, last):
+        """Raise a :class:`UserError` (``where`` names the layer) unless the layer takes
+        ``bits``-bit inputs (``signed`` or not) and holds weights, bias and shifts of its
+        widths; ``last`` for the model's output layer. Returns the output's ``(bits,
+        signed)``."""
+        if (self.in_bits, self.in_signed) != (bits, signed):
+            raise UserError(f"{where}: input is {self.in_bits} bits, expected {bits}")
+        if not 1 <= self.weight_bits <= 8:
+            raise UserError(f"{where}: weight bits {self.weight_bits} not in 1..8")
+        lo, hi = weight_range(self.weight_bits)
+        w = self.weight
+        if w.dtype.kind not in "iu" or w.min(initial=0) < lo or w.max(initial=0) > hi:
+            raise UserError(f"{where}: weights outside the {self.weight_bits}-bit range")
+        if self.weight_bits == 1 and np.any(w == 0):
+            raise UserError(f"{where}: 1-bit weights must be -1 or +1")
+        if self.bias.shape != (self.channels,) or self.bias.dtype.kind not in "iu":
+            raise UserError(f"{where}: bias must be {self.channels} integers")
+        if last != self.is_output:
+            raise UserError(f"{where}: only the last layer may (and must) lack a shift")
+        if last:
+            return self.acc_bits, True
+        if self.shift.shape != (self.channels,):
+            raise UserError(f"{where}: shift must have {self.channels} entries")
+        return self.out_bits, self.out_signed
+
     def _meta(self):
         return {
             "name": self.name,
@@ -156,6 +183,11 @@ class Conv2D(_WeightLayer):
     def kernel_size(self):
         return self.weight.shape[0]
 
+    @property
+    def positions(self):
+        """Output positions per image (``Ho * Wo``), each an output vector of all channels."""
+        return math.prod(self.out_shape[:-1])
+
     def meta(self):
         return {"kind": self.kind, **self._meta(), "kernel_size": self.kernel_size,
                 "stride": self.stride, "padding": self.padding}
@@ -166,6 +198,8 @@ class Dense(_WeightLayer):
     """A fully connected layer; ``weight`` is ``(inputs, outputs)``."""
 
     kind = "dense"
+    #: Output positions per image: the one output vector.
+    positions = 1
 
     def meta(self):
         return {"kind": self.kind, **self._meta()}
@@ -186,6 +220,7 @@ class Pool2D:
     average rounds half up (``docs/numerics.md``, Pooling).
     """
 
+    weighted = False
     name: str
     in_shape: tuple
     out_shape: tuple
@@ -219,6 +254,17 @@ class Pool2D:
             return (channels,) if len(self.out_shape) == 1 else (1, 1, channels)
         return (height // rows, width // cols, channels)
 
+    def check_input(self, where, bits, signed, last):
+        """Raise a :class:`UserError` (``where`` names the layer) unless the layer takes
+        ``bits``-bit inputs (``signed`` or not) and its shapes fit its window. Returns the
+        output's ``(bits, signed)``: the input's."""
+        if (self.bits, self.signed) != (bits, signed):
+            raise UserError(f"{where}: input is {self.bits} bits, expected {bits}")
+        if tuple(self.out_shape) != self.expected_out_shape():
+            raise UserError(f"{where}: {self.kind} cannot turn {tuple(self.in_shape)} "
+                            f"into {tuple(self.out_shape)}")
+        return bits, signed
+
     def meta(self):
         return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
                 "out_shape": list(self.out_shape), "size": self.size, "bits": self.bits,
@@ -230,9 +276,14 @@ class Flatten:
     """Reorders nothing: an ``(H, W, C)`` stream is already in Keras' flatten order."""
 
     kind = "flatten"
+    weighted = False
     name: str
     in_shape: tuple
     out_shape: tuple
+
+    def check_input(self, where, bits, signed, last):
+        """The output's ``(bits, signed)``: the input's (any input will do)."""
+        return bits, signed
 
     def meta(self):
         return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
@@ -255,7 +306,7 @@ class QModel:
 
     @property
     def weight_layers(self):
-        return [layer for layer in self.layers if isinstance(layer, _WeightLayer)]
+        return [layer for layer in self.layers if layer.weighted]
 
     @property
     def output_layer(self):
@@ -293,41 +344,15 @@ class QModel:
         """
         shape = tuple(self.input_shape)
         bits, signed = self.input_bits, False
-        if not self.layers or not isinstance(self.layers[-1], _WeightLayer):
+        if not self.layers or not self.layers[-1].weighted:
             raise UserError(f"model {self.name!r}: the last layer must be Conv2D or Dense")
         for index, layer in enumerate(self.layers):
             where = f"model {self.name!r} layer {index} ({layer.name})"
             if tuple(layer.in_shape) != shape:
                 raise UserError(f"{where}: input shape {tuple(layer.in_shape)} does not chain "
                                 f"with the previous output {shape}")
-            if isinstance(layer, _WeightLayer):
-                if (layer.in_bits, layer.in_signed) != (bits, signed):
-                    raise UserError(f"{where}: input is {layer.in_bits} bits, expected {bits}")
-                if not 1 <= layer.weight_bits <= 8:
-                    raise UserError(f"{where}: weight bits {layer.weight_bits} not in 1..8")
-                lo, hi = weight_range(layer.weight_bits)
-                w = layer.weight
-                if w.dtype.kind not in "iu" or w.min(initial=0) < lo or w.max(initial=0) > hi:
-                    raise UserError(f"{where}: weights outside the {layer.weight_bits}-bit range")
-                if layer.weight_bits == 1 and np.any(w == 0):
-                    raise UserError(f"{where}: 1-bit weights must be -1 or +1")
-                if layer.bias.shape != (layer.channels,) or layer.bias.dtype.kind not in "iu":
-                    raise UserError(f"{where}: bias must be {layer.channels} integers")
-                last = index == len(self.layers) - 1
-                if last != layer.is_output:
-                    raise UserError(f"{where}: only the last layer may (and must) lack a shift")
-                if not last:
-                    if layer.shift.shape != (layer.channels,):
-                        raise UserError(f"{where}: shift must have {layer.channels} entries")
-                    bits, signed = layer.out_bits, layer.out_signed
-                else:
-                    bits, signed = layer.acc_bits, True
-            elif isinstance(layer, Pool2D):
-                if (layer.bits, layer.signed) != (bits, signed):
-                    raise UserError(f"{where}: input is {layer.bits} bits, expected {bits}")
-                if tuple(layer.out_shape) != layer.expected_out_shape():
-                    raise UserError(f"{where}: {layer.kind} cannot turn {tuple(layer.in_shape)} "
-                                    f"into {tuple(layer.out_shape)}")
+            bits, signed = layer.check_input(where, bits, signed,
+                                             index == len(self.layers) - 1)
             shape = tuple(layer.out_shape)
         return self
 
@@ -345,7 +370,7 @@ def save_qmodel(qmodel, path):
     manifest = qmodel.manifest()
     arrays = {"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
     for index, layer in enumerate(qmodel.layers):
-        if isinstance(layer, _WeightLayer):
+        if layer.weighted:
             arrays[f"layer{index}.weight"] = layer.weight.astype(np.int8)
             arrays[f"layer{index}.bias"] = layer.bias.astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
