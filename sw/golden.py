@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-from .qmodel import Conv2D, Flatten, Pool2D, conv_output_size, value_range
+from .qmodel import Conv2D, Dense, Flatten, Pool2D, conv_output_size, value_range
 
 __all__ = [
     "argmax",
@@ -162,7 +162,37 @@ def _value_range(x):
     return int(x.min()), int(x.max())
 
 
-class _WeightStep:
+class _Step:
+    """A layer prepared for the golden model; one subclass per layer kind (:data:`_STEPS`).
+
+    Parameters
+    ----------
+    layer : Conv2D, Dense, Pool2D or Flatten
+    xlo, xhi : int
+        The range of the inputs the step will see.
+    """
+
+    #: The range of the outputs where the step narrows its input's (a requantization's
+    #: clamp), and so the range the next layer sees; ``None`` keeps the input's.
+    out_range = None
+    #: Whether the step gives the same result before a requantization as after it (it is
+    #: monotone in each channel): :meth:`_Plan.forward` then runs it on the accumulators.
+    before_requantize = False
+
+    def __init__(self, layer, xlo, xhi):
+        self.layer = layer
+
+    def forward(self, x):
+        """The layer's output for a batch ``x`` of integers held in any dtype."""
+        raise NotImplementedError
+
+    def precedes(self, following):
+        """Whether ``following`` may run on this step's accumulators, before its
+        requantization (see :meth:`_Plan.forward`)."""
+        return False
+
+
+class _WeightStep(_Step):
     """A Conv2D or Dense layer prepared for inputs in ``[xlo, xhi]``.
 
     The products run in the exact dtype the bound allows, into work buffers kept for the next
@@ -181,8 +211,7 @@ class _WeightStep:
     """
 
     def __init__(self, layer, xlo, xhi, requantize=True):
-        self.layer = layer
-        self.conv = isinstance(layer, Conv2D)
+        super().__init__(layer, xlo, xhi)
         self.requant = requantize and not layer.is_output
         matrix = np.asarray(layer.matrix)
         bias = [int(b) for b in np.asarray(layer.bias).reshape(-1)]
@@ -216,30 +245,7 @@ class _WeightStep:
 
         Returns a view of a work buffer, valid until the next call.
         """
-        n = len(x)
-        if not self.conv:
-            rows = x.reshape(n, -1)
-            if rows.dtype != self.dtype:
-                rows = self._buffer("rows", rows.shape)
-                np.copyto(rows, x.reshape(n, -1), casting="unsafe")
-            out = self._buffer("acc", (n, self.matrix.shape[1]))
-            return np.matmul(rows, self.matrix, out=out)
-        layer = self.layer
-        kernel, stride = layer.kernel_size, layer.stride
-        (top, bottom), (left, right) = _padding(x.shape, kernel, stride, layer.padding)
-        padded = x
-        if top or bottom or left or right:
-            h, w = x.shape[1:3]
-            # The border is zeroed once; later batches only overwrite the interior.
-            padded = self._buffer("pad", (n, h + top + bottom, w + left + right, x.shape[3]),
-                                  fill=0)
-            padded[:, top:top + h, left:left + w] = x
-        ho, wo = _windows_shape(padded.shape, kernel, stride)
-        rows = self._buffer("rows", (n, ho, wo, kernel, kernel, x.shape[3]))
-        _windows_into(padded, kernel, stride, rows)
-        out = self._buffer("acc", (n * ho * wo, self.matrix.shape[1]))
-        np.matmul(rows.reshape(n * ho * wo, -1), self.matrix, out=out)
-        return out.reshape(n, ho, wo, -1)
+        raise NotImplementedError
 
     def finish(self, acc):
         """The layer's output from :meth:`accumulate`'s (possibly max-pooled) ``acc``.
@@ -258,6 +264,72 @@ class _WeightStep:
         np.maximum(acc, self.out_range[0], out=acc)
         return np.minimum(acc, self.out_range[1], out=acc)
 
+    def forward(self, x):
+        return self.finish(self.accumulate(x))
+
+    def precedes(self, following):
+        # In float a hidden layer's requantization is a floor and a clamp, done by finish().
+        return self.requant and self.dtype.kind == "f" and following.before_requantize
+
+
+class _DenseStep(_WeightStep):
+    """A :class:`~sw.qmodel.Dense` layer (see :class:`_WeightStep`)."""
+
+    def accumulate(self, x):
+        n = len(x)
+        rows = x.reshape(n, -1)
+        if rows.dtype != self.dtype:
+            rows = self._buffer("rows", rows.shape)
+            np.copyto(rows, x.reshape(n, -1), casting="unsafe")
+        out = self._buffer("acc", (n, self.matrix.shape[1]))
+        return np.matmul(rows, self.matrix, out=out)
+
+
+class _ConvStep(_WeightStep):
+    """A :class:`~sw.qmodel.Conv2D` layer (see :class:`_WeightStep`)."""
+
+    def accumulate(self, x):
+        n = len(x)
+        layer = self.layer
+        kernel, stride = layer.kernel_size, layer.stride
+        (top, bottom), (left, right) = _padding(x.shape, kernel, stride, layer.padding)
+        padded = x
+        if top or bottom or left or right:
+            h, w = x.shape[1:3]
+            # The border is zeroed once; later batches only overwrite the interior.
+            padded = self._buffer("pad", (n, h + top + bottom, w + left + right, x.shape[3]),
+                                  fill=0)
+            padded[:, top:top + h, left:left + w] = x
+        ho, wo = _windows_shape(padded.shape, kernel, stride)
+        rows = self._buffer("rows", (n, ho, wo, kernel, kernel, x.shape[3]))
+        _windows_into(padded, kernel, stride, rows)
+        out = self._buffer("acc", (n * ho * wo, self.matrix.shape[1]))
+        np.matmul(rows.reshape(n * ho * wo, -1), self.matrix, out=out)
+        return out.reshape(n, ho, wo, -1)
+
+
+class _PoolStep(_Step):
+    """A :class:`~sw.qmodel.Pool2D` layer: it keeps its input's range."""
+
+    def __init__(self, layer, xlo, xhi):
+        super().__init__(layer, xlo, xhi)
+        # The maximum commutes with requantization, monotone in each channel.
+        self.before_requantize = layer.op == "max"
+
+    def forward(self, x):
+        return _pool(x, self.layer)
+
+
+class _FlattenStep(_Step):
+    """A :class:`~sw.qmodel.Flatten` layer: the values in the same order, one axis."""
+
+    def forward(self, x):
+        return x.reshape(len(x), -1)
+
+
+#: The golden model's step for each layer kind of :mod:`sw.qmodel`.
+_STEPS = {Conv2D: _ConvStep, Dense: _DenseStep, Pool2D: _PoolStep, Flatten: _FlattenStep}
+
 
 def _integer_input(x):
     """``x`` as an integer array: integer dtypes as they are, anything else as ``int64``."""
@@ -270,14 +342,14 @@ def _integer_input(x):
 def conv2d(x, layer):
     """Accumulators of a :class:`~sw.qmodel.Conv2D` layer: ``(N, Ho, Wo, Cout)``, bias added."""
     x = _integer_input(x)
-    step = _WeightStep(layer, *_value_range(x), requantize=False)
+    step = _ConvStep(layer, *_value_range(x), requantize=False)
     return step.finish(step.accumulate(x)).astype(np.int64)
 
 
 def dense(x, layer):
     """Accumulators of a :class:`~sw.qmodel.Dense` layer: ``(N, outputs)``, bias added."""
     x = _integer_input(x)
-    step = _WeightStep(layer, *_value_range(x), requantize=False)
+    step = _DenseStep(layer, *_value_range(x), requantize=False)
     return step.finish(step.accumulate(x.reshape(len(x), -1))).astype(np.int64)
 
 
@@ -382,15 +454,12 @@ class _Plan:
     """
 
     def __init__(self, qmodel, xlo, xhi):
-        self.layers = qmodel.layers
         self.steps = []
         lo, hi = xlo, xhi
-        for layer in self.layers:
-            step = None
-            if not isinstance(layer, Pool2D | Flatten):
-                step = _WeightStep(layer, lo, hi)
-                if step.requant:
-                    lo, hi = step.out_range
+        for layer in qmodel.layers:
+            step = _STEPS[type(layer)](layer, lo, hi)
+            if step.out_range is not None:
+                lo, hi = step.out_range
             self.steps.append(step)
 
     def forward(self, x, keep):
@@ -403,21 +472,14 @@ class _Plan:
         """
         outputs = []
         index = 0
-        while index < len(self.layers):
-            layer, step = self.layers[index], self.steps[index]
-            if isinstance(layer, Flatten):
-                x = x.reshape(len(x), -1)
-            elif isinstance(layer, Pool2D):
-                x = _pool(x, layer)
+        while index < len(self.steps):
+            step = self.steps[index]
+            following = self.steps[index + 1] if index + 1 < len(self.steps) else None
+            if not keep and following is not None and step.precedes(following):
+                x = step.finish(following.forward(step.accumulate(x)))
+                index += 1
             else:
-                acc = step.accumulate(x)
-                following = self.layers[index + 1] if index + 1 < len(self.layers) else None
-                if (not keep and step.requant and step.dtype.kind == "f"
-                        and isinstance(following, Pool2D) and following.op == "max"):
-                    x = step.finish(_pool(acc, following))
-                    index += 1
-                else:
-                    x = step.finish(acc)
+                x = step.forward(x)
             if keep:
                 outputs.append(x)
             index += 1
