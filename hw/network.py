@@ -10,6 +10,10 @@ image stream (FINN's dataflow style)::
 The :class:`Fold` (PE output lanes x SIMD input lanes and a multiplier kind per weight layer,
 and the image bytes taken per clock) sets each stage's cycles per image; :func:`schedule`
 predicts them and the slowest stage sets the image interval.
+
+What each layer kind of :mod:`sw.qmodel` becomes is its class in :data:`HARDWARE` (the one
+place a new kind is added): its stages, their schedule, the stream it passes on, and what a
+fold of it must satisfy.
 """
 
 import math
@@ -21,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.errors import UserError
-from sw.qmodel import Conv2D, Dense, Pool2D
+from sw.qmodel import Conv2D, Dense, Flatten, Pool2D
 
 from .argmax import Argmax
 from .fifo import StreamFIFO
@@ -33,9 +37,10 @@ from .streams import lanes_signature
 from .width import WidthConverter
 from .window import WindowGenerator
 
-__all__ = ["Accelerator", "Fold", "LayerFold", "Stage", "check_fold", "conv_window",
-           "element_shape", "fold_from_json", "input_lanes", "layer_stages", "schedule",
-           "simd_unit"]
+__all__ = ["HARDWARE", "Accelerator", "ConvHardware", "DenseHardware", "FlattenHardware", "Fold",
+           "LayerFold", "LayerHardware", "PoolHardware", "Stage", "WeightHardware", "check_fold",
+           "conv_window", "element_shape", "fold_from_json", "hardware", "input_lanes",
+           "layer_stages", "schedule", "simd_unit"]
 
 
 def element_shape(bits, is_signed):
@@ -45,10 +50,8 @@ def element_shape(bits, is_signed):
 
 def simd_unit(layer):
     """What SIMD must divide: a conv's whole window, ``K * K * Cin``, or a dense layer's input
-    vector."""
-    if isinstance(layer, Conv2D):
-        return layer.kernel_size ** 2 * layer.in_shape[-1]
-    return layer.fan_in
+    vector (:attr:`WeightHardware.simd_unit`)."""
+    return hardware(layer).simd_unit
 
 
 def _whole_pixels(in_shape, lanes):
@@ -75,12 +78,9 @@ def _window_pixels(layer, simd, upstream=1):
 def input_lanes(layer, simd, upstream=1):
     """Lanes of the stream a weight layer takes in from a stream of ``upstream`` lanes: a
     conv's window generator reads several pixels, ``gcd(simd, Cin)`` channels or a whole
-    pixel a word (see :func:`conv_window`) and gathers SIMD from several pixels itself."""
-    if not isinstance(layer, Conv2D):
-        return simd
-    channels = layer.in_shape[-1]
-    pixels = _window_pixels(layer, simd, upstream)
-    return math.gcd(simd, channels) if pixels is None else pixels * channels
+    pixel a word (see :func:`conv_window`) and gathers SIMD from several pixels itself
+    (:meth:`WeightHardware.input_lanes`)."""
+    return hardware(layer).input_lanes(simd, upstream)
 
 
 def conv_window(layer, simd, shape, upstream=1, pe=None):
@@ -139,19 +139,14 @@ def fold_from_json(raw):
 
 def _check_pixels(qmodel, pixels):
     """``pixels`` (input elements per transfer), checked against the first layer's needs."""
-    # The first layer that computes (a Flatten changes nothing in the stream).
-    first = next(layer for layer in qmodel.layers if isinstance(layer, Conv2D | Dense | Pool2D))
-    elements = math.prod(qmodel.input_shape)
-    channels = qmodel.input_shape[-1]
     if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1:
         raise UserError(f"fold: pixels must be a positive integer, not {pixels!r}")
-    if isinstance(first, Conv2D):
-        ok = pixels == 1 or _whole_pixels(qmodel.input_shape, pixels) is not None
-        need = f"1, or a multiple of its {channels} channels whose pixels divide its width"
-    elif isinstance(first, Dense):
-        ok, need = elements % pixels == 0, f"a divisor of its {elements} inputs"
-    else:
-        ok, need = channels % pixels == 0, f"a divisor of its {channels} channels"
+    # The first layer that computes decides (a Flatten changes nothing in the stream).
+    for first in qmodel.layers:
+        verdict = hardware(first).first_layer_pixels(qmodel.input_shape, pixels)
+        if verdict is not None:
+            break
+    ok, need = verdict
     if not ok:
         raise UserError(f"fold: {pixels} pixels per transfer do not suit the first layer "
                         f"{first.name!r}: use {need}")
@@ -196,13 +191,14 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
         except (TypeError, ValueError) as error:
             raise UserError(f"layer {layer.name!r}: expected [pe, simd, multiplier, "
                             f"hard_lanes], not {fold.get(layer.name)!r} ({error})") from None
-        unit = simd_unit(layer)
+        kind = hardware(layer)
+        unit = kind.simd_unit
         if pe < 1 or layer.channels % pe:
             raise UserError(f"layer {layer.name!r}: PE {pe} must divide its {layer.channels} "
                             f"output channels")
         if simd < 1 or unit % simd:
-            what = "window inputs (K x K x Cin)" if isinstance(layer, Conv2D) else "inputs"
-            raise UserError(f"layer {layer.name!r}: SIMD {simd} must divide its {unit} {what}")
+            raise UserError(f"layer {layer.name!r}: SIMD {simd} must divide its {unit} "
+                            f"{kind.simd_what}")
         if multiplier not in KINDS:
             raise UserError(f"layer {layer.name!r}: multiplier {multiplier!r} is not one of "
                             f"{', '.join(KINDS)}")
@@ -231,6 +227,198 @@ class Stage:
     macs: int = 0
 
 
+class LayerHardware:
+    """What a layer of :mod:`sw.qmodel` becomes in the core: its stages, their schedule and
+    the stream it passes on. This base is a layer with no hardware of its own, which passes
+    its input stream on as it is.
+
+    Parameters
+    ----------
+    layer : a layer of :mod:`sw.qmodel`
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def first_layer_pixels(self, input_shape, pixels):
+        """``(ok, need)``: whether the layer, first in the core, takes ``pixels`` elements of
+        the ``input_shape`` image a transfer, and what it would take; ``None`` where it passes
+        the stream on as it is (the next layer decides)."""
+        return None
+
+    def schedule(self, fold, lanes):
+        """The layer's :class:`Stage` list, fed ``lanes`` elements a transfer."""
+        return []
+
+    def output_format(self, fold, shape, lanes):
+        """The element shape and lanes of the stream the layer passes on, fed ``lanes``
+        elements of ``shape`` a transfer."""
+        return shape, lanes
+
+    def stages(self, name, fold, shape, lanes, dsp_width):
+        """The named components computing the layer, in stream order (see
+        :func:`layer_stages`), fed ``lanes`` elements of ``shape`` a transfer."""
+        return []
+
+
+class FlattenHardware(LayerHardware):
+    """A :class:`~sw.qmodel.Flatten`: nothing, the stream's HWC order already is Keras'
+    flatten order."""
+
+
+class WeightHardware(LayerHardware):
+    """A weight layer: [width converter] -> [its input buffer] -> MAC array -> [requantizer];
+    a subclass per kind gives the input buffer and the lanes it takes."""
+
+    #: What :attr:`simd_unit` counts, in :func:`check_fold`'s error.
+    simd_what = "inputs"
+
+    @property
+    def simd_unit(self):
+        """What SIMD must divide: the input vector."""
+        return self.layer.fan_in
+
+    def input_lanes(self, simd, upstream=1):
+        """Lanes of the stream the layer takes in from a stream of ``upstream`` lanes."""
+        return simd
+
+    def buffer(self, name, shape, simd, needed, pe):
+        """The named components between the width converter and the MAC array, fed
+        ``needed`` elements of ``shape`` a transfer."""
+        return []
+
+    def buffer_schedule(self, simd, needed, pe):
+        """The :class:`Stage` list of :meth:`buffer`'s components that may set the interval."""
+        return []
+
+    def schedule(self, fold, lanes):
+        layer = self.layer
+        pe, simd = fold[layer.name][:2]
+        elements, needed = math.prod(layer.in_shape), self.input_lanes(simd, lanes)
+        stages = []
+        if lanes != needed:
+            stages.append(Stage(f"{layer.name}.width", "width", elements // min(lanes, needed)))
+        stages += self.buffer_schedule(simd, needed, pe)
+        cycles = layer.positions * (layer.channels // pe) * (layer.fan_in // simd)
+        return [*stages, Stage(layer.name, layer.kind, cycles, pe, simd, layer.macs)]
+
+    def output_format(self, fold, shape, lanes):
+        layer = self.layer
+        if not layer.is_output:
+            shape = element_shape(layer.out_bits, layer.out_signed)
+        return shape, fold[layer.name].pe
+
+    def stages(self, name, fold, shape, lanes, dsp_width):
+        layer = self.layer
+        pe, simd, multiplier, hard_lanes = fold[layer.name]
+        needed = self.input_lanes(simd, lanes)
+        stages = []
+        if lanes != needed:
+            stages.append((f"{name}_width", WidthConverter(
+                shape=shape, in_lanes=lanes, out_lanes=needed)))
+        stages += self.buffer(name, shape, simd, needed, pe)
+        stages.append((f"{name}_mac", MACArray(
+            layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
+            acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+            dsp_width=dsp_width, hard_lanes=hard_lanes)))
+        if not layer.is_output:
+            stages.append((f"{name}_requantize", Requantize(
+                layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
+                out_signed=layer.out_signed)))
+        return stages
+
+
+class ConvHardware(WeightHardware):
+    """A :class:`~sw.qmodel.Conv2D`: a window generator feeds its MAC array."""
+
+    simd_what = "window inputs (K x K x Cin)"
+
+    @property
+    def simd_unit(self):
+        """What SIMD must divide: the whole window, ``K * K * Cin``."""
+        return self.layer.kernel_size ** 2 * self.layer.in_shape[-1]
+
+    def input_lanes(self, simd, upstream=1):
+        """The window generator reads several pixels, ``gcd(simd, Cin)`` channels or a whole
+        pixel a word (see :func:`conv_window`) and gathers SIMD from several pixels itself."""
+        channels = self.layer.in_shape[-1]
+        pixels = _window_pixels(self.layer, simd, upstream)
+        return math.gcd(simd, channels) if pixels is None else pixels * channels
+
+    def first_layer_pixels(self, input_shape, pixels):
+        channels = input_shape[-1]
+        return (pixels == 1 or _whole_pixels(input_shape, pixels) is not None,
+                f"1, or a multiple of its {channels} channels whose pixels divide its width")
+
+    def buffer(self, name, shape, simd, needed, pe):
+        return [(f"{name}_window", conv_window(self.layer, simd, shape, needed, pe))]
+
+    def buffer_schedule(self, simd, needed, pe):
+        # The window generator's own interval: its input, its output, and on its
+        # window-register path the wait of each window row for its first columns.
+        window = conv_window(self.layer, simd, unsigned(1), needed, pe)
+        window._MustUse__silence = True  # built only to ask its schedule
+        return [Stage(f"{self.layer.name}.window", "window", window.cycles_per_image,
+                      simd=simd)]
+
+
+class DenseHardware(WeightHardware):
+    """A :class:`~sw.qmodel.Dense`: its MAC array takes the input vector, through a buffer
+    where it makes several passes over its outputs."""
+
+    def first_layer_pixels(self, input_shape, pixels):
+        elements = math.prod(input_shape)
+        return elements % pixels == 0, f"a divisor of its {elements} inputs"
+
+    def buffer(self, name, shape, simd, needed, pe):
+        layer = self.layer
+        if layer.channels // pe == 1:
+            return []
+        # The MAC array takes input only during its first pass over the outputs;
+        # a vector's worth of buffer keeps the upstream layers busy meanwhile.
+        return [(f"{name}_buffer", StreamFIFO(
+            shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1))]
+
+
+class PoolHardware(LayerHardware):
+    """A :class:`~sw.qmodel.Pool2D`: a :class:`~hw.pool.Pool`, and a row's buffer after it
+    unless it pools globally."""
+
+    def first_layer_pixels(self, input_shape, pixels):
+        channels = input_shape[-1]
+        return channels % pixels == 0, f"a divisor of its {channels} channels"
+
+    def schedule(self, fold, lanes):
+        layer = self.layer
+        # One input transfer per cycle, global pooling included.
+        return [Stage(layer.name, layer.kind, math.prod(layer.in_shape) // lanes, lanes, lanes)]
+
+    def stages(self, name, fold, shape, lanes, dsp_width):
+        layer, stages = self.layer, []
+        height, width, channels = layer.in_shape
+        stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
+                                            size=layer.window, shape=shape, lanes=lanes,
+                                            op=layer.op)))
+        if len(layer.out_shape) == 3 and layer.out_shape[0] > 1:  # not global pooling
+            out_width = layer.out_shape[1]
+            # A pool sends a row of results in the time of one of its ``window`` input rows
+            # and nothing in the others: a row's worth of buffer lets a consumer that keeps
+            # up on average (a width converter into a dense layer) take them at its pace.
+            stages.append((f"{name}_buffer", StreamFIFO(
+                shape=data.ArrayLayout(shape, lanes), depth=out_width * channels // lanes + 1)))
+        return stages
+
+
+#: The hardware of each layer kind of :mod:`sw.qmodel`.
+HARDWARE = {Conv2D: ConvHardware, Dense: DenseHardware, Pool2D: PoolHardware,
+            Flatten: FlattenHardware}
+
+
+def hardware(layer):
+    """The :class:`LayerHardware` of ``layer`` (its kind's, from :data:`HARDWARE`)."""
+    return HARDWARE[type(layer)](layer)
+
+
 def schedule(qmodel, fold):
     """Predict the stages' cycles per image for ``fold``; the maximum is the image interval.
 
@@ -241,28 +429,9 @@ def schedule(qmodel, fold):
     fold = check_fold(qmodel, fold)
     lanes = fold.pixels
     stages = [Stage("input", "input", math.prod(qmodel.input_shape) // lanes, lanes, lanes)]
-    for layer in qmodel.layers:
-        if isinstance(layer, Conv2D | Dense):
-            pe, simd = fold[layer.name][:2]
-            elements, needed = math.prod(layer.in_shape), input_lanes(layer, simd, lanes)
-            if lanes != needed:
-                stages.append(Stage(f"{layer.name}.width", "width",
-                                    elements // min(lanes, needed)))
-            if isinstance(layer, Conv2D):
-                # The window generator's own interval: its input, its output, and on its
-                # window-register path the wait of each window row for its first columns.
-                window = conv_window(layer, simd, unsigned(1), needed, pe)
-                window._MustUse__silence = True  # built only to ask its schedule
-                stages.append(Stage(f"{layer.name}.window", "window", window.cycles_per_image,
-                                    simd=simd))
-            positions = math.prod(layer.out_shape[:-1]) if isinstance(layer, Conv2D) else 1
-            cycles = positions * (layer.channels // pe) * (layer.fan_in // simd)
-            stages.append(Stage(layer.name, layer.kind, cycles, pe, simd, layer.macs))
-            lanes = pe
-        elif isinstance(layer, Pool2D):
-            # One input transfer per cycle, global pooling included.
-            stages.append(Stage(layer.name, layer.kind, math.prod(layer.in_shape) // lanes,
-                                lanes, lanes))
+    for layer, (_, lanes) in zip(qmodel.layers, _input_formats(qmodel, fold), strict=True):
+        stages += hardware(layer).schedule(fold, lanes)
+    lanes = fold[qmodel.output_layer.name].pe
     stages.append(Stage("argmax", "argmax", qmodel.classes // lanes, lanes, lanes))
     return stages
 
@@ -272,10 +441,7 @@ def _input_formats(qmodel, fold):
     shape, lanes, formats = unsigned(qmodel.input_bits), fold.pixels, []
     for layer in qmodel.layers:
         formats.append((shape, lanes))
-        if isinstance(layer, Conv2D | Dense):
-            if not layer.is_output:
-                shape = element_shape(layer.out_bits, layer.out_signed)
-            lanes = fold[layer.name].pe
+        shape, lanes = hardware(layer).output_format(fold, shape, lanes)
     return formats
 
 
@@ -302,41 +468,7 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
     fold = check_fold(qmodel, fold, dsp_width)
     layer = qmodel.layers[index]
     shape, lanes = _input_formats(qmodel, fold)[index]
-    name, stages = f"l{index}_{layer.name}", []
-    if isinstance(layer, Conv2D | Dense):
-        pe, simd, multiplier, hard_lanes = fold[layer.name]
-        needed = input_lanes(layer, simd, lanes)
-        if lanes != needed:
-            stages.append((f"{name}_width", WidthConverter(
-                shape=shape, in_lanes=lanes, out_lanes=needed)))
-        if isinstance(layer, Dense) and layer.channels // pe > 1:
-            # The MAC array takes input only during its first pass over the outputs;
-            # a vector's worth of buffer keeps the upstream layers busy meanwhile.
-            stages.append((f"{name}_buffer", StreamFIFO(
-                shape=data.ArrayLayout(shape, simd), depth=layer.fan_in // simd + 1)))
-        if isinstance(layer, Conv2D):
-            stages.append((f"{name}_window", conv_window(layer, simd, shape, needed, pe)))
-        stages.append((f"{name}_mac", MACArray(
-            layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
-            acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
-            dsp_width=dsp_width, hard_lanes=hard_lanes)))
-        if not layer.is_output:
-            stages.append((f"{name}_requantize", Requantize(
-                layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
-                out_signed=layer.out_signed)))
-    elif isinstance(layer, Pool2D):
-        height, width, channels = layer.in_shape
-        stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
-                                            size=layer.window, shape=shape, lanes=lanes,
-                                            op=layer.op)))
-        if len(layer.out_shape) == 3 and layer.out_shape[0] > 1:  # not global pooling
-            out_width = layer.out_shape[1]
-            # A pool sends a row of results in the time of one of its ``window`` input rows
-            # and nothing in the others: a row's worth of buffer lets a consumer that keeps
-            # up on average (a width converter into a dense layer) take them at its pace.
-            stages.append((f"{name}_buffer", StreamFIFO(
-                shape=data.ArrayLayout(shape, lanes), depth=out_width * channels // lanes + 1)))
-    return stages
+    return hardware(layer).stages(f"l{index}_{layer.name}", fold, shape, lanes, dsp_width)
 
 
 class Accelerator(wiring.Component):
