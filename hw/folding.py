@@ -1,9 +1,11 @@
 """Choosing PE x SIMD per layer: a resource model and the automatic folding search.
 
 The model estimates what a folding costs on a device (LUTs, flip-flops, block RAMs, DSPs)
-from the same quantities the generator instantiates; ``python -m hw.build`` checks it against
-nextpnr's report. :func:`auto_fold` then picks, for the fewest cycles per image that fit, the
-smallest folding of every layer that meets that interval, so no layer idles for long.
+from the same quantities the generator instantiates (a weight layer's MAC array from its
+fold, the other components from those :mod:`hw.network` builds for each layer kind);
+``python -m hw.build`` checks it against nextpnr's report. :func:`auto_fold` then picks, for
+the fewest cycles per image that fit, the smallest folding of every layer that meets that
+interval, so no layer idles for long.
 """
 
 import json
@@ -11,26 +13,28 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Shape, unsigned
 
 from sw.errors import UserError
-from sw.qmodel import Conv2D, Pool2D
 
+from .fifo import StreamFIFO
 from .mac_array import adder_tree_depth, array_latency, output_fifo_depth
 from .multiplier import DSP_WIDTHS, packing_shift, product_bits
 from .network import (
     Fold,
     LayerFold,
     check_fold,
-    conv_window,
     element_shape,
     fold_from_json,
+    hardware,
     input_lanes,
     layer_stages,
     schedule,
     simd_unit,
 )
+from .pool import Pool
 from .weight_rom import BLOCK_MIN_DEPTH
+from .window import WindowGenerator
 
 __all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
            "auto_fold", "device_lanes", "estimate", "kinds", "lane_luts", "lanes_by_kind",
@@ -241,14 +245,51 @@ def _width_cost(elements, bits):
     return Resources(3 * elements * bits + 100, elements * bits + 10, 0, 0)
 
 
-def _window_cost(window, abits, device):
+def _window_cost(window, device):
     """A :class:`~hw.window.WindowGenerator`: its line buffer banks and registers."""
+    abits = window.shape.width
     brams = window.banks * _bram_blocks(window.buffer_depth, window.in_lanes * abits, device)
     if window.path == "window-register":
         mux = window.simd * abits * (window.window_words - 1)
         luts = _WINDOW_LUTS[device.family] + _WINDOW_LUTS_PER_BIT * (window.register_bits + mux)
         return Resources(int(luts), window.register_bits + 100, brams, 0)
     return Resources(300 + 10 * window.simd * abits, 200 + 2 * window.simd * abits, brams, 0)
+
+
+def _fifo_cost(fifo, device):
+    """A :class:`~hw.fifo.StreamFIFO` (LUT RAM on ECP5, block RAM on the iCE40)."""
+    depth, width = fifo.depth, Shape.cast(fifo.shape).width
+    return Resources(50 + depth * width // 8 if device.family == "ecp5" else 90, 30,
+                     _bram_blocks(depth, width, device), 0)
+
+
+def _pool_cost(pool, device):
+    """A :class:`~hw.pool.Pool`: its row buffer, its lanes' compare or add, and an average's
+    division."""
+    bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
+    brams = _bram_blocks(pool.width * pool.channels, bits, device)
+    luts, ffs = pool.lanes * bits * 5 + 100, pool.lanes * bits * 2 + 50
+    if pool.division:
+        # Per lane: the sum register, and the constant division's shift-and-add
+        # adders (as wide as the sum times the multiplier).
+        width = bits + pool.division[0].bit_length()
+        luts += pool.lanes * pool.division_terms * width
+        ffs += pool.lanes * (bits + pool.shape.width)
+    return Resources(int(luts), int(ffs), brams, 0)
+
+
+#: The resource model of each component a layer's stages hold besides the MAC array, its
+#: width converter and its requantizer (which :func:`_frame_cost` models from the fold).
+_BLOCK_COSTS = {WindowGenerator: _window_cost, StreamFIFO: _fifo_cost, Pool: _pool_cost}
+
+
+def _blocks_cost(blocks, device):
+    """Resources of the named components ``blocks``, built only to be priced."""
+    total = _NOTHING
+    for _, block in blocks:
+        block._MustUse__silence = True  # built only to ask its geometry
+        total += _BLOCK_COSTS[type(block)](block, device)
+    return total
 
 
 def _frame_cost(layer, entry, device, upstream=1):
@@ -262,14 +303,8 @@ def _frame_cost(layer, entry, device, upstream=1):
     total = _NOTHING
     if needed != upstream:
         total += _width_cost(upstream + needed - math.gcd(upstream, needed), abits)
-    if isinstance(layer, Conv2D):
-        window = conv_window(layer, simd, unsigned(abits), needed, pe)
-        window._MustUse__silence = True  # built only to ask its buffer geometry
-        total += _window_cost(window, abits, device)
-    elif nf > 1:  # StreamFIFO of a vector (LUT RAM on ECP5, block RAM on the iCE40)
-        depth, width = sf + 1, simd * abits
-        total += Resources(50 + depth * width // 8 if device.family == "ecp5" else 90, 30,
-                           _bram_blocks(depth, width, device), 0)
+    # The layer kind's input buffer: a conv's window generator, a dense layer's vector FIFO.
+    total += _blocks_cost(hardware(layer).buffer("", unsigned(abits), simd, needed, pe), device)
     # Per PE: the accumulator's adder, the result's and the bias's registers, two output
     # FIFO entries, the requantizer's rounding adder and clamp; control along the stages.
     depth = adder_tree_depth(simd) + pe + 2
@@ -294,28 +329,6 @@ def _weight_layer_cost(layer, entry, device, upstream=1):
             + _lanes_cost(layer, entry, device))
 
 
-def _pool_cost(qmodel, fold, index, device):
-    layer = qmodel.layers[index]
-    (_, pool), *buffer = layer_stages(qmodel, fold, index)
-    pool._MustUse__silence = True  # built only to ask its widths and constants
-    bits = pool.sum_shape.width  # the element's for max, the window sum's for avg
-    brams = _bram_blocks(layer.in_shape[1] * layer.in_shape[2], bits, device)
-    luts, ffs = pool.lanes * bits * 5 + 100, pool.lanes * bits * 2 + 50
-    if pool.division:
-        # Per lane: the sum register, and the constant division's shift-and-add
-        # adders (as wide as the sum times the multiplier).
-        width = bits + pool.division[0].bit_length()
-        luts += pool.lanes * pool.division_terms * width
-        ffs += pool.lanes * (bits + layer.bits)
-    for _, fifo in buffer:  # a row of results (LUT RAM on ECP5, block RAM on the iCE40)
-        fifo._MustUse__silence = True
-        depth, width = fifo.depth, pool.lanes * layer.bits
-        luts += 50 + depth * width // 8 if device.family == "ecp5" else 90
-        ffs += 30
-        brams += _bram_blocks(depth, width, device)
-    return Resources(int(luts), int(ffs), brams, 0)
-
-
 def layer_estimates(qmodel, fold, device):
     """The resource model's estimate for each layer with hardware, by name, and for the
     board top (``"top"``: UART, framing, image buffer), as Yosys would count their cells
@@ -325,12 +338,12 @@ def layer_estimates(qmodel, fold, device):
     top_luts, top_ffs = _TOP[device.family]
     parts = {"top": Resources(top_luts, top_ffs, math.ceil(image_bits / device.bram_bits), 0)}
     for index, layer in enumerate(qmodel.layers):
-        if isinstance(layer, Pool2D):
-            parts[layer.name] = _pool_cost(qmodel, fold, index, device)
-        elif hasattr(layer, "matrix"):
+        if layer.weighted:
             first = layer is qmodel.weight_layers[0]
             parts[layer.name] = _weight_layer_cost(layer, fold[layer.name], device,
                                                    fold.pixels if first else 1)
+        elif blocks := layer_stages(qmodel, fold, index):  # a Flatten has none
+            parts[layer.name] = _blocks_cost(blocks, device)
     return parts
 
 
@@ -358,8 +371,8 @@ def _divisors(n):
 def _options(layer):
     """Every legal ``(pe, simd)`` of a layer with its cycles per image, fewest lanes first."""
     unit = simd_unit(layer)
-    positions = math.prod(layer.out_shape[:-1]) if isinstance(layer, Conv2D) else 1
-    options = [(positions * (layer.channels // pe) * (layer.fan_in // simd), pe * simd, pe, simd)
+    options = [(layer.positions * (layer.channels // pe) * (layer.fan_in // simd), pe * simd, pe,
+                simd)
                for pe in _divisors(layer.channels) for simd in _divisors(unit)]
     return sorted(options, key=lambda option: (option[1], option[0]))
 
