@@ -41,8 +41,19 @@ _IGNORED = {"InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "Sp
             "GaussianNoise", "GaussianDropout", "AlphaDropout"}
 _FINAL_ONLY = {"softmax", "sigmoid"}
 
+
+class _FloatWeightLayer:
+    """What :class:`FloatConv2D` and :class:`FloatDense` share besides their fields."""
+
+    #: Whether the layer has weights (a Conv2D or Dense layer).
+    weighted = True
+
+    def _activate(self, x):
+        return np.maximum(x, 0.0) if self.relu else x
+
+
 @dataclass(eq=False)
-class FloatConv2D:
+class FloatConv2D(_FloatWeightLayer):
     name: str
     weight: np.ndarray  # (K, K, Cin, Cout)
     bias: np.ndarray
@@ -50,13 +61,59 @@ class FloatConv2D:
     padding: str = "valid"
     relu: bool = False
 
+    def output_shape(self, shape):
+        """The output shape on an input of ``shape``, or a :class:`UserError`."""
+        if len(shape) != 3 or shape[2] != self.weight.shape[2]:
+            raise UserError(f"layer {self.name!r}: Conv2D input shape {shape} does "
+                            f"not match its kernel {self.weight.shape}")
+        k = self.weight.shape[0]
+        h, w = (conv_output_size(s, k, self.stride, self.padding) for s in shape[:2])
+        if h < 1 or w < 1:
+            raise UserError(f"layer {self.name!r}: a {k}x{k} kernel does not fit "
+                            f"the {shape[0]}x{shape[1]} input")
+        return (h, w, self.weight.shape[3])
+
+    def forward(self, x):
+        """The float output (after the activation) of a batch ``x``."""
+        k = self.weight.shape[0]
+        return self._activate(windows(x, k, self.stride, self.padding) @ self.weight.reshape(
+            -1, self.weight.shape[3]) + self.bias)
+
+    def fold_input(self, scale, offset):
+        """Fold ``x' = x * scale + offset`` (per input channel) into the weights."""
+        if self.padding == "same" and np.any(offset != 0):
+            raise UserError(f"layer {self.name!r}: an input offset cannot be folded into a "
+                            f"'same'-padded convolution (the padding would be shifted too)")
+        weight = self.weight * scale.reshape(1, 1, -1, 1)
+        bias = self.bias + np.einsum("hwio,i->o", self.weight, np.broadcast_to(
+            offset, self.weight.shape[2:3]))
+        self.weight, self.bias = weight, bias
+
 
 @dataclass(eq=False)
-class FloatDense:
+class FloatDense(_FloatWeightLayer):
     name: str
     weight: np.ndarray  # (inputs, outputs)
     bias: np.ndarray
     relu: bool = False
+
+    def output_shape(self, shape):
+        """The output shape on an input of ``shape``, or a :class:`UserError`."""
+        if len(shape) != 1 or shape[0] != self.weight.shape[0]:
+            raise UserError(f"layer {self.name!r}: Dense with {self.weight.shape[0]} "
+                            f"inputs cannot take a {shape} tensor (add a Flatten?)")
+        return (self.weight.shape[1],)
+
+    def forward(self, x):
+        """The float output (after the activation) of a batch ``x``."""
+        return self._activate(x @ self.weight + self.bias)
+
+    def fold_input(self, scale, offset):
+        """Fold ``x' = x * scale + offset`` (per input, the channels repeating) into the
+        weights."""
+        weight = self.weight * np.resize(scale, self.weight.shape[0])[:, None]
+        bias = self.bias + np.resize(offset, self.weight.shape[0]) @ self.weight
+        self.weight, self.bias = weight, bias
 
 
 @dataclass(eq=False)
@@ -64,14 +121,43 @@ class FloatPool2D:
     """Max or average pooling, ``size x size`` with stride ``size``, or global (``size=None``,
     the window is the whole image; ``keepdims`` keeps a ``1 x 1`` image instead of a vector)."""
 
+    weighted = False
     name: str
     size: int | None = 2
     op: str = "max"
     keepdims: bool = False
 
+    @property
+    def commutes_with_relu(self):
+        """Whether a ReLU gives the same before the layer as after it: max pooling's does
+        (both monotone), averaging's not."""
+        return self.op == "max"
+
+    @property
+    def commutes_with_negation(self):
+        """Whether negating the input negates the output: averaging's does, max pooling's
+        not (``max(-x) = -min(x)``)."""
+        return self.op != "max"
+
     def window(self, shape):
         """``(rows, cols)`` of the window on an input of ``shape``."""
         return tuple(shape[:2]) if self.size is None else (self.size, self.size)
+
+    def output_shape(self, shape):
+        """The output shape on an input of ``shape``, or a :class:`UserError`."""
+        rows, cols = self.window(shape) if len(shape) == 3 else (0, 0)
+        if not (1 <= rows <= shape[0] and 1 <= cols <= shape[1]):
+            raise UserError(f"layer {self.name!r}: cannot pool a {shape} tensor")
+        if self.size is None:
+            return (1, 1, shape[2]) if self.keepdims else (shape[2],)
+        return (shape[0] // rows, shape[1] // cols, shape[2])
+
+    def forward(self, x):
+        """The float output of a batch ``x``."""
+        x = pool2d(x, self.window(x.shape[1:]), self.op)
+        if self.size is None:
+            x = x.reshape(len(x), *((1, 1) if self.keepdims else ()), -1)
+        return x
 
 
 @dataclass(eq=False)
@@ -81,7 +167,20 @@ class FloatMaxPool2D(FloatPool2D):
 
 @dataclass(eq=False)
 class FloatFlatten:
+    """A ``Flatten`` (or a ``Reshape`` to a vector): the same values, one axis."""
+
+    weighted = False
+    #: A ReLU, or negating the input, gives the same before the layer as after it.
+    commutes_with_relu = commutes_with_negation = True
     name: str
+
+    def output_shape(self, shape):
+        """The output shape on an input of ``shape``: one axis."""
+        return (int(np.prod(shape)),)
+
+    def forward(self, x):
+        """The batch ``x``, one axis per image."""
+        return x.reshape(len(x), -1)
 
 
 @dataclass(eq=False)
@@ -105,37 +204,13 @@ class FloatNet:
 
     @property
     def weight_layers(self):
-        return [layer for layer in self.layers if isinstance(layer, FloatConv2D | FloatDense)]
+        return [layer for layer in self.layers if layer.weighted]
 
     def shapes(self):
         """Return the output shape of every layer, checking that the chain is consistent."""
         shape, shapes = tuple(self.input_shape), []
         for layer in self.layers:
-            if isinstance(layer, FloatConv2D):
-                if len(shape) != 3 or shape[2] != layer.weight.shape[2]:
-                    raise UserError(f"layer {layer.name!r}: Conv2D input shape {shape} does "
-                                    f"not match its kernel {layer.weight.shape}")
-                k = layer.weight.shape[0]
-                h, w = (conv_output_size(s, k, layer.stride, layer.padding) for s in shape[:2])
-                if h < 1 or w < 1:
-                    raise UserError(f"layer {layer.name!r}: a {k}x{k} kernel does not fit "
-                                    f"the {shape[0]}x{shape[1]} input")
-                shape = (h, w, layer.weight.shape[3])
-            elif isinstance(layer, FloatPool2D):
-                rows, cols = layer.window(shape) if len(shape) == 3 else (0, 0)
-                if not (1 <= rows <= shape[0] and 1 <= cols <= shape[1]):
-                    raise UserError(f"layer {layer.name!r}: cannot pool a {shape} tensor")
-                if layer.size is None:
-                    shape = (1, 1, shape[2]) if layer.keepdims else (shape[2],)
-                else:
-                    shape = (shape[0] // rows, shape[1] // cols, shape[2])
-            elif isinstance(layer, FloatFlatten):
-                shape = (int(np.prod(shape)),)
-            else:
-                if len(shape) != 1 or shape[0] != layer.weight.shape[0]:
-                    raise UserError(f"layer {layer.name!r}: Dense with {layer.weight.shape[0]} "
-                                    f"inputs cannot take a {shape} tensor (add a Flatten?)")
-                shape = (layer.weight.shape[1],)
+            shape = layer.output_shape(shape)
             shapes.append(shape)
         return shapes
 
@@ -144,20 +219,7 @@ class FloatNet:
         x = np.asarray(pixels, dtype=np.float64).reshape(len(pixels), *self.input_shape)
         outputs = []
         for layer in self.layers:
-            if isinstance(layer, FloatConv2D):
-                k = layer.weight.shape[0]
-                x = windows(x, k, layer.stride, layer.padding) @ layer.weight.reshape(
-                    -1, layer.weight.shape[3]) + layer.bias
-            elif isinstance(layer, FloatDense):
-                x = x @ layer.weight + layer.bias
-            elif isinstance(layer, FloatPool2D):
-                x = pool2d(x, layer.window(x.shape[1:]), layer.op)
-                if layer.size is None:
-                    x = x.reshape(len(x), *((1, 1) if layer.keepdims else ()), -1)
-            else:
-                x = x.reshape(len(x), -1)
-            if getattr(layer, "relu", False):
-                x = np.maximum(x, 0.0)
+            x = layer.forward(x)
             outputs.append(x)
         return outputs
 
@@ -226,21 +288,6 @@ def _chain(model):
     return layers
 
 
-def _fold_input(first, scale, offset):
-    """Fold ``x' = x * scale + offset`` (per input channel) into the first weight layer."""
-    if isinstance(first, FloatConv2D):
-        if first.padding == "same" and np.any(offset != 0):
-            raise UserError(f"layer {first.name!r}: an input offset cannot be folded into a "
-                            f"'same'-padded convolution (the padding would be shifted too)")
-        weight = first.weight * scale.reshape(1, 1, -1, 1)
-        bias = first.bias + np.einsum("hwio,i->o", first.weight, np.broadcast_to(
-            offset, first.weight.shape[2:3]))
-    else:
-        weight = first.weight * np.resize(scale, first.weight.shape[0])[:, None]
-        bias = first.bias + np.resize(offset, first.weight.shape[0]) @ first.weight
-    first.weight, first.bias = weight, bias
-
-
 def _unsupported(layer, reshape=None):
     """The error for an unsupported ``layer``, saying so when a ``Reshape`` feeds it."""
     fed = "" if reshape is None else (f" (Reshape {reshape.name!r} to "
@@ -304,11 +351,9 @@ class _Importer:
 
     def _last_weight_layer(self, layer, what):
         for previous in reversed(self.layers):
-            if isinstance(previous, FloatConv2D | FloatDense):
+            if previous.weighted:
                 return previous
-            # ReLU commutes with max pooling (both monotone), not with averaging.
-            if not (isinstance(previous, FloatFlatten) or (
-                    isinstance(previous, FloatPool2D) and previous.op == "max")):
+            if not previous.commutes_with_relu:
                 break
         raise UserError(f"layer {layer.name!r} ({type(layer).__name__}): {what} must follow "
                         f"a Conv2D or Dense layer")
@@ -361,7 +406,7 @@ class _Importer:
 
     def _batch_norm(self, layer, kind, config, index):
         target = self.layers[-1] if self.layers else None
-        if not isinstance(target, FloatConv2D | FloatDense) or target.relu:
+        if target is None or not target.weighted or target.relu:
             raise UserError(f"layer {layer.name!r} (BatchNormalization) must directly follow "
                             f"a Conv2D or Dense layer without activation to be folded")
         gamma = layer.gamma.numpy() if layer.scale else 1.0
@@ -415,9 +460,9 @@ def _check_foldable(importer):
     if not importer.preprocessing or not np.any(importer.scale < 0):
         return
     for layer in importer.layers:
-        if isinstance(layer, FloatConv2D | FloatDense):
+        if layer.weighted:
             return
-        if isinstance(layer, FloatPool2D) and layer.op == "max":
+        if not layer.commutes_with_negation:
             raise UserError(f"layer {layer.name!r} (max pooling): the input preprocessing "
                             f"scales by a negative factor, which cannot be folded through max "
                             f"pooling into the first weight layer; put a Conv2D or Dense first "
@@ -461,13 +506,13 @@ def extract(model, name=None, pixel_scale=1 / 255):
     _check_foldable(importer)
     net = FloatNet(name or model.name, input_shape, layers,
                    1.0 if importer.preprocessing else pixel_scale, notes)
-    if not isinstance(layers[-1], FloatConv2D | FloatDense):
+    if not layers[-1].weighted:
         raise UserError(f"model {net.name!r}: the last layer must be Conv2D or Dense (logits)")
     if layers[-1].relu:
         raise UserError(f"model {net.name!r}: the output layer must be linear (logits), "
                         f"not relu")
     net.shapes()
-    _fold_input(net.weight_layers[0], importer.scale * net.pixel_scale, importer.offset)
+    net.weight_layers[0].fold_input(importer.scale * net.pixel_scale, importer.offset)
     if importer.preprocessing:
         notes.append("folded the model's input preprocessing into the first weight layer")
     return net
