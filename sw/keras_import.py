@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import UserError
 from .golden import pool2d, windows
-from .qmodel import conv_output_size
+from .qmodel import Conv2D, Dense, Flatten, Pool2D, conv_output_size
 
 __all__ = [
     "SUPPORTED_LAYERS",
@@ -89,6 +89,10 @@ class FloatConv2D(_FloatWeightLayer):
             offset, self.weight.shape[2:3]))
         self.weight, self.bias = weight, bias
 
+    def quantized(self, **fields):
+        """The :class:`~sw.qmodel.Conv2D` of the integer ``fields`` (``sw/quantize.py``)."""
+        return Conv2D(**fields, stride=self.stride, padding=self.padding)
+
 
 @dataclass(eq=False)
 class FloatDense(_FloatWeightLayer):
@@ -114,6 +118,10 @@ class FloatDense(_FloatWeightLayer):
         weight = self.weight * np.resize(scale, self.weight.shape[0])[:, None]
         bias = self.bias + np.resize(offset, self.weight.shape[0]) @ self.weight
         self.weight, self.bias = weight, bias
+
+    def quantized(self, **fields):
+        """The :class:`~sw.qmodel.Dense` of the integer ``fields`` (``sw/quantize.py``)."""
+        return Dense(**fields)
 
 
 @dataclass(eq=False)
@@ -159,6 +167,11 @@ class FloatPool2D:
             x = x.reshape(len(x), *((1, 1) if self.keepdims else ()), -1)
         return x
 
+    def quantized(self, *, name, in_shape, out_shape, bits, signed):
+        """The :class:`~sw.qmodel.Pool2D` on ``bits``-bit inputs, ``signed`` or not."""
+        return Pool2D(name=name, in_shape=in_shape, out_shape=out_shape, op=self.op,
+                      size=self.size, bits=bits, signed=signed)
+
 
 @dataclass(eq=False)
 class FloatMaxPool2D(FloatPool2D):
@@ -181,6 +194,10 @@ class FloatFlatten:
     def forward(self, x):
         """The batch ``x``, one axis per image."""
         return x.reshape(len(x), -1)
+
+    def quantized(self, *, name, in_shape, out_shape, bits, signed):
+        """The :class:`~sw.qmodel.Flatten` (of any input)."""
+        return Flatten(name=name, in_shape=in_shape, out_shape=out_shape)
 
 
 @dataclass(eq=False)

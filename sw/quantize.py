@@ -18,26 +18,10 @@ import numpy as np
 
 from .data import check_images, load_train, parse_data_arg
 from .errors import UserError, cli_main
-from .keras_import import (
-    FloatConv2D,
-    FloatDense,
-    FloatFlatten,
-    FloatPool2D,
-    extract,
-    load_keras_model,
-)
+from .keras_import import extract, load_keras_model
 from .models import SEED_MODELS, load_float_net, model_path
 from .outputs import prepare_dir, replace_dir
-from .qmodel import (
-    Conv2D,
-    Dense,
-    Flatten,
-    Pool2D,
-    QModel,
-    save_qmodel,
-    value_range,
-    weight_range,
-)
+from .qmodel import QModel, save_qmodel, value_range, weight_range
 from .trained import load_fractions, sidecar_path, trained_model_path
 
 __all__ = [
@@ -441,7 +425,7 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
     layers = zip(fnet.layers, outputs, shapes, strict=True)
     for index, (flayer, output, out_shape) in enumerate(layers):
         common = {"name": flayer.name, "in_shape": in_shape, "out_shape": out_shape}
-        if isinstance(flayer, FloatConv2D | FloatDense):
+        if flayer.weighted:
             # The first layer's float weights act on raw pixels; the integer input means
             # pixel * 2**-frac, so those weights are scaled by 2**frac (docs/numerics.md).
             scale = 2.0 ** frac if flayer is fnet.weight_layers[0] else 1.0
@@ -463,16 +447,11 @@ def quantize(fnet, calibration_pixels, config=QuantConfig(), fractions=None):
                     choose_activation_frac(output[:4096], act_bits, out_signed, config.scales)
                 fields.update(shift=wfrac + frac - out_frac, out_bits=act_bits,
                               out_signed=out_signed, out_frac=out_frac)
-            if isinstance(flayer, FloatConv2D):
-                layer = Conv2D(**fields, stride=flayer.stride, padding=flayer.padding)
-            else:
-                layer = Dense(**fields)
+            layer = flayer.quantized(**fields)
             if index != last:
                 bits, signed, frac = layer.out_bits, layer.out_signed, layer.out_frac
-        elif isinstance(flayer, FloatPool2D):
-            layer = Pool2D(**common, op=flayer.op, size=flayer.size, bits=bits, signed=signed)
-        elif isinstance(flayer, FloatFlatten):
-            layer = Flatten(**common)
+        else:  # pooling or flatten: the input's width
+            layer = flayer.quantized(**common, bits=bits, signed=signed)
         qmodel.layers.append(layer)
         in_shape = out_shape
     return qmodel.validate()
