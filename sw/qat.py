@@ -90,33 +90,37 @@ ITERATIVE_SHARES = (0.5, 0.75, 0.875, 1.0)
 _INPUT_FRAC = 8
 
 
+#: The fake-quant network's step kind for each float layer kind it trains (average and
+#: global pooling have no fake-quant step yet).
+_PLAN_KINDS = {FloatConv2D: "conv2d", FloatDense: "dense", FloatMaxPool2D: "maxpool2d",
+               FloatFlatten: "flatten"}
+
+
 def _plan(fnet, fractions, widths):
     """One step per float layer, with the latent weights, the fixed fractions and the
     widths (``{weight layer name: (weight bits, activation bits)}``)."""
     steps, in_frac = [], _INPUT_FRAC
     for flayer in fnet.layers:
-        if isinstance(flayer, FloatConv2D | FloatDense):
-            fixed = fractions[flayer.name]
-            # The float first layer acts on raw pixels; the hardware's input is p * 2**-8.
-            scale = 2.0 ** _INPUT_FRAC if flayer is fnet.weight_layers[0] else 1.0
-            fw = np.asarray(fixed["weight_frac"], dtype=np.int64)
-            steps.append({
-                "kind": "conv2d" if isinstance(flayer, FloatConv2D) else "dense",
-                "name": flayer.name, "kernel": flayer.weight * scale, "bias": flayer.bias,
-                "weight_frac": fw, "in_frac": in_frac, "relu": flayer.relu,
-                "out_frac": fixed["out_frac"], "weight_bits": widths[flayer.name][0],
-                "act_bits": widths[flayer.name][1],
-                "stride": getattr(flayer, "stride", 1),
-                "padding": getattr(flayer, "padding", "valid")})
-            if fixed["out_frac"] is not None:
-                in_frac = fixed["out_frac"]
-        elif isinstance(flayer, FloatMaxPool2D):
-            steps.append({"kind": "maxpool2d", "name": flayer.name, "size": flayer.size})
-        elif isinstance(flayer, FloatFlatten):
-            steps.append({"kind": "flatten", "name": flayer.name})
-        else:
+        kind = _PLAN_KINDS.get(type(flayer))
+        if kind is None:
             raise UserError(f"layer {flayer.name!r} ({type(flayer).__name__}) is not supported "
                             f"by quantization-aware training yet")
+        if not flayer.weighted:
+            steps.append({"kind": kind, "name": flayer.name,
+                          **({"size": flayer.size} if kind == "maxpool2d" else {})})
+            continue
+        fixed = fractions[flayer.name]
+        # The float first layer acts on raw pixels; the hardware's input is p * 2**-8.
+        scale = 2.0 ** _INPUT_FRAC if flayer is fnet.weight_layers[0] else 1.0
+        steps.append({
+            "kind": kind, "name": flayer.name, "kernel": flayer.weight * scale,
+            "bias": flayer.bias, "weight_frac": np.asarray(fixed["weight_frac"], dtype=np.int64),
+            "in_frac": in_frac, "relu": flayer.relu, "out_frac": fixed["out_frac"],
+            "weight_bits": widths[flayer.name][0], "act_bits": widths[flayer.name][1],
+            "stride": getattr(flayer, "stride", 1),
+            "padding": getattr(flayer, "padding", "valid")})
+        if fixed["out_frac"] is not None:
+            in_frac = fixed["out_frac"]
     return steps
 
 

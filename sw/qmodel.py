@@ -17,6 +17,7 @@ from .errors import UserError
 
 __all__ = [
     "FORMAT",
+    "LAYER_KINDS",
     "POOL_KINDS",
     "VERSION",
     "Conv2D",
@@ -192,6 +193,11 @@ class Conv2D(_WeightLayer):
         return {"kind": self.kind, **self._meta(), "kernel_size": self.kernel_size,
                 "stride": self.stride, "padding": self.padding}
 
+    @classmethod
+    def from_meta(cls, meta, arrays, index, common):
+        return cls(**_weight_fields(meta, arrays, index, common), stride=meta["stride"],
+                   padding=meta["padding"])
+
 
 @dataclass(eq=False)
 class Dense(_WeightLayer):
@@ -203,6 +209,10 @@ class Dense(_WeightLayer):
 
     def meta(self):
         return {"kind": self.kind, **self._meta()}
+
+    @classmethod
+    def from_meta(cls, meta, arrays, index, common):
+        return cls(**_weight_fields(meta, arrays, index, common))
 
 
 #: Manifest ``kind`` of each pooling ``(op, global)``.
@@ -270,6 +280,14 @@ class Pool2D:
                 "out_shape": list(self.out_shape), "size": self.size, "bits": self.bits,
                 "signed": self.signed}
 
+    @classmethod
+    def from_meta(cls, meta, arrays, index, common):
+        op, is_global = next(key for key, kind in POOL_KINDS.items() if kind == meta["kind"])
+        if is_global != (meta["size"] is None):
+            raise UserError(f"layer {index}: {meta['kind']} with size {meta['size']!r}")
+        return cls(**common, op=op, size=meta["size"], bits=meta["bits"],
+                   signed=meta["signed"])
+
 
 @dataclass(eq=False)
 class Flatten:
@@ -288,6 +306,10 @@ class Flatten:
     def meta(self):
         return {"kind": self.kind, "name": self.name, "in_shape": list(self.in_shape),
                 "out_shape": list(self.out_shape)}
+
+    @classmethod
+    def from_meta(cls, meta, arrays, index, common):
+        return cls(**common)
 
 
 @dataclass(eq=False)
@@ -378,22 +400,15 @@ def save_qmodel(qmodel, path):
     (path.parent / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def _layer_from_meta(meta, arrays, index):
-    kind = meta["kind"]
-    common = {"name": meta["name"], "in_shape": tuple(meta["in_shape"]),
-              "out_shape": tuple(meta["out_shape"])}
-    if kind == "flatten":
-        return Flatten(**common)
-    pools = {value: key for key, value in POOL_KINDS.items()}
-    if kind in pools:
-        op, is_global = pools[kind]
-        size = meta["size"]
-        if is_global != (size is None):
-            raise UserError(f"layer {index}: {kind} with size {size!r}")
-        return Pool2D(**common, op=op, size=size, bits=meta["bits"], signed=meta["signed"])
-    if kind not in ("conv2d", "dense"):
-        raise UserError(f"layer {index}: unknown kind {kind!r}")
-    weighted = {
+#: The layer class of each manifest ``kind`` (each reads its own fields: ``from_meta``).
+LAYER_KINDS = {"conv2d": Conv2D, "dense": Dense, "flatten": Flatten,
+               **dict.fromkeys(POOL_KINDS.values(), Pool2D)}
+
+
+def _weight_fields(meta, arrays, index, common):
+    """The fields :class:`Conv2D` and :class:`Dense` share, from a manifest entry and the
+    arrays file."""
+    return {
         **common,
         "weight": arrays[f"layer{index}.weight"].astype(np.int64),
         "bias": arrays[f"layer{index}.bias"].astype(np.int64),
@@ -405,9 +420,15 @@ def _layer_from_meta(meta, arrays, index):
         "out_bits": meta["out_bits"], "out_signed": meta["out_signed"],
         "out_frac": meta["out_frac"],
     }
-    if kind == "conv2d":
-        return Conv2D(**weighted, stride=meta["stride"], padding=meta["padding"])
-    return Dense(**weighted)
+
+
+def _layer_from_meta(meta, arrays, index):
+    kind = LAYER_KINDS.get(meta["kind"])
+    if kind is None:
+        raise UserError(f"layer {index}: unknown kind {meta['kind']!r}")
+    common = {"name": meta["name"], "in_shape": tuple(meta["in_shape"]),
+              "out_shape": tuple(meta["out_shape"])}
+    return kind.from_meta(meta, arrays, index, common)
 
 
 def load_qmodel(path):

@@ -128,6 +128,21 @@ def test_corrupt_exports_are_user_errors(tmp_path, mnist_train):
     save_qmodel(qmodel, path)
     with pytest.raises(UserError, match="weights outside the 4-bit range"):
         load_qmodel(path)
+    # A layer kind the manifest names that no layer class reads.
+    qmodel.layers[0].weight[0, 0, 0, 0] = 1
+    save_qmodel(qmodel, path)
+    arrays = dict(np.load(path))
+    manifest = json.loads(arrays["manifest"].tobytes())
+    manifest["layers"][1]["kind"] = "lstm"
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(UserError, match="layer 1: unknown kind 'lstm'"):
+        load_qmodel(path)
+    manifest["layers"][1]["kind"] = "globalmaxpool2d"  # a pool kind that needs no size
+    arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(UserError, match="globalmaxpool2d with size"):
+        load_qmodel(path)
 
 
 def test_rom_words_layout():
