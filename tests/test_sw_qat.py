@@ -156,8 +156,9 @@ def test_a_user_file_finds_its_trained_model_beside_it(models_dir, mnist_train):
     assert qat.layers[0].out_frac == seed.layers[0].out_frac  # the trained fractions
     assert quantize_model(str(user / "mine.keras"), QuantConfig(weight_bits=4),
                           images)[1] == "post-training"
-    with pytest.raises(UserError, match=r"nor a trained mine-w3a3.keras; train one with "
-                                        r"python -m sw.train --model .*mine.keras --qat"):
+    with pytest.raises(UserError, match=r"no QAT model of .*mine.keras at W3A3 \(mine-w3a3"
+                                        r".keras .*; train one with python -m sw.train "
+                                        r"--model .*mine.keras --qat --bits 3"):
         quantize_model(str(user / "mine.keras"), QuantConfig(weight_bits=3), images, "qat")
 
 
