@@ -132,7 +132,7 @@ def methods_section(results, models, floats):
     best = best_methods(results, models)
     if best:
         lines += ["Best over " + " and ".join(models) + " (mean accuracy) by width: "
-                  + "; ".join(f"{bits} bits: {', '.join(column for column, _ in winners)} "
+                  + "; ".join(f"W{bits}A{bits} {', '.join(column for column, _ in winners)} "
                               f"({100 * winners[0][1]:.2f}%)" for bits, winners in best.items())
                   + ". `--method auto` (the default) takes the shipped dual-copy model where "
                   "there is one, else `ptq`.", ""]
