@@ -30,6 +30,7 @@ from .quantize import (
     QuantConfig,
     check_bits,
     check_method,
+    parse_layer_bits,
     quantize,
     quantize_model,
 )
@@ -54,7 +55,7 @@ def float_accuracy(fnet, model, images, labels):
 
 def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, act_bits=None,
              rounding="nearest", granularity="channel", calibration=CALIBRATION_IMAGES,
-             progress=True, preset=None, spec=None, method="ptq", seed=0):
+             progress=True, preset=None, spec=None, method="ptq", seed=0, layer_bits=()):
     """Return the results of :func:`main`.
 
     ``{"float_accuracy": f, "int": {"8": acc, ...}, "method": {"8": "QAT", ...}}``. With
@@ -62,13 +63,14 @@ def evaluate(fnet, model, train_images, test_images, test_labels, bits_list, *, 
     ``spec`` (the model's name or file), each bit width is quantized by
     :func:`~sw.quantize.quantize_model` with ``method`` (any of
     :data:`~sw.quantize.METHOD_TABLE`; QAT where trained for ``auto``); without it, ``fnet``
-    is quantized after training. ``seed`` seeds stochastic rounding.
+    is quantized after training. ``seed`` seeds stochastic rounding; ``layer_bits``
+    (mixed precision, :func:`~sw.quantize.parse_layer_bits`) overrides layers at every width.
     """
     results = {"float_accuracy": float_accuracy(fnet, model, test_images, test_labels),
                "int": {}, "method": {}}
     for bits in tqdm(bits_list, desc="bit widths", disable=not progress, file=sys.stderr):
         config = QuantConfig(weight_bits=bits, act_bits=act_bits, rounding=rounding,
-                             granularity=granularity, seed=seed)
+                             granularity=granularity, seed=seed, layer_bits=layer_bits)
         if spec is None:
             qmodel = quantize(fnet, train_images[:calibration], config)
         else:
@@ -113,6 +115,9 @@ def main(argv=None):
                         help="comma-separated widths, each of the weights and the activations")
     parser.add_argument("--act-bits", default=None,
                         help="activation bits for every width (default: each --bits)")
+    parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
+                        help="per-layer widths over every --bits, e.g. first=8,last=8 or "
+                             "conv2d=8/4 (weights/activations; mixed precision)")
     parser.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -147,7 +152,7 @@ def main(argv=None):
     results = evaluate(fnet, model, train_images, test_images, test_labels, bits_list,
                        act_bits=act_bits, rounding=args.rounding, granularity=args.granularity,
                        preset=args.preset, spec=args.model, method=args.method,
-                       seed=args.seed)
+                       seed=args.seed, layer_bits=args.layer_bits or ())
     report = {"model": fnet.name, "test_images": len(test_images), **results}
     print(f"{fnet.name} on {len(test_images)} test images")
     print(f"{'bits':>6} {'accuracy':>9} {'vs float':>9}  method")

@@ -63,6 +63,7 @@ def test_training_at_mixed_widths(mnist_train, mnist_test, tmp_path, capsys):
     (and only at them)."""
     import keras
 
+    from sw.evaluate import main as evaluate_main
     from sw.qat import integer_layers
     from sw.train import main as train_main
 
@@ -89,6 +90,13 @@ def test_training_at_mixed_widths(mnist_train, mnist_test, tmp_path, capsys):
     # The same file at one width throughout has no trained model: post-training.
     assert quantize_model(str(tmp_path / "small.keras"), QuantConfig(weight_bits=1),
                           images)[1] == "post-training"
+    # sw.evaluate takes the same widths and finds the same model.
+    capsys.readouterr()
+    evaluate_main(["--model", str(tmp_path / "small.keras"), "--bits", "1", "--layer-bits",
+                   "first=8", "--images", "100", "--data", str(find_mnist())])
+    [row] = [line.split() for line in capsys.readouterr().out.splitlines()
+             if line.split()[:1] == ["1"]]
+    assert row[-1] == "QAT"
     # What sw.train verified on saving: the file's integers are the trained network's.
     from sw.keras_import import extract, load_keras_model
     from sw.qat import fake_quant_model
