@@ -1,27 +1,30 @@
-"""Stream drivers, monitors and a protocol checker for Amaranth simulations, written once.
+"""What Amaranth simulations of stream components need beside :mod:`sim.streams`.
 
-Payloads are handled as lists of integers, one per lane (see :func:`pack` / :func:`unpack`),
-so tests compare plain Python values with the golden model's arrays.
+The stream source and sink are :class:`sim.streams.StreamSource` and
+:class:`sim.streams.StreamSink`, written once for every simulator; here are a testbench that
+runs one of them on an Amaranth stream, a protocol checker for any stream of a design (one of
+its internal streams too), a transfer log, a simulation run with a deadline, and ``pack`` /
+``unpack`` of lane values. Payloads are handled as lists of integers, one per lane, so tests
+compare plain Python values with the golden model's arrays.
 
 Typical use::
 
     sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    source = StreamSource(dut.i, lanes=4, bits=8, signed=False, rng=rng, idle=0.3)
-    sink = StreamSink(dut.o, lanes=2, bits=20, signed=True, rng=rng, stall=0.3)
+    source = StreamSource(rng, idle=0.3, encode=lambda v: pack(v, 8))
+    sink = StreamSink(rng, stall=0.3, decode=lambda w: unpack(w, 2, 20, True))
     check_protocol(sim, dut.i, "i"); check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(vectors))
-    sim.add_testbench(sink.run(len(expected)))
-    sim.run()
+    sim.add_testbench(stream_bench(source.send, dut.i, vectors))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(expected)))
+    run_simulation(sim, deadline_cycles=10_000)
     assert sink.received == expected
 """
 
 from amaranth.hdl import Value
 
 from sim import harness
+from sim.streams import AmaranthPort, StreamRules
 
-__all__ = ["StreamSink", "StreamSource", "check_protocol", "pack", "run_simulation",
-           "transfer_cycles", "unpack"]
+__all__ = ["check_protocol", "pack", "run_simulation", "stream_bench", "transfer_cycles", "unpack"]
 
 
 def pack(values, bits):
@@ -34,109 +37,40 @@ def unpack(word, lanes, bits, signed):
     return harness.unpack([word], bits, lanes, signed).tolist()
 
 
-class StreamSource:
-    """Drives a stream with a list of payloads, idling randomly between transfers.
+def stream_bench(method, stream, argument):
+    """An Amaranth testbench awaiting ``method(AmaranthPort(ctx, stream), argument)``.
 
     Parameters
     ----------
-    stream : stream.Interface
-        The DUT's input (its ``valid``/``payload`` are driven here).
-    encode : callable
-        Turns one item into the integer payload (e.g. ``lambda v: pack(v, 8)``).
-    rng : random.Random
-    idle : float
-        Probability of idling one cycle before each transfer.
+    method : callable
+        :meth:`sim.streams.StreamSource.send` or :meth:`sim.streams.StreamSink.receive` of
+        a source or sink.
+    stream : amaranth.lib.stream.Interface
+        The stream it drives or receives from.
+    argument
+        The items to send, or the number of payloads to receive.
     """
-
-    def __init__(self, stream, encode, rng, idle=0.0):
-        self.stream, self.encode, self.rng, self.idle = stream, encode, rng, idle
-        self.sent = 0
-        self.cycles = 0
-
-    def run(self, items):
-        async def testbench(ctx):
-            payload = Value.cast(self.stream.payload)
-            for item in items:
-                while self.rng.random() < self.idle:
-                    await ctx.tick()
-                ctx.set(self.stream.valid, 1)
-                ctx.set(payload, self.encode(item))
-                await ctx.tick().until(self.stream.ready)
-                self.sent += 1
-                ctx.set(self.stream.valid, 0)
-        return testbench
-
-
-class StreamSink:
-    """Receives ``count`` payloads from a stream, stalling randomly (backpressure).
-
-    Parameters
-    ----------
-    stream : stream.Interface
-        The DUT's output (its ``ready`` is driven here).
-    decode : callable
-        Turns the integer payload into the value stored in :attr:`received`.
-    rng : random.Random
-    stall : float
-        Probability of holding ``ready`` low for a cycle before each transfer.
-    """
-
-    def __init__(self, stream, decode, rng, stall=0.0):
-        self.stream, self.decode, self.rng, self.stall = stream, decode, rng, stall
-        self.received = []
-        #: Cycle (counted from the start of the testbench) of each transfer.
-        self.times = []
-
-    def run(self, count):
-        async def testbench(ctx):
-            payload = Value.cast(self.stream.payload)
-            cycle = 0
-            for _ in range(count):
-                while self.rng.random() < self.stall:
-                    ctx.set(self.stream.ready, 0)
-                    await ctx.tick()
-                    cycle += 1
-                ctx.set(self.stream.ready, 1)
-                while True:
-                    _, _, valid, value = await ctx.tick().sample(self.stream.valid, payload)
-                    cycle += 1
-                    if valid:
-                        break
-                self.received.append(self.decode(value))
-                self.times.append(cycle)
-            ctx.set(self.stream.ready, 0)
-        return testbench
-
-
-class ProtocolError(AssertionError):
-    pass
+    async def bench(ctx):
+        await method(AmaranthPort(ctx, stream), argument)
+    return bench
 
 
 def check_protocol(sim, stream, name):
     """Add a process that fails the simulation if ``stream`` breaks the stream rules.
 
-    Once ``valid`` is high it must stay high, with the same ``payload``, until ``ready`` is
-    high too (a transfer). Returns a list that collects every transferred payload, so a test
-    can also check that nothing was lost or duplicated.
+    The rules are :class:`sim.streams.StreamRules` (a :class:`sim.streams.ProtocolError`
+    fails the run). Returns a list that collects every transferred payload, so a test can
+    also check that nothing was lost or duplicated.
     """
     transfers = []
 
     async def process(ctx):
+        rules = StreamRules(name)
         payload = Value.cast(stream.payload)
-        pending = None
         async for _, _, valid, ready, value in ctx.tick().sample(
                 stream.valid, stream.ready, payload):
-            if pending is not None:
-                if not valid:
-                    raise ProtocolError(f"{name}: valid dropped before the transfer")
-                if value != pending:
-                    raise ProtocolError(f"{name}: payload changed from {pending:#x} to "
-                                        f"{value:#x} before the transfer")
-            if valid and ready:
+            if rules.step(valid, ready, value):
                 transfers.append(value)
-                pending = None
-            elif valid:
-                pending = value
     sim.add_process(process)
     return transfers
 

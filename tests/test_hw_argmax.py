@@ -9,9 +9,10 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from hw.argmax import Argmax
+from sim.streams import StreamSink, StreamSource
 from sw.golden import argmax
 from sw.qmodel import value_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import check_protocol, pack, run_simulation, stream_bench, unpack
 
 pytestmark = pytest.mark.hw
 
@@ -33,12 +34,12 @@ def simulate(dut, logits, rng, idle=0.0, stall=0.0):
                 unpack(word >> label_bits, classes, bits, is_signed))
 
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: pack(v, bits), rng, idle)
-    sink = StreamSink(dut.o, decode, rng, stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, bits))
+    sink = StreamSink(rng, stall, decode=decode)
     sent = check_protocol(sim, dut.i, "i")
     received = check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(logits.reshape(-1, lanes).tolist()))
-    sim.add_testbench(sink.run(len(logits)))
+    sim.add_testbench(stream_bench(source.send, dut.i, logits.reshape(-1, lanes).tolist()))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(logits)))
     run_simulation(sim, 10 * logits.size + 200)
     assert len(sent) == logits.size // lanes and len(received) == len(logits)
     return sink

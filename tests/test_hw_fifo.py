@@ -9,7 +9,8 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from hw.fifo import StreamFIFO
-from tests.streams import StreamSink, StreamSource, check_protocol, run_simulation
+from sim.streams import AmaranthPort, StreamSink, StreamSource
+from tests.streams import check_protocol, run_simulation, stream_bench
 
 pytestmark = pytest.mark.hw
 
@@ -25,8 +26,8 @@ def setup(dut, rng, idle=0.0, stall=0.0):
     """Simulator, source, sink and both protocol logs; payloads as raw unsigned bits."""
     mask = (1 << Shape.cast(dut.shape).width) - 1
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: v, rng, idle)
-    sink = StreamSink(dut.o, lambda v: v & mask, rng, stall)
+    source = StreamSource(rng, idle)
+    sink = StreamSink(rng, stall, decode=lambda v: v & mask)
     sent = check_protocol(sim, dut.i, "i")
     received = check_protocol(sim, dut.o, "o")
     return sim, source, sink, sent, received, mask
@@ -40,8 +41,8 @@ def test_order_under_backpressure(depth, shape):
     width = Shape.cast(shape).width
     items = [rng.getrandbits(width) for _ in range(60)]
     sim, source, sink, sent, received, mask = setup(dut, rng, idle=0.3, stall=0.4)
-    sim.add_testbench(source.run(items))
-    sim.add_testbench(sink.run(len(items)))
+    sim.add_testbench(stream_bench(source.send, dut.i, items))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(items)))
     run_simulation(sim, 1000)
     assert sink.received == items
     assert [v & mask for v in sent] == items and [v & mask for v in received] == items
@@ -53,7 +54,7 @@ def test_fills_to_depth_and_reports_level(depth):
     dut = StreamFIFO(shape=unsigned(8), depth=depth)
     items = list(range(depth + 3))
     sim, source, sink, sent, _, _ = setup(dut, rng)
-    sim.add_testbench(source.run(items))
+    sim.add_testbench(stream_bench(source.send, dut.i, items))
 
     async def consumer(ctx):
         await ctx.tick().repeat(2 * depth + 5)
@@ -61,7 +62,7 @@ def test_fills_to_depth_and_reports_level(depth):
         assert ctx.get(dut.level) == depth
         assert ctx.get(dut.i.ready) == 0
         assert len(sent) == depth
-        await sink.run(len(items))(ctx)
+        await sink.receive(AmaranthPort(ctx, dut.o), len(items))
         await ctx.tick()
         assert ctx.get(dut.level) == 0
     sim.add_testbench(consumer)
@@ -75,8 +76,8 @@ def test_full_throughput():
     dut = StreamFIFO(shape=signed(12), depth=4)
     items = [rng.getrandbits(12) for _ in range(50)]
     sim, source, sink, _, _, _ = setup(dut, rng)
-    sim.add_testbench(source.run(items))
-    sim.add_testbench(sink.run(len(items)))
+    sim.add_testbench(stream_bench(source.send, dut.i, items))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(items)))
     run_simulation(sim, 200)
     assert sink.received == items
     # Item j is written in cycle j (from 0) and read two cycles later; the sink counts from 1.

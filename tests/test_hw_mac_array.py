@@ -13,14 +13,14 @@ from amaranth.sim import Simulator
 
 from hw.mac_array import MACArray
 from hw.multiplier import packing_shift
+from sim.streams import StreamSink, StreamSource
 from sw import golden
 from sw.qmodel import Dense, weight_range
 from tests.streams import (
-    StreamSink,
-    StreamSource,
     check_protocol,
     pack,
     run_simulation,
+    stream_bench,
     transfer_cycles,
     unpack,
 )
@@ -85,13 +85,13 @@ def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0):
     count = len(x) * dut.nf
     rng = random.Random(seed)
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: pack(v, dut.in_shape.width), rng, idle)
-    sink = StreamSink(dut.o, lambda w: unpack(w, dut.pe, dut.acc_bits, True), rng, stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, dut.in_shape.width))
+    sink = StreamSink(rng, stall, decode=lambda w: unpack(w, dut.pe, dut.acc_bits, True))
     sent = check_protocol(sim, dut.i, "i")
     got = check_protocol(sim, dut.o, "o")
     times = {"i": transfer_cycles(sim, dut.i), "o": transfer_cycles(sim, dut.o)}
-    sim.add_testbench(source.run(items))
-    sim.add_testbench(sink.run(count))
+    sim.add_testbench(stream_bench(source.send, dut.i, items))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, count))
     budget = (len(items) + count * dut.sf) * (4 if idle or stall else 1) + 200
     run_simulation(sim, budget)
     assert len(sent) == len(items) and len(got) == count

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from hw.network import Accelerator, schedule, simd_unit
+from sim.streams import StreamSink, StreamSource
 from sw import golden
 from sw.keras_import import extract
 from sw.quantize import QuantConfig, quantize
-from tests.streams import StreamSink, StreamSource, check_protocol, run_simulation, unpack
+from tests.streams import check_protocol, run_simulation, stream_bench, unpack
 
 pytestmark = pytest.mark.hw
 
@@ -33,16 +34,16 @@ def simulate(qmodel, fold, images, seed=0, idle=0.3, stall=0.3):
     dut = Accelerator(qmodel, fold)
     rng = random.Random(seed)
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: int(v), rng, idle=idle)
+    source = StreamSource(rng, idle=idle)
     classes, bits, label_bits = dut.classes, dut.logit_bits, dut.label_bits
 
     def decode(word):
         return word & ((1 << label_bits) - 1), unpack(word >> label_bits, classes, bits, True)
-    sink = StreamSink(dut.o, decode, rng, stall=stall)
+    sink = StreamSink(rng, stall=stall, decode=decode)
     check_protocol(sim, dut.i, "i")
     check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(images.reshape(-1).tolist()))
-    sim.add_testbench(sink.run(len(images)))
+    sim.add_testbench(stream_bench(source.send, dut.i, images.reshape(-1).tolist()))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(images)))
     run_simulation(sim, deadline_cycles=(len(images) + 4) * dut.cycles_per_image * 8 + 5000)
     return sink, dut
 

@@ -10,9 +10,10 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from hw.pool import Pool, division_constants
+from sim.streams import StreamSink, StreamSource
 from sw.golden import average, pool2d
 from sw.qmodel import value_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import check_protocol, pack, run_simulation, stream_bench, unpack
 
 pytestmark = pytest.mark.hw
 
@@ -34,12 +35,12 @@ def simulate(dut, images, rng, idle=0.0, stall=0.0):
     bits, is_signed, lanes = dut.shape.width, dut.shape.signed, dut.lanes
     expected = pool2d(images, dut.window, dut.op).reshape(-1, lanes).tolist()
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: pack(v, bits), rng, idle)
-    sink = StreamSink(dut.o, lambda v: unpack(v, lanes, bits, is_signed), rng, stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, bits))
+    sink = StreamSink(rng, stall, decode=lambda v: unpack(v, lanes, bits, is_signed))
     sent = check_protocol(sim, dut.i, "i")
     received = check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(images.reshape(-1, lanes).tolist()))
-    sim.add_testbench(sink.run(len(expected)))
+    sim.add_testbench(stream_bench(source.send, dut.i, images.reshape(-1, lanes).tolist()))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(expected)))
     run_simulation(sim, 10 * images.size + 200)
     assert len(sent) == images.size // lanes
     assert len(received) == len(expected)

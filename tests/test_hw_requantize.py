@@ -8,14 +8,14 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.requantize import Requantize
+from sim.streams import StreamSink, StreamSource
 from sw import golden
 from sw.qmodel import value_range
 from tests.streams import (
-    StreamSink,
-    StreamSource,
     check_protocol,
     pack,
     run_simulation,
+    stream_bench,
     transfer_cycles,
     unpack,
 )
@@ -44,14 +44,13 @@ def simulate(dut, acc, *, seed=0, idle=0.0, stall=0.0):
     items = [list(row[k * dut.pe:(k + 1) * dut.pe]) for row in acc for k in range(dut.nf)]
     rng = random.Random(seed)
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: pack(v, dut.acc_bits), rng, idle)
-    sink = StreamSink(dut.o, lambda w: unpack(w, dut.pe, dut.out_bits, dut.out_signed), rng,
-                      stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, dut.acc_bits))
+    sink = StreamSink(rng, stall, decode=lambda w: unpack(w, dut.pe, dut.out_bits, dut.out_signed))
     sent = check_protocol(sim, dut.i, "i")
     got = check_protocol(sim, dut.o, "o")
     times = {"i": transfer_cycles(sim, dut.i), "o": transfer_cycles(sim, dut.o)}
-    sim.add_testbench(source.run(items))
-    sim.add_testbench(sink.run(len(items)))
+    sim.add_testbench(stream_bench(source.send, dut.i, items))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(items)))
     run_simulation(sim, len(items) * (6 if idle or stall else 1) + 50)
     assert len(sent) == len(got) == len(items)
     return sink.received, times

@@ -20,6 +20,7 @@ from amaranth.sim import Simulator
 from hw.uart_rx import UARTReceiver
 from hw.uart_top import CYCLE_COUNT_BITS, BenchTimer, ImageFeeder, UARTTop
 from hw.uart_tx import UARTTransmitter
+from sim.streams import AmaranthPort, StreamSink, StreamSource
 from sw.host import (
     CMD_BENCH,
     CMD_CLASSIFY,
@@ -34,7 +35,7 @@ from sw.host import (
     response_length,
 )
 from sw.qmodel import signed_bits
-from tests.streams import StreamSink, StreamSource, check_protocol, run_simulation
+from tests.streams import check_protocol, run_simulation, stream_bench
 
 pytestmark = pytest.mark.hw
 
@@ -193,13 +194,13 @@ def test_loopback_random_bytes(divisor):
     m.submodules.rx = rx = UARTReceiver(divisor=divisor)
     m.d.comb += rx.rx.eq(tx.tx)
     sim = Simulator(m)
-    source = StreamSource(tx.i, int, rng, idle=0.3)
-    sink = StreamSink(rx.o, int, rng)
+    source = StreamSource(rng, idle=0.3)
+    sink = StreamSink(rng)
     sent = check_protocol(sim, tx.i, "tx.i")
     got = check_protocol(sim, rx.o, "rx.o")
     errors, overruns = pulse_counter(sim, rx.error), pulse_counter(sim, rx.overrun)
-    sim.add_testbench(source.run(payload))
-    sim.add_testbench(sink.run(len(payload)))
+    sim.add_testbench(stream_bench(source.send, tx.i, payload))
+    sim.add_testbench(stream_bench(sink.receive, rx.o, len(payload)))
     run_simulation(sim, len(payload) * 10 * divisor * 3 + 200)
     assert sink.received == payload and sent == payload and got == payload
     assert errors == [0] and overruns == [0]
@@ -215,10 +216,10 @@ def test_loopback_baud_mismatch(tx_divisor):
     m.submodules.rx = rx = UARTReceiver(divisor=25)
     m.d.comb += rx.rx.eq(tx.tx)
     sim = Simulator(m)
-    sink = StreamSink(rx.o, int, rng)
+    sink = StreamSink(rng)
     errors = pulse_counter(sim, rx.error)
-    sim.add_testbench(StreamSource(tx.i, int, rng).run(payload))
-    sim.add_testbench(sink.run(len(payload)))
+    sim.add_testbench(stream_bench(StreamSource(rng).send, tx.i, payload))
+    sim.add_testbench(stream_bench(sink.receive, rx.o, len(payload)))
     run_simulation(sim, len(payload) * 10 * 26 + 500)
     assert sink.received == payload and errors == [0]
 
@@ -236,10 +237,10 @@ def test_transmitter_exact_waveform(divisor):
         async for _, _, level in ctx.tick().sample(dut.tx):
             trace.append(level)
     sim.add_process(recorder)
-    source = StreamSource(dut.i, int, rng)
+    source = StreamSource(rng)
 
     async def bench(ctx):
-        await source.run(payload)(ctx)
+        await source.send(AmaranthPort(ctx, dut.i), payload)
         await ctx.tick().repeat(10 * divisor + 5)
     sim.add_testbench(bench)
     run_simulation(sim, 10 * divisor * (len(payload) + 2) + 50)
@@ -256,7 +257,7 @@ def test_receiver_glitches_framing_error_and_break(divisor):
     dut = UARTReceiver(divisor=divisor)
     sim = Simulator(dut)
     errors = pulse_counter(sim, dut.error)
-    sink = StreamSink(dut.o, int, rng)
+    sink = StreamSink(rng)
     good = [rng.randrange(256) for _ in range(6)]
     marks = {}
 
@@ -285,7 +286,7 @@ def test_receiver_glitches_framing_error_and_break(divisor):
         await send_bytes(ctx, dut.rx, divisor, good[4:])
         await ctx.tick().repeat(2 * divisor)
     sim.add_testbench(bench)
-    sim.add_testbench(sink.run(len(good)))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(good)))
     check_protocol(sim, dut.o, "o")
     run_simulation(sim, 200 * divisor)
     assert sink.received == good
@@ -646,7 +647,7 @@ def test_feeder_streams_images_back_to_back(pixels, repeats, stall):
     sim = Simulator(m)
     sent = check_protocol(sim, feeder.o, "o")
     jobs = check_protocol(sim, feeder.i, "i")
-    sink = StreamSink(feeder.o, int, rng, stall=stall)
+    sink = StreamSink(rng, stall=stall)
     valid_log = []
 
     async def monitor(ctx):
@@ -662,7 +663,7 @@ def test_feeder_streams_images_back_to_back(pixels, repeats, stall):
             ctx.set(feeder.i.valid, 0)
             await ctx.tick().until(~feeder.o.valid & feeder.i.ready)
     sim.add_testbench(bench)
-    sim.add_testbench(sink.run(pixels * (repeats + 1)))
+    sim.add_testbench(stream_bench(sink.receive, feeder.o, pixels * (repeats + 1)))
     run_simulation(sim, 100 * pixels * (repeats + 1))
     assert sink.received == sent == image * (repeats + 1)
     assert jobs == [repeats, 1]

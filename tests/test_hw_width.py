@@ -9,8 +9,9 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from hw.width import WidthConverter
+from sim.streams import StreamSink, StreamSource
 from sw.qmodel import value_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import check_protocol, pack, run_simulation, stream_bench, unpack
 
 pytestmark = pytest.mark.hw
 
@@ -25,12 +26,12 @@ def simulate(dut, elements, rng, idle=0.0, stall=0.0):
     # A wire-through converter has no clock domain of its own; the testbench needs one.
     top.d.sync += Signal().eq(1)
     sim = Simulator(top)
-    source = StreamSource(dut.i, lambda v: pack(v, bits), rng, idle)
-    sink = StreamSink(dut.o, lambda v: unpack(v, n_out, bits, is_signed), rng, stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, bits))
+    sink = StreamSink(rng, stall, decode=lambda v: unpack(v, n_out, bits, is_signed))
     sent = check_protocol(sim, dut.i, "i")
     received = check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(words))
-    sim.add_testbench(sink.run(len(elements) // n_out))
+    sim.add_testbench(stream_bench(source.send, dut.i, words))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(elements) // n_out))
     run_simulation(sim, 10 * len(elements) + 100)
     assert len(sent) == len(words) and len(received) == len(elements) // n_out
     return sink

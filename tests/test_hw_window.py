@@ -11,9 +11,10 @@ from amaranth.lib.data import ArrayLayout
 from amaranth.sim import Simulator
 
 from hw.window import WindowGenerator
+from sim.streams import StreamSink, StreamSource
 from sw.golden import windows
 from sw.qmodel import conv_output_size, value_range
-from tests.streams import StreamSink, StreamSource, check_protocol, pack, run_simulation, unpack
+from tests.streams import check_protocol, pack, run_simulation, stream_bench, unpack
 
 pytestmark = pytest.mark.hw
 
@@ -45,12 +46,12 @@ def simulate(dut, images, rng, idle=0.0, stall=0.0):
     bits, is_signed, simd = dut.shape.width, dut.shape.signed, dut.simd
     expected = windows(images, dut.kernel, dut.stride, dut.padding).reshape(-1, simd).tolist()
     sim = Simulator(dut)
-    source = StreamSource(dut.i, lambda v: pack(v, bits), rng, idle)
-    sink = StreamSink(dut.o, lambda v: unpack(v, simd, bits, is_signed), rng, stall)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, bits))
+    sink = StreamSink(rng, stall, decode=lambda v: unpack(v, simd, bits, is_signed))
     sent = check_protocol(sim, dut.i, "i")
     received = check_protocol(sim, dut.o, "o")
-    sim.add_testbench(source.run(images.reshape(-1, dut.in_lanes).tolist()))
-    sim.add_testbench(sink.run(len(expected)))
+    sim.add_testbench(stream_bench(source.send, dut.i, images.reshape(-1, dut.in_lanes).tolist()))
+    sim.add_testbench(stream_bench(sink.receive, dut.o, len(expected)))
     run_simulation(sim, 10 * (len(expected) + images.size) + 200)
     assert len(sent) == images.size // dut.in_lanes
     assert len(received) == len(expected)
