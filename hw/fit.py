@@ -23,9 +23,8 @@ from pathlib import Path
 
 from sw.data import load_train
 from sw.errors import UserError, cli_main
-from sw.evaluate import parse_bits
 from sw.models import SEED_MODELS
-from sw.quantize import CALIBRATION_IMAGES, QuantConfig, quantize_model
+from sw.quantize import CALIBRATION_IMAGES, QuantConfig, parse_bits, quantize_model
 
 from .boards import BOARDS, get_board
 from .build import build

@@ -40,6 +40,7 @@ from amaranth.lib.wiring import Out
 
 from sw.errors import UserError, cli_main
 from sw.qmodel import Dense, load_qmodel, weight_range
+from sw.quantize import parse_bits
 
 from .folding import DEVICES, layer_estimates, load_fold
 from .mac_array import MACArray
@@ -196,8 +197,6 @@ def _multipliers(text):
 
 @cli_main
 def main(argv=None):
-    from sw.evaluate import parse_bits
-
     parser = argparse.ArgumentParser(prog="python -m hw.macbench",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--bits", default="4,8")

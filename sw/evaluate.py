@@ -30,20 +30,13 @@ from .quantize import (
     QuantConfig,
     check_bits,
     check_method,
+    parse_bits,
     parse_layer_bits,
     quantize,
     quantize_model,
 )
 
-__all__ = ["evaluate", "float_accuracy", "main", "parse_bits"]
-
-
-def parse_bits(text):
-    """Parse ``"8,4,2,1"`` into a list of bit widths, each checked to be in 1..8."""
-    parts = [part for part in str(text).split(",") if part.strip()]
-    if not parts:
-        raise UserError("--bits needs at least one bit width, e.g. 8,4")
-    return [check_bits(part.strip(), "--bits entry") for part in parts]
+__all__ = ["evaluate", "float_accuracy", "main"]
 
 
 def float_accuracy(fnet, model, images, labels):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from .errors import UserError
+from .keras_import import extract, load_keras_model
 from .paths import MODELS_DIR
 
 __all__ = ["MODELS_DIR", "SEED_MODELS", "build", "load_float_net", "load_model", "model_path"]
@@ -57,14 +58,10 @@ def model_path(spec):
 
 def load_model(spec):
     """Load a trained Keras model by seed name or path."""
-    from .keras_import import load_keras_model
-
     return load_keras_model(model_path(spec))
 
 
 def load_float_net(spec):
     """Load a model and map it to a :class:`~sw.keras_import.FloatNet`."""
-    from .keras_import import extract
-
     name = spec if spec in SEED_MODELS else Path(spec).stem
     return extract(load_model(spec), name=name)

@@ -46,6 +46,7 @@ __all__ = [
     "choose_activation_frac",
     "layer_widths",
     "main",
+    "parse_bits",
     "parse_layer_bits",
     "quantize",
     "quantize_model",
@@ -121,6 +122,14 @@ def check_bits(bits, what="bit width"):
     if str(value) != str(bits).strip() or not 1 <= value <= 8:
         raise UserError(f"{what} {bits!r} is out of range: must be an integer in 1..8")
     return value
+
+
+def parse_bits(text):
+    """Parse ``"8,4,2,1"`` into a list of bit widths, each checked to be in 1..8."""
+    parts = [part for part in str(text).split(",") if part.strip()]
+    if not parts:
+        raise UserError("--bits needs at least one bit width, e.g. 8,4")
+    return [check_bits(part.strip(), "--bits entry") for part in parts]
 
 
 def add_bits_arguments(parser, default="4"):
