@@ -218,6 +218,8 @@ def formal_section(entry, design_cell):
                          f"{', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))} | "
                          f"{sum(run['seconds'] for run in found):.0f} |")
     caught = [run for run in mutants if run["status"] == "FAIL" and run["outcome"] == "passed"]
+    # The unmutated wrappers, run the same way: they must pass.
+    controls = [run for run in mutants if run["status"] == "PASS" and run["outcome"] == "passed"]
     proved = sum(run["mode"] == "prove" and run["status"] == "PASS" for run in runs)
     failed = [run["test"] for run in runs if run["outcome"] != "passed"]
     return ["## Formal stream proofs", "",
@@ -235,11 +237,14 @@ def formal_section(entry, design_cell):
             + f"; design: {design_cell(entry)}.", "",
             "| component | mode | depth | runs | properties | sby result | s |",
             "|---|---|---|---|---|---|---|", *lines, "",
-            f"Deliberately broken components (`tests/formal/test_mutants.py`): {len(caught)} of "
-            f"{len(mutants)} runs on mutants failed as they must, each naming the broken "
-            "property: " + "; ".join(f"`{run['test'].split('::')[1]}` "
-                                     f"({', '.join(run['failed']) or 'cover'})"
-                                     for run in caught) + ".", ""]
+            f"Deliberately broken components (`tests/formal/test_mutants.py`): {len(caught)} "
+            f"mutants caught, each run failing with a counterexample of the property it breaks: "
+            + "; ".join(f"`{run['test'].split('::')[1]}` ({', '.join(run['failed']) or 'cover'})"
+                        for run in caught)
+            + f"; the {len(controls)} unmutated wrappers pass the same runs"
+            + (f"; {len(mutants) - len(caught) - len(controls)} mutant runs did not behave as "
+               f"their tests expect" if len(caught) + len(controls) < len(mutants) else "")
+            + ".", ""]
 
 
 def _grouped(runs):
