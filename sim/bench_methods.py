@@ -14,7 +14,7 @@ import numpy as np
 
 from sw.golden import classify
 from sw.models import model_path
-from sw.quantize import TRAIN_FLAGS, QuantConfig, parse_layer_bits, quantize_model
+from sw.quantize import QuantConfig, parse_layer_bits, quantize_model, train_command
 from sw.trained import sidecar_path, trained_model_path
 
 __all__ = ["COLUMNS", "COMPARE_BITS", "MIXED", "best_methods", "measure_method",
@@ -69,9 +69,7 @@ def measure_method(model, bits, column, calibration, images, labels, layer_bits=
     config = QuantConfig(weight_bits=bits, rounding=rounding, layer_bits=layer_bits)
     if trained is not None and not sidecar_path(_trained_path(model, bits, trained,
                                                               layer_bits)).is_file():
-        widths = ",".join(f"{name}={weight}/{act}" for name, weight, act in layer_bits)
-        return {"missing": f"python -m sw.train --model {model} {TRAIN_FLAGS[trained]} --bits "
-                           f"{bits}" + (f" --layer-bits {widths}" if widths else "")}
+        return {"missing": train_command(model, config, trained)}
     qmodel, used = quantize_model(model, config, calibration, method)
     classes, _ = classify(qmodel, images.reshape(len(images), *qmodel.input_shape))
     return {"accuracy": float(np.mean(classes == labels)), "method": used,

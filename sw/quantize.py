@@ -52,6 +52,8 @@ __all__ = [
     "quantize_model",
     "quantize_weights",
     "rom_words",
+    "train_command",
+    "widths_label",
     "write_exports",
 ]
 
@@ -474,20 +476,31 @@ TRAIN_FLAGS = {"dual-copy": "--qat", "randomized": "--method randomized",
                 "iterative": "--method iterative"}
 
 
+def widths_label(weight_bits, act_bits, layer_bits=()):
+    """How messages name a network's widths: ``W1A1`` and each per-layer override
+    (``W1A1, first W8A8``)."""
+    return f"W{weight_bits}A{act_bits}" + "".join(
+        f", {layer} W{weight}A{act}" for layer, weight, act in layer_bits)
+
+
+def train_command(spec, config, method):
+    """The ``sw.train`` command that trains ``spec`` with ``method`` (one of
+    :data:`TRAINED_METHODS`) at ``config``'s widths."""
+    return (f"python -m sw.train --model {spec} {TRAIN_FLAGS[method]} --bits "
+            f"{config.weight_bits} --act-bits {config.act_bits}" + (
+                " --layer-bits " + ",".join(f"{layer}={weight}/{act}" for layer, weight, act
+                                            in config.layer_bits)
+                if config.layer_bits else ""))
+
+
 def _find_trained(spec, config, method=None):
     """The trained ``(.keras path, sidecar)`` for ``spec`` at ``config``, or ``(None, reason)``.
 
     ``method`` is the training method asked for; ``None`` (``auto``) takes a seed's dual-copy
     model, or whatever trained a file that has fractions beside it.
     """
-    bits = f"W{config.weight_bits}A{config.act_bits}" + "".join(
-        f", {layer} W{weight}A{act}" for layer, weight, act in config.layer_bits)
+    bits = widths_label(config.weight_bits, config.act_bits, config.layer_bits)
     wanted = method or "dual-copy"
-    train = (f"train one with python -m sw.train --model {spec} {TRAIN_FLAGS[wanted]} --bits "
-             f"{config.weight_bits} --act-bits {config.act_bits}" + (
-                 " --layer-bits " + ",".join(f"{layer}={weight}/{act}" for layer, weight, act
-                                             in config.layer_bits)
-                 if config.layer_bits else ""))
     name, directory = (spec, None) if spec in SEED_MODELS else (Path(spec).stem,
                                                                  Path(spec).parent)
     # A trained file itself, or the model sw.train fine-tuned from a seed or a float file:
@@ -498,14 +511,15 @@ def _find_trained(spec, config, method=None):
         path = Path(spec)
     elif not sidecar_path(path).is_file() or not path.is_file():
         return None, (f"no {TRAINED_LABELS[wanted]} model of {spec} at {bits} ({path.name} and "
-                      f"its {sidecar_path(path).name}); {train}")
+                      f"its {sidecar_path(path).name}); train one with "
+                      f"{train_command(spec, config, wanted)}")
     sidecar = load_fractions(sidecar_path(path))
     if method is not None and sidecar["method"] != method:
         return None, f"{path} was trained with --method {sidecar['method']}, not {method}"
     if (sidecar["weight_bits"], sidecar["act_bits"], sorted(sidecar["layer_bits"])) != (
             config.weight_bits, config.act_bits, sorted(config.layer_bits)):
-        trained = f"W{sidecar['weight_bits']}A{sidecar['act_bits']}" + "".join(
-            f", {layer} W{weight}A{act}" for layer, weight, act in sidecar["layer_bits"])
+        trained = widths_label(sidecar["weight_bits"], sidecar["act_bits"],
+                               sidecar["layer_bits"])
         return None, f"{path} was trained at {trained}, not {bits}"
     if config.preset or config.rounding != "nearest" or config.granularity != "channel" or \
             config.scales != "error":

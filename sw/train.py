@@ -37,6 +37,7 @@ from .quantize import (
     check_method,
     layer_widths,
     parse_layer_bits,
+    widths_label,
 )
 from .trained import trained_model_path
 
@@ -135,9 +136,9 @@ def _quantized_main(args, method):
                                  None if args.model in SEED_MODELS else Path(args.model).parent,
                                  layer_bits)
     epochs = args.epochs
-    print(f"{_TRAINING_NAMES[method]} of {fnet.name} at W{weight_bits}A{act_bits}"
-          + "".join(f", {name} W{weight}A{act}" for name, weight, act in layer_bits)
-          + f" on {len(images)} images for {epochs} epochs", file=sys.stderr)
+    print(f"{_TRAINING_NAMES[method]} of {fnet.name} at "
+          f"{widths_label(weight_bits, act_bits, layer_bits)} on {len(images)} images for "
+          f"{epochs} epochs", file=sys.stderr)
     options = {"epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                "seed": args.seed, "calibration": args.calibration,
                "verbose": 1 if sys.stderr.isatty() else 2, "layer_bits": layer_bits}

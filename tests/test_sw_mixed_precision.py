@@ -102,8 +102,7 @@ def test_training_at_mixed_widths(mnist_train, mnist_test, tmp_path, capsys):
     from sw.qat import fake_quant_model
 
     fnet = extract(load_keras_model(trained), name="small")
-    fractions = {name: entry for name, entry in sidecar["layers"].items()}
-    rebuilt = fake_quant_model(fnet, fractions, 1, 1, layer_bits=config.layer_bits)
+    rebuilt = fake_quant_model(fnet, sidecar["layers"], 1, 1, layer_bits=config.layer_bits)
     for (q, b), layer in zip(integer_layers(rebuilt), qmodel.weight_layers, strict=True):
         assert np.array_equal(q, layer.weight) and np.array_equal(b, layer.bias)
 
