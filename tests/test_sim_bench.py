@@ -220,3 +220,26 @@ def test_corrupt_store_is_an_error_and_ceiling(tmp_path):
     assert Store(path, force=True).entries == {}
     # 107 lanes at 100 MHz on LeNet-5's 281,640 MACs per image.
     assert ceiling(107, 100.0, 281_640) == pytest.approx(37_991.8, rel=1e-4)
+
+
+def test_methods_compared(mnist_train, mnist_test):
+    """A measured cell, a trained method with no model (the command that trains one), and the
+    section: each row's best in bold, the best per width, the mixed rows."""
+    from sim.bench_methods import best_methods, measure_method, methods_section
+
+    calibration, (images, labels) = mnist_train[0][:200], (mnist_test[0][:300],
+                                                           mnist_test[1][:300])
+    ptq = measure_method("tiny_cnn", 5, "ptq", calibration, images, labels)
+    assert ptq["method"] == "post-training" and 0.8 < ptq["accuracy"] <= 1
+    missing = measure_method("tiny_cnn", 5, "iterative", calibration, images, labels)
+    assert missing == {"missing": "python -m sw.train --model tiny_cnn --method iterative "
+                                  "--bits 5 --act-bits 5"}
+    results = {"method/tiny_cnn/1/ptq": {"accuracy": 0.3},
+               "method/tiny_cnn/1/dual-copy (QAT)": {"accuracy": 0.9},
+               "method/tiny_cnn/1/iterative": missing,
+               "mixed/tiny_cnn/1/first=8/1/dual-copy (QAT)": {"accuracy": 0.92}}
+    assert best_methods(results, ["tiny_cnn"]) == {1: [("dual-copy (QAT)", 0.9)]}
+    page = "\n".join(methods_section(results, ["tiny_cnn"], {"tiny_cnn": {"accuracy": 0.96}}))
+    assert "| 1 | 30.00 | – | – | – | not trained | **90.00** |" in page
+    assert "W1A1 dual-copy (QAT) (90.00%)" in page
+    assert "| tiny_cnn | W1A1 | `first=8/1` | – | 92.00 |" in page
