@@ -381,8 +381,8 @@ class DenseHardware(WeightHardware):
 
 
 class PoolHardware(LayerHardware):
-    """A :class:`~sw.qmodel.Pool2D`: a :class:`~hw.pool.Pool`, and a row's buffer after it
-    unless it pools globally."""
+    """A :class:`~sw.qmodel.Pool2D`: a :class:`~hw.pool.Pool` and a row of its results'
+    buffer after it."""
 
     def first_layer_pixels(self, input_shape, pixels):
         channels = input_shape[-1]
@@ -394,19 +394,18 @@ class PoolHardware(LayerHardware):
         return [Stage(layer.name, layer.kind, math.prod(layer.in_shape) // lanes, lanes, lanes)]
 
     def stages(self, name, fold, shape, lanes, dsp_width):
-        layer, stages = self.layer, []
+        layer = self.layer
         height, width, channels = layer.in_shape
-        stages.append((f"{name}_pool", Pool(height=height, width=width, channels=channels,
-                                            size=layer.window, shape=shape, lanes=lanes,
-                                            op=layer.op)))
-        if len(layer.out_shape) == 3 and layer.out_shape[0] > 1:  # not global pooling
-            out_width = layer.out_shape[1]
-            # A pool sends a row of results in the time of one of its ``window`` input rows
-            # and nothing in the others: a row's worth of buffer lets a consumer that keeps
-            # up on average (a width converter into a dense layer) take them at its pace.
-            stages.append((f"{name}_buffer", StreamFIFO(
-                shape=data.ArrayLayout(shape, lanes), depth=out_width * channels // lanes + 1)))
-        return stages
+        out_width = width // layer.window[1]
+        # A pool sends a row of results in the time of one of its ``window`` input rows and
+        # nothing in the others (global pooling: the whole result at the image's last pixel,
+        # ``channels // lanes`` transfers back to back): a row's worth of buffer lets a
+        # consumer that keeps up on average (a width converter into a dense layer) take them
+        # at its pace without stalling the pool.
+        return [(f"{name}_pool", Pool(height=height, width=width, channels=channels,
+                                      size=layer.window, shape=shape, lanes=lanes, op=layer.op)),
+                (f"{name}_buffer", StreamFIFO(shape=data.ArrayLayout(shape, lanes),
+                                              depth=out_width * channels // lanes + 1))]
 
 
 #: The hardware of each layer kind of :mod:`sw.qmodel`.
