@@ -703,6 +703,9 @@ def _checked(args):
     boards = _csv(args.boards, "--boards")
     for board in boards:
         get_board(board)
+    if Path(args.out).suffix == ".md":
+        raise UserError(f"--out {args.out}: names the results folder, and the page is written "
+                        f"beside it as FOLDER.md; drop the .md")
     if args.rtl_images < 0 or args.jobs < 1:
         raise UserError("--rtl-images must be >= 0 and --jobs >= 1")
     if not 0 <= args.rtl_idle < 1 or not 0 <= args.rtl_stall < 1:

@@ -208,6 +208,11 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         assert done.returncode == 2
         assert done.stderr.startswith("error:") and message in done.stderr
         assert "Traceback" not in done.stderr
+    # A page's name for the folder: refused before anything is made (a folder named
+    # results.md would have been created and the page's rename failed with a traceback).
+    done = _bench("--out", str(tmp_path / "results.md"))
+    assert done.returncode == 2 and "--out" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results.md").exists()
 
 
 def test_corrupt_store_is_an_error_and_ceiling(tmp_path):
