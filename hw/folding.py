@@ -19,7 +19,14 @@ from sw.errors import UserError
 
 from .fifo import StreamFIFO
 from .mac_array import adder_tree_depth, array_latency, output_fifo_depth
-from .multiplier import DSP_WIDTHS, packing_shift, product_bits
+from .multiplier import (
+    DSP_WIDTHS,
+    PROVEN_BITS,
+    fits_hard,
+    lut_buildable,
+    packing_shift,
+    product_bits,
+)
 from .network import (
     Fold,
     LayerFold,
@@ -37,8 +44,8 @@ from .weight_rom import BLOCK_MIN_DEPTH
 from .window import WindowGenerator
 
 __all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
-           "auto_fold", "device_lanes", "estimate", "kinds", "lane_luts", "lanes_by_kind",
-           "layer_estimates", "load_fold"]
+           "auto_fold", "check_widths", "device_lanes", "estimate", "kinds", "lane_luts",
+           "lanes_by_kind", "layer_estimates", "load_fold"]
 
 
 @dataclass(frozen=True)
@@ -164,9 +171,13 @@ def kinds(layer, pe, device):
     ``device``: LUTs always; hard multipliers where Yosys maps the product to one; packed
     pairs where two PEs share an input and the pair fits the device's multiplier (on the
     iCE40, whose DSPs take only products of 11 bits and more, even PEs only, so that no lane
-    falls back to Yosys' own LUT product)."""
-    product = product_bits(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed))
+    falls back to Yosys' own LUT product). Operands wider than ``PROVEN_BITS``: hard
+    multipliers only, on every lane (:func:`check_widths` says when the device has none)."""
+    shape = element_shape(layer.in_bits, layer.in_signed)
+    product = product_bits(layer.weight_bits, shape)
     wide = product >= device.dsp_min_product
+    if layer.weight_bits > 1 and not lut_buildable(layer.weight_bits, shape):
+        return ("dsp",)  # every lane hard (check_widths: the device has them)
     if layer.weight_bits == 1 or not device.dsps:
         return ("lut",)
     options = ["lut", "dsp"] if wide else ["lut"]
@@ -213,10 +224,12 @@ def device_lanes(qmodel, device):
     if not layers:  # 1-bit weights: adders only
         adder = max(lane_luts("lut", 1, layer.in_bits, device) for layer in qmodel.weight_layers)
         return int(LUT_MARGIN[device.family] * device.luts / adder)
-    widest = max(layers, key=lambda layer: lane_luts("lut", layer.weight_bits, layer.in_bits,
-                                                     device))
     per_dsp = 2 if all("packed" in kinds(layer, 2, device) for layer in layers) else 1
-    lut = lane_luts("lut", widest.weight_bits, widest.in_bits, device)
+    # LUT-built lanes only for the layers whose operands they are proven for.
+    narrow = [layer for layer in layers if "lut" in kinds(layer, 1, device)]
+    if not narrow:
+        return device.dsps * per_dsp
+    lut = max(lane_luts("lut", layer.weight_bits, layer.in_bits, device) for layer in narrow)
     return device.dsps * per_dsp + int(LUT_MARGIN[device.family] * device.luts / lut)
 
 
@@ -407,8 +420,9 @@ _SPARE_LANES = 1.25
 
 def _shape_cost(layer, option, device, upstream):
     """What shape ``option`` of ``layer`` costs, each resource as a share of the device's
-    (every lane LUT-built: the multiplier kinds are chosen afterwards)."""
-    need = _weight_layer_cost(layer, LayerFold(option[2], option[3], "lut"), device, upstream)
+    (every lane LUT-built where it may be: the multiplier kinds are chosen afterwards)."""
+    kind = kinds(layer, option[2], device)[0]
+    need = _weight_layer_cost(layer, LayerFold(option[2], option[3], kind), device, upstream)
     return (need.luts / device.luts + need.ffs / device.ffs
             + need.brams / max(device.brams, 1))
 
@@ -443,15 +457,19 @@ def assign_multipliers(qmodel, fold, device):
 
     Returns
     -------
-    dict of LayerFold
+    Fold or None
+        None when the layers that multiply on hard multipliers only (operands wider than
+        ``hw.multiplier.PROVEN_BITS``) need more than the device has.
     """
     # best[d]: (LUTs, {layer: LayerFold}) of the cheapest assignment so far using d DSPs.
     best = {0: (0, {})}
     for layer in qmodel.weight_layers:
         pe, simd = fold[layer.name][:2]
+        options = kinds(layer, pe, device)
+        # Hard lanes: any number where the rest may be LUT-built, else all of them.
+        hards = range(1, simd + 1) if "lut" in options else [simd]
         choices = [LayerFold(pe, simd, kind, None if hard == simd else hard)
-                   for kind in kinds(layer, pe, device)
-                   for hard in ([0] if kind == "lut" else range(1, simd + 1))]
+                   for kind in options for hard in ([0] if kind == "lut" else hards)]
         step = {}
         for choice in choices:
             cost = _lanes_cost(layer, choice, device)
@@ -462,6 +480,8 @@ def assign_multipliers(qmodel, fold, device):
                 if total not in step or luts + cost.luts < step[total][0]:
                     step[total] = (luts + cost.luts, {**chosen, layer.name: choice})
         best = step
+    if not best:
+        return None
     _, chosen = min(best.values(), key=lambda value: value[0])
     return Fold(chosen, getattr(fold, "pixels", 1))
 
@@ -483,8 +503,10 @@ def auto_fold(qmodel, device, max_lanes=None):
     Raises
     ------
     UserError
-        When even the fully folded design (one lane per layer) does not fit, with its estimate.
+        When even the fully folded design (one lane per layer) does not fit, with its estimate,
+        or a layer needs hard multipliers the device does not have (:func:`check_widths`).
     """
+    check_widths(qmodel, device)
     targets = sorted({option[0] for layer in qmodel.weight_layers for option in _options(layer)})
     best = None
     for target in reversed(targets):
@@ -496,10 +518,10 @@ def auto_fold(qmodel, device, max_lanes=None):
         # Costs are not monotonic in the target (a faster fold may take a narrower SIMD and
         # shed skew registers), so every target is tried.
         fold = assign_multipliers(qmodel, fold, device)
-        if estimate(qmodel, fold, device).fits(device):
+        if fold is not None and estimate(qmodel, fold, device).fits(device):
             best = fold
     if best is None:
-        fold = {layer.name: (1, 1, "lut") for layer in qmodel.weight_layers}
+        fold = {layer.name: (1, 1, kinds(layer, 1, device)[0]) for layer in qmodel.weight_layers}
         need = estimate(qmodel, fold, device)
         raise UserError(
             f"{qmodel.name} at {qmodel.weight_bits} bits does not fit {device.name} even fully "
@@ -512,7 +534,30 @@ def auto_fold(qmodel, device, max_lanes=None):
     relaxed = assign_multipliers(qmodel, _fold_for(qmodel, interval, device), device)
     # The relaxed fold may take other shapes (and memories) than the best: keep it only if
     # it fits too.
-    return relaxed if estimate(qmodel, relaxed, device).fits(device) else best
+    fits = relaxed is not None and estimate(qmodel, relaxed, device).fits(device)
+    return relaxed if fits else best
+
+
+def check_widths(qmodel, device):
+    """Raise a one-line :class:`UserError` naming the first weight layer whose operands are
+    wider than LUT-built products are proven for (``hw.multiplier.PROVEN_BITS``) and that
+    ``device`` cannot multiply: it has no hard multipliers, or they are too narrow."""
+    width = DSP_WIDTHS[device.family]
+    for layer in qmodel.weight_layers:
+        shape = element_shape(layer.in_bits, layer.in_signed)
+        if layer.weight_bits == 1 or lut_buildable(layer.weight_bits, shape):
+            continue
+        operands = (f"layer {layer.name!r}: {layer.weight_bits}-bit weights times "
+                    f"{layer.in_bits}-bit {'signed' if layer.in_signed else 'unsigned'} inputs "
+                    f"multiply on hard multipliers only (LUT-built products are proven up to "
+                    f"{PROVEN_BITS} bits)")
+        if not device.dsps:
+            raise UserError(f"{operands}, and the {device.name} has none: use at most "
+                            f"{PROVEN_BITS} bits or a device with DSPs")
+        if not fits_hard(layer.weight_bits, shape, width):
+            raise UserError(f"{operands}, and the {device.name}'s are {width}x{width} signed: "
+                            f"at most {width - 1}-bit unsigned (ReLU) or {width}-bit signed "
+                            f"inputs and {width}-bit weights")
 
 
 def load_fold(path, qmodel, dsp_width=DSP_WIDTHS["ecp5"]):

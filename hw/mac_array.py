@@ -40,13 +40,14 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sw.qmodel import accumulator_range, signed_bits, weight_range
+from sw.qmodel import MAX_BITS, accumulator_range, signed_bits, weight_range
 from sw.quantize import rom_words
 
 from .multiplier import (
     DSP_WIDTHS,
     KINDS,
     high_codes,
+    lane_problem,
     lut_product,
     packed_products,
     packing_shift,
@@ -154,8 +155,10 @@ class MACArray(wiring.Component):
     bias : array of int, shape (channels,)
         Integer bias, in the accumulator's scale.
     weight_bits : int
-        Weight width, 1..8. ROM words are :func:`sw.quantize.rom_words`; 1-bit weights use an
-        adder/subtractor instead of a multiplier.
+        Weight width, 1..16. ROM words are :func:`sw.quantize.rom_words`; 1-bit weights use an
+        adder/subtractor instead of a multiplier. Weights or inputs wider than
+        :data:`~hw.multiplier.PROVEN_BITS` multiply on hard multipliers only: ``"dsp"``, every
+        lane hard.
     in_shape : Shape
         Shape of one input value, e.g. ``unsigned(8)`` or ``signed(4)``.
     acc_bits : int
@@ -237,8 +240,8 @@ class MACArray(wiring.Component):
                  rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"],
                  hard_lanes=None):
         self.weight_bits = check_int("weight_bits", weight_bits)
-        if self.weight_bits > 8:
-            raise ValueError(f"weight_bits must be in 1..8, not {weight_bits}")
+        if self.weight_bits > MAX_BITS:
+            raise ValueError(f"weight_bits must be in 1..{MAX_BITS}, not {weight_bits}")
         self.in_shape = check_in_shape(in_shape)
         self.acc_bits = check_int("acc_bits", acc_bits)
         self.pe = check_int("pe", pe)
@@ -255,6 +258,10 @@ class MACArray(wiring.Component):
         #: The multiplier kind, and the SIMD lanes multiplying with it (0 for ``"lut"``); the
         #: rest are LUT-built.
         self.multiplier, self.hard_lanes = multiplier, hard_lanes
+        problem = lane_problem(multiplier, self.weight_bits, self.in_shape, self.dsp_width,
+                               hard_lanes == self.simd)
+        if problem:
+            raise ValueError(problem)
         # The packed operand's shift; None where no multiplier is packed.
         self._shift = (packing_shift(self.weight_bits, in_shape, self.dsp_width)
                        if multiplier == "packed" and self.weight_bits > 1 else None)

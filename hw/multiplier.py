@@ -1,7 +1,7 @@
 """Exact products for the MAC lanes: a hard multiplier, one built of LUTs, or two packed in one.
 
-A MAC lane multiplies an input ``x`` (``in_shape``: unsigned ``1..8`` or signed ``2..8`` bits)
-by a weight ``w`` of ``N = 2..8`` bits, stored as its ``N``-bit two's complement code, in the
+A MAC lane multiplies an input ``x`` (``in_shape``: unsigned ``1..16`` or signed ``2..16`` bits)
+by a weight ``w`` of ``N = 2..16`` bits, stored as its ``N``-bit two's complement code, in the
 symmetric range ``-(2**(N-1)-1) .. 2**(N-1)-1`` of ``docs/numerics.md`` (1-bit weights never
 multiply: the MAC array adds or subtracts). Every kind below gives the exact product, which fits
 ``signed(k)`` with ``k = product_bits(N, in_shape)`` the smallest width that holds every
@@ -13,6 +13,8 @@ accumulator's adder).
 ``"dsp"``
     ``x * w``: Yosys maps it to one hard multiplier (ECP5 ``MULT18X18D``; iCE40 ``SB_MAC16``
     with ``synth_ice40 -dsp`` when the product has at least 11 bits, a LUT multiplier below).
+    The only kind for operands wider than :data:`PROVEN_BITS` (:func:`lut_buildable`), which
+    must then fit the hard multiplier's signed operands (:func:`fits_hard`).
 
 ``"lut"``
     Shift-and-add with radix-4 Booth digits, which Yosys keeps in LUTs and carry chains.
@@ -65,24 +67,60 @@ accumulator's adder).
     8-bit weights only with 1-bit inputs (and 2-bit ones, or signed 3-bit, on ECP5).
 
 ``tests/test_hw_multiplier.py`` drives every operand pair of every LUT-built unit and every
-operand triple of every packed unit through the hardware (Verilator), against ``x * w``.
+operand triple of every packed unit through the hardware (Verilator), against ``x * w``, for
+weights and inputs of up to :data:`PROVEN_BITS` bits; wider operands are not built of LUTs.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.qmodel import signed_bits, value_range, weight_range
+from sw.qmodel import MAX_BITS, signed_bits, value_range, weight_range
 
 from .params import check_in_shape, check_int
 
-__all__ = ["DSP_WIDTHS", "KINDS", "Multiplier", "high_codes", "lut_product", "packed_products",
-           "packing_shift", "product_bits", "product_range"]
+__all__ = ["DSP_WIDTHS", "KINDS", "PROVEN_BITS", "Multiplier", "fits_hard", "high_codes",
+           "lane_problem", "lut_buildable", "lut_product", "packed_products", "packing_shift",
+           "product_bits", "product_range"]
 
 KINDS = ("dsp", "lut", "packed")
 #: Width of the signed operands of one hard multiplier: ECP5 ``MULT18X18D`` is 18x18,
 #: iCE40 UP5K ``SB_MAC16`` 16x16.
 DSP_WIDTHS = {"ecp5": 18, "ice40": 16}
+#: The widest weights and inputs, in bits, of the LUT-built and packed products: the width up
+#: to which tests/test_hw_multiplier.py proves them exact for every operand pair (triple).
+PROVEN_BITS = 8
+
+
+def lut_buildable(weight_bits, in_shape):
+    """Whether ``"lut"`` and ``"packed"`` products may serve ``weight_bits`` weights and
+    ``in_shape`` inputs: both at most :data:`PROVEN_BITS` wide."""
+    return weight_bits <= PROVEN_BITS and in_shape.width <= PROVEN_BITS
+
+
+def fits_hard(weight_bits, in_shape, dsp_width):
+    """Whether one hard multiplier of ``dsp_width``-bit signed operands takes the product
+    of a ``weight_bits`` weight and an ``in_shape`` input (unsigned inputs take a sign bit
+    more)."""
+    return max(weight_bits, in_shape.width + (0 if in_shape.signed else 1)) <= dsp_width
+
+
+def lane_problem(kind, weight_bits, in_shape, dsp_width, all_hard=True):
+    """Why lanes of ``kind`` cannot multiply ``weight_bits`` weights by ``in_shape`` inputs
+    (a message), or None. ``all_hard``: every SIMD lane uses ``kind`` (the others would be
+    LUT-built). Operands wider than :data:`PROVEN_BITS` need ``"dsp"`` on every lane, and
+    a ``"dsp"`` product must fit the ``dsp_width``-bit hard multiplier."""
+    if weight_bits == 1:  # added or subtracted
+        return None
+    operands = (f"{weight_bits}-bit weights times {in_shape.width}-bit "
+                f"{'signed' if in_shape.signed else 'unsigned'} inputs")
+    if not lut_buildable(weight_bits, in_shape) and (kind != "dsp" or not all_hard):
+        return (f"{operands} multiply on hard multipliers only (LUT-built products are proven "
+                f"up to {PROVEN_BITS} bits): multiplier 'dsp' with every lane hard")
+    if kind == "dsp" and not fits_hard(weight_bits, in_shape, dsp_width):
+        return (f"{operands} do not fit a {dsp_width}x{dsp_width} signed hard multiplier (an "
+                f"unsigned input takes a sign bit more)")
+    return None
 
 
 def product_range(weight_bits, in_shape):
@@ -258,11 +296,13 @@ class Multiplier(wiring.Component):
     kind : {"dsp", "lut", "packed"}
         See the module docstring.
     weight_bits : int
-        2..8 (1-bit weights add or subtract and need no multiplier).
+        2..16 (1-bit weights add or subtract and need no multiplier); ``"lut"`` and
+        ``"packed"`` take weights and inputs of up to :data:`PROVEN_BITS` bits.
     in_shape : Shape
         The input's shape.
     dsp_width : int
-        Width of the hard multiplier's signed operands, for ``"packed"`` (:data:`DSP_WIDTHS`).
+        Width of the hard multiplier's signed operands (:data:`DSP_WIDTHS`), which
+        ``"dsp"``'s operands and ``"packed"``'s pair must fit.
 
     Attributes
     ----------
@@ -279,19 +319,22 @@ class Multiplier(wiring.Component):
     TypeError
         If a parameter has the wrong type.
     ValueError
-        If ``kind`` is unknown, ``weight_bits`` is outside 2..8, or a packed pair does not
-        fit the hard multiplier.
+        If ``kind`` is unknown, ``weight_bits`` is outside 2..16, the operands are too wide
+        for ``kind``, or they (a packed pair) do not fit the hard multiplier.
     """
 
     def __init__(self, kind, *, weight_bits, in_shape, dsp_width=DSP_WIDTHS["ecp5"]):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
         weight_bits = check_int("weight_bits", weight_bits)
-        if not 2 <= weight_bits <= 8:
-            raise ValueError(f"weight_bits must be in 2..8, not {weight_bits} (1-bit weights "
-                             f"add or subtract)")
+        if not 2 <= weight_bits <= MAX_BITS:
+            raise ValueError(f"weight_bits must be in 2..{MAX_BITS}, not {weight_bits} (1-bit "
+                             f"weights add or subtract)")
         in_shape = check_in_shape(in_shape)
         dsp_width = check_int("dsp_width", dsp_width, minimum=2)
+        problem = lane_problem(kind, weight_bits, in_shape, dsp_width)
+        if problem:
+            raise ValueError(problem)
         self._kind, self._weight_bits, self._in_shape = kind, weight_bits, in_shape
         self._product_bits = product_bits(weight_bits, in_shape)
         self._shift = (packing_shift(weight_bits, in_shape, dsp_width) if kind == "packed"

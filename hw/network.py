@@ -30,7 +30,7 @@ from sw.qmodel import Conv2D, Dense, Flatten, Pool2D
 from .argmax import Argmax
 from .fifo import StreamFIFO
 from .mac_array import MACArray
-from .multiplier import DSP_WIDTHS, KINDS, packing_shift
+from .multiplier import DSP_WIDTHS, KINDS, lane_problem, packing_shift
 from .pool import Pool
 from .requantize import Requantize
 from .streams import lanes_signature
@@ -202,6 +202,11 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
         if multiplier not in KINDS:
             raise UserError(f"layer {layer.name!r}: multiplier {multiplier!r} is not one of "
                             f"{', '.join(KINDS)}")
+        problem = lane_problem(multiplier, layer.weight_bits,
+                               element_shape(layer.in_bits, layer.in_signed), dsp_width,
+                               multiplier != "lut" and hard_lanes in (None, simd))
+        if problem:
+            raise UserError(f"layer {layer.name!r}: {problem}")
         if multiplier == "packed" and layer.weight_bits > 1:
             try:
                 packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),

@@ -32,13 +32,31 @@ def _signed_digits(value):
     return digits
 
 
+def _deciding_sums(count, lo, hi):
+    """The sums in ``[lo, hi]`` whose exact division decides every other's: the smallest and
+    the largest of each residue class modulo ``count`` (see :func:`division_constants`)."""
+    if hi - lo + 1 <= 2 * count:
+        return np.arange(lo, hi + 1, dtype=object)
+    residues = np.arange(count, dtype=object)
+    return np.concatenate([lo + (residues - lo) % count, hi - (hi - residues) % count])
+
+
 def division_constants(count, lo, hi):
     """Constants that divide every integer sum in ``[lo, hi]`` by ``count``, rounding half up.
 
     Finds the smallest ``shift`` (then multiplier) for which
     ``(total * multiplier + offset) >> shift == floor((2 * total + count) / (2 * count))``
     for *every* ``total`` in ``[lo, hi]`` (``>>`` is the arithmetic shift, a floor), and checks
-    the whole range before returning.
+    it before returning.
+
+    Why ``2 * count`` sums decide the whole range: write ``total = k * count + r`` with
+    ``0 <= r < count``. The rounded quotient is ``k + c`` with ``c = [2 * r >= count]``, and
+    the equality holds iff ``0 <= total * multiplier + offset - (k + c) * 2**shift <
+    2**shift``, whose middle term is ``k * (count * multiplier - 2**shift) + r * multiplier +
+    offset - c * 2**shift``: linear in ``k`` for a fixed ``r``. A linear function stays
+    between two bounds over an interval of ``k`` iff it does at both ends, so the smallest
+    and largest sum of each residue class in ``[lo, hi]`` decide every sum between them
+    (``tests/test_hw_pool.py`` also checks every sum of every 1..8-bit range).
 
     Parameters
     ----------
@@ -56,7 +74,8 @@ def division_constants(count, lo, hi):
     ArithmeticError
         If no shift below 64 works (cannot happen for ranges a pool can reach).
     """
-    totals = np.arange(lo, hi + 1, dtype=np.int64)
+    # Python integers (object arrays): no product can wrap, whatever the range.
+    totals = _deciding_sums(count, lo, hi)
     quotients = (2 * totals + count) // (2 * count)
     for shift in range(64):
         base = (1 << shift) // count
@@ -71,7 +90,7 @@ def division_constants(count, lo, hi):
                 continue
             if not np.array_equal((products + low) >> shift, quotients):
                 raise ArithmeticError(f"division by {count}: constants {multiplier}, {low}, "
-                                      f"{shift} fail the exhaustive check")
+                                      f"{shift} fail the check")
             return multiplier, low, shift
     raise ArithmeticError(f"no constants divide [{lo}, {hi}] by {count} with a shift below 64")
 
@@ -96,7 +115,7 @@ class Pool(wiring.Component):
     op : {"max", "avg"}
         The reduction. The average over ``n = rows * cols`` values is
         ``floor((2 * sum + n) / (2 * n))`` (round half up), as a multiplication by a
-        constant and a shift (:func:`division_constants`, checked over every reachable sum).
+        constant and a shift (:func:`division_constants`, proven for every reachable sum).
 
     Attributes
     ----------

@@ -22,6 +22,7 @@ from hw.boards import get_board
 from hw.folding import DEVICES
 from sw.errors import UserError
 from sw.paths import ROOT
+from sw.qmodel import MAX_BITS
 
 from .design_keys import source_hash
 
@@ -82,16 +83,16 @@ def netlist_rows(text):
     Raises
     ------
     UserError
-        A row that is not ``MODEL:BITS:BOARD:IMAGES`` with bits 1..8, a known board and a
+        A row that is not ``MODEL:BITS:BOARD:IMAGES`` with bits 1..16, a known board and a
         positive image count.
     """
     rows = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         fields = item.split(":")
         if len(fields) != 4 or not fields[1].isdigit() or not fields[3].isdigit() or \
-                not 1 <= int(fields[1]) <= 8 or int(fields[3]) < 1:
-            raise UserError(f"--netlist row {item!r} is not MODEL:BITS:BOARD:IMAGES (bits 1..8, "
-                            f"images >= 1)")
+                not 1 <= int(fields[1]) <= MAX_BITS or int(fields[3]) < 1:
+            raise UserError(f"--netlist row {item!r} is not MODEL:BITS:BOARD:IMAGES (bits "
+                            f"1..{MAX_BITS}, images >= 1)")
         get_board(fields[2])
         rows.append((fields[0], int(fields[1]), fields[2], int(fields[3])))
     return rows
@@ -302,7 +303,8 @@ def random_section(entry, design_cell):
              "Keras models drawn by hypothesis from the supported layers (`Rescaling`; "
              "`Conv2D` kernels 1-5, strides 1-2, `valid`/`same`, 1-16 filters; max/average/"
              "global pooling; `BatchNormalization` with random statistics; ReLU three ways; "
-             "`Flatten`/`Reshape`; `Dropout`; `Dense`), random weights, 1..8 bits: "
+             "`Flatten`/`Reshape`; `Dropout`; `Dense`), random weights, 1..16 bits (half of the "
+             "draws beyond 8): "
              f"`NNFPGA_RANDOM_MODELS={entry['drawn']} NNFPGA_RANDOM_SEED={entry['seed']} "
              "pytest -m slow tests/test_random_models.py -k sweep`; design: "
              f"{design_cell(entry)}.", "",

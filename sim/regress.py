@@ -229,7 +229,7 @@ def _parser():
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="seed model or .keras/.h5 file "
                         "(default lenet5)")
-    parser.add_argument("--bits", default=None, help="weight bits 1..8 (default 4)")
+    parser.add_argument("--bits", default=None, help="weight bits 1..16 (default 4)")
     parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
     parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
                         help="per-layer widths, e.g. first=8,last=8 (as hw.build's)")

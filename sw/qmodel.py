@@ -18,6 +18,7 @@ from .errors import UserError
 __all__ = [
     "FORMAT",
     "LAYER_KINDS",
+    "MAX_BITS",
     "POOL_KINDS",
     "VERSION",
     "Conv2D",
@@ -36,6 +37,9 @@ __all__ = [
 
 FORMAT = "nnfpga-qmodel"
 VERSION = 1
+#: The widest weights and activations, in bits. Beyond 8 the hardware multiplies on hard
+#: multipliers only (``hw.multiplier``), whose operands are 16 (iCE40) or 18 bits (ECP5).
+MAX_BITS = 16
 
 
 def value_range(bits, signed):
@@ -135,8 +139,8 @@ class _WeightLayer:
         signed)``."""
         if (self.in_bits, self.in_signed) != (bits, signed):
             raise UserError(f"{where}: input is {self.in_bits} bits, expected {bits}")
-        if not 1 <= self.weight_bits <= 8:
-            raise UserError(f"{where}: weight bits {self.weight_bits} not in 1..8")
+        if not 1 <= self.weight_bits <= MAX_BITS:
+            raise UserError(f"{where}: weight bits {self.weight_bits} not in 1..{MAX_BITS}")
         lo, hi = weight_range(self.weight_bits)
         w = self.weight
         if w.dtype.kind not in "iu" or w.min(initial=0) < lo or w.max(initial=0) > hi:
@@ -393,7 +397,9 @@ def save_qmodel(qmodel, path):
     arrays = {"manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
     for index, layer in enumerate(qmodel.layers):
         if layer.weighted:
-            arrays[f"layer{index}.weight"] = layer.weight.astype(np.int8)
+            # One byte a weight up to 8 bits, two beyond.
+            arrays[f"layer{index}.weight"] = layer.weight.astype(
+                np.int8 if layer.weight_bits <= 8 else np.int16)
             arrays[f"layer{index}.bias"] = layer.bias.astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)

@@ -21,7 +21,7 @@ from .errors import UserError, cli_main
 from .keras_import import extract, load_keras_model
 from .models import SEED_MODELS, load_float_net, model_path
 from .outputs import prepare_dir, replace_dir
-from .qmodel import QModel, save_qmodel, value_range, weight_range
+from .qmodel import MAX_BITS, QModel, save_qmodel, value_range, weight_range
 from .trained import load_fractions, sidecar_path, trained_model_path
 
 __all__ = [
@@ -116,18 +116,19 @@ def check_calibration(count, available=None):
 
 
 def check_bits(bits, what="bit width"):
-    """Return ``bits`` as an int in 1..8, or raise a one-line :class:`UserError`."""
+    """Return ``bits`` as an int in 1..:data:`~sw.qmodel.MAX_BITS`, or raise a one-line
+    :class:`UserError`."""
     try:
         value = int(bits)
     except (TypeError, ValueError):
-        raise UserError(f"{what} {bits!r} is not an integer in 1..8") from None
-    if str(value) != str(bits).strip() or not 1 <= value <= 8:
-        raise UserError(f"{what} {bits!r} is out of range: must be an integer in 1..8")
+        raise UserError(f"{what} {bits!r} is not an integer in 1..{MAX_BITS}") from None
+    if str(value) != str(bits).strip() or not 1 <= value <= MAX_BITS:
+        raise UserError(f"{what} {bits!r} is out of range: must be an integer in 1..{MAX_BITS}")
     return value
 
 
 def parse_bits(text):
-    """Parse ``"8,4,2,1"`` into a list of bit widths, each checked to be in 1..8."""
+    """Parse ``"8,4,2,1"`` into a list of bit widths, each checked by :func:`check_bits`."""
     parts = [part for part in str(text).split(",") if part.strip()]
     if not parts:
         raise UserError("--bits needs at least one bit width, e.g. 8,4")
@@ -139,7 +140,8 @@ def add_bits_arguments(parser, default="4"):
     ``--bits`` is the width of the weights and of the activations, and the other two
     override either (read them with :func:`bits_from_args`)."""
     parser.add_argument("--bits", default=default,
-                        help=f"weight and activation bits, 1..8 (default {default})")
+                        help=f"weight and activation bits, 1..{MAX_BITS} (default {default}; "
+                             f"beyond 8 on hard multipliers only)")
     parser.add_argument("--weight-bits", default=None, help="weight bits (default: --bits)")
     parser.add_argument("--act-bits", default=None, help="activation bits (default: --bits)")
     parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,
@@ -197,9 +199,9 @@ class QuantConfig:
     Parameters
     ----------
     weight_bits : int
-        Signed weight width, 1..8 (1 is binarized).
+        Signed weight width, 1..16 (1 is binarized).
     act_bits : int, optional
-        Activation width, 1..8; defaults to ``weight_bits``.
+        Activation width, 1..16; defaults to ``weight_bits``.
     rounding : {"nearest", "floor", "stochastic"}
     granularity : {"channel", "tensor"}
         One weight scale per output channel or per tensor (the output layer is always per

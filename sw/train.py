@@ -29,6 +29,7 @@ from .qat import (
     train_qat,
     verify_export,
 )
+from .qmodel import MAX_BITS
 from .quantize import (
     CALIBRATION_IMAGES,
     TRAINED_METHODS,
@@ -108,7 +109,7 @@ def _quantized_main(args, method):
     """``--method dual-copy|randomized|iterative``: train through the integer numerics."""
     if args.bits is None:
         raise UserError(f"{'--qat' if args.qat else f'--method {method}'} needs --bits N "
-                        f"(1..8)")
+                        f"(1..{MAX_BITS})")
     weight_bits = check_bits(args.bits, "--bits")
     act_bits = check_bits(args.act_bits or weight_bits, "--act-bits")
     if not args.lr > 0 or args.calibration < 1:
@@ -191,7 +192,7 @@ def main(argv=None):
                              + " (docs/quantization.md)")
     parser.add_argument("--qat", action="store_true", help="the same as --method dual-copy")
     parser.add_argument("--bits", default=None,
-                        help="--method: weight and activation bits, 1..8")
+                        help=f"--method: weight and activation bits, 1..{MAX_BITS}")
     parser.add_argument("--act-bits", default=None, help="--method: activation bits (default: "
                         "--bits)")
     parser.add_argument("--layer-bits", default=None, type=parse_layer_bits,

@@ -21,7 +21,7 @@ def _build(*args):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--board", "arty"], "unknown board 'arty'; known boards: icebreaker"),
-    (["--bits", "9"], "--bits '9' is out of range"),
+    (["--bits", "17"], "--bits '17' is out of range"),
     (["--bits", "4", "--act-bits", "0"], "--act-bits '0' is out of range"),
     (["--model", "nothing.keras"], "model file 'nothing.keras' not found"),
     (["--model", "resnet50"], "unknown model 'resnet50'"),

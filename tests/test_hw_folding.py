@@ -117,3 +117,51 @@ def test_packed_fold_that_does_not_fit_the_multiplier_is_refused():
     # 8-bit weights with 8-bit pixels: the packed pair is wider than an 18 x 18 multiplier.
     with pytest.raises(UserError, match="layer 'conv2d': "):
         check_fold(_qmodel("lenet5", 8), {"conv2d": (2, 5, "packed")})
+
+
+@functools.cache
+def _mixed(model, bits, layer_bits):
+    from sw.data import load_train
+    from sw.quantize import QuantConfig, quantize_model
+
+    config = QuantConfig(weight_bits=bits, layer_bits=layer_bits)
+    return quantize_model(model, config, load_train(None)[0][:200])[0]
+
+
+def test_wide_layers_multiply_on_every_lane_hard():
+    """9..16-bit operands: LUT-built and packed products are proven up to 8 bits only, so a
+    wide layer's every lane is a DSP (``"dsp"``, all lanes hard) and the narrow layers keep
+    every kind; the fold files that ask for less are refused, naming the layer."""
+    qmodel = _mixed("lenet5", 4, (("first", 16, 12),))
+    first, second = qmodel.weight_layers[:2]
+    device = DEVICES["LFE5U-85F"]
+    assert (first.weight_bits, second.in_bits) == (16, 12)
+    assert kinds(first, 2, device) == kinds(second, 2, device) == ("dsp",)
+    assert "lut" in kinds(qmodel.weight_layers[2], 2, device)
+    fold = auto_fold(qmodel, device)
+    assert estimate(qmodel, fold, device).fits(device)
+    for layer in (first, second):
+        assert fold[layer.name].multiplier == "dsp" and fold[layer.name].hard_lanes is None
+    assert lanes_by_kind(qmodel, fold, device)["dsp"] >= _lanes(
+        {name: fold[name] for name in (first.name, second.name)})
+    for entry, message in [((2, 5, "lut"), "hard multipliers only"),
+                           ((2, 5, "packed"), "hard multipliers only"),
+                           ((2, 5, "dsp", 3), "with every lane hard")]:
+        with pytest.raises(UserError, match=f"layer 'conv2d': 16-bit weights times 8-bit "
+                                            f"unsigned inputs .*{message}"):
+            check_fold(qmodel, {"conv2d": entry})
+
+
+@pytest.mark.parametrize(("bits", "device", "message"), [
+    (12, "iCE40HX8K", "layer 'conv2d': 12-bit weights times 8-bit unsigned inputs multiply on "
+                      "hard multipliers only (LUT-built products are proven up to 8 bits), and "
+                      "the iCE40HX8K has none: use at most 8 bits or a device with DSPs"),
+    (16, "iCE40UP5K", "layer 'dense': 16-bit weights times 16-bit unsigned inputs multiply on "
+                      "hard multipliers only (LUT-built products are proven up to 8 bits), and "
+                      "the iCE40UP5K's are 16x16 signed: at most 15-bit unsigned (ReLU) or "
+                      "16-bit signed inputs and 16-bit weights"),
+])
+def test_wide_layers_the_device_cannot_multiply_are_named(bits, device, message):
+    with pytest.raises(UserError) as info:
+        auto_fold(_qmodel("tiny_cnn", bits), DEVICES[device])
+    assert str(info.value) == message

@@ -290,7 +290,16 @@ def _kwargs(**changes):
     ({"simd": 3}, ValueError, "simd 3 does not divide the fan-in of 8 inputs"),
     ({"pe": 0}, ValueError, "pe must be at least 1, not 0"),
     ({"simd": 1.5}, TypeError, "simd must be an int, not 1.5"),
-    ({"weight_bits": 9}, ValueError, "weight_bits must be in 1..8, not 9"),
+    ({"weight_bits": 17}, ValueError, "weight_bits must be in 1..16, not 17"),
+    ({"weights": np.ones((8, 4), np.int64), "weight_bits": 12, "multiplier": "lut"}, ValueError,
+     "12-bit weights times 4-bit unsigned inputs multiply on hard multipliers only (LUT-built "
+     "products are proven up to 8 bits): multiplier 'dsp' with every lane hard"),
+    ({"in_shape": unsigned(9), "acc_bits": 16, "hard_lanes": 3}, ValueError,
+     "2-bit weights times 9-bit unsigned inputs multiply on hard multipliers only (LUT-built "
+     "products are proven up to 8 bits): multiplier 'dsp' with every lane hard"),
+    ({"in_shape": unsigned(16), "acc_bits": 24, "dsp_width": 16}, ValueError,
+     "2-bit weights times 16-bit unsigned inputs do not fit a 16x16 signed hard multiplier "
+     "(an unsigned input takes a sign bit more)"),
     ({"acc_bits": 7}, ValueError,
      "acc_bits 7 is too narrow: these weights, bias and unsigned(4) inputs need 8 bits"),
     ({"in_shape": 8}, TypeError, "in_shape must be an Amaranth Shape such as unsigned(8), not 8"),
@@ -347,3 +356,36 @@ def test_synthesis_4x4(family, bits, multiplier):
     elif bits == 8 or family == "ecp5":
         # Multipliers go to DSPs (iCE40 packs two 8x8 products into one SB_MAC16).
         assert counts["dsps"] >= dut.pe * dut.simd // 2, counts
+
+
+@pytest.mark.parametrize(("weight_bits", "in_shape", "dsp_width"), [
+    (12, unsigned(8), 18), (9, signed(12), 18), (16, unsigned(16), 18), (4, unsigned(13), 16),
+    (16, unsigned(15), 16), (16, signed(16), 16)])
+def test_wide_operands_on_hard_multipliers(weight_bits, in_shape, dsp_width):
+    """Weights or inputs of 9..16 bits multiply on hard multipliers (``x * w``, every lane):
+    exact at both ends of both ranges, under stalls, up to the widest operands the device's
+    multiplier takes (16x16 signed on the iCE40: 15-bit unsigned inputs)."""
+    rng = np.random.default_rng(weight_bits * 100 + in_shape.width)
+    layer = make_layer(rng, 12, 4, weight_bits, in_shape, bias_bits=20)
+    lo, hi = weight_range(weight_bits)
+    layer.weight[0], layer.weight[1] = hi, lo  # products at the range's extremes
+    dut = MACArray(layer.matrix, layer.bias, weight_bits=weight_bits, in_shape=in_shape,
+                   acc_bits=layer.acc_bits, pe=2, simd=3, dsp_width=dsp_width)
+    assert (dut.multiplier, dut.hard_lanes) == ("dsp", 3)
+    x = random_inputs(rng, layer, 4)
+    received, _ = simulate(dut, x, seed=weight_bits, idle=0.3, stall=0.4)
+    assert received == expected_transfers(layer, x, 2)
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize(("family", "in_shape"), [("ice40", unsigned(15)), ("ecp5", unsigned(16))])
+def test_synthesis_16_bit_lanes_take_one_dsp_each(family, in_shape):
+    """The widest operands each family's hard multiplier takes (16-bit weights; 15- and
+    16-bit unsigned inputs): one DSP a lane, as the resource model counts them."""
+    from hw.multiplier import DSP_WIDTHS
+    from hw.toolchain import synthesize
+
+    layer = make_layer(np.random.default_rng(16), 8, 2, 16, in_shape, bias_bits=20)
+    dut = MACArray(layer.matrix, layer.bias, weight_bits=16, in_shape=in_shape,
+                   acc_bits=layer.acc_bits, pe=2, simd=2, dsp_width=DSP_WIDTHS[family])
+    assert synthesize(dut, family)["dsps"] == dut.pe * dut.simd

@@ -248,9 +248,18 @@ def test_high_codes():
 @pytest.mark.parametrize(("args", "error", "message"), [
     ({"kind": "booth"}, ValueError, "kind must be one of 'dsp', 'lut', 'packed', not 'booth'"),
     ({"weight_bits": 1}, ValueError,
-     "weight_bits must be in 2..8, not 1 (1-bit weights add or subtract)"),
+     "weight_bits must be in 2..16, not 1 (1-bit weights add or subtract)"),
+    ({"weight_bits": 17}, ValueError,
+     "weight_bits must be in 2..16, not 17 (1-bit weights add or subtract)"),
     ({"weight_bits": 9}, ValueError,
-     "weight_bits must be in 2..8, not 9 (1-bit weights add or subtract)"),
+     "9-bit weights times 4-bit unsigned inputs multiply on hard multipliers only (LUT-built "
+     "products are proven up to 8 bits): multiplier 'dsp' with every lane hard"),
+    ({"kind": "packed", "in_shape": signed(9)}, ValueError,
+     "4-bit weights times 9-bit signed inputs multiply on hard multipliers only (LUT-built "
+     "products are proven up to 8 bits): multiplier 'dsp' with every lane hard"),
+    ({"kind": "dsp", "weight_bits": 16, "in_shape": unsigned(16), "dsp_width": 16}, ValueError,
+     "16-bit weights times 16-bit unsigned inputs do not fit a 16x16 signed hard multiplier "
+     "(an unsigned input takes a sign bit more)"),
     ({"weight_bits": 2.0}, TypeError, "weight_bits must be an int, not 2.0"),
     ({"in_shape": 8}, TypeError, "in_shape must be an Amaranth Shape such as unsigned(8), not 8"),
     ({"in_shape": unsigned(0)}, ValueError,

@@ -2,6 +2,7 @@
 """Pool (max and average, windowed and global): bit-exact against ``sw.golden.pool2d``, one
 input word per cycle, and the average's constant division checked over every reachable sum."""
 
+import itertools
 import random
 
 import numpy as np
@@ -129,17 +130,18 @@ def test_drops_trailing_rows_and_columns(op):
 
 def test_division_constants_are_exact_over_every_sum():
     """The constants of every window size up to 8 x 8 (and global 28 x 28) and every input
-    format, checked again here independently of the search's own check."""
-    for count in [*range(1, 65), 81, 196, 784]:
-        for bits in range(1, 9):
-            for is_signed in (False, True):
-                lo, hi = value_range(bits, is_signed)
-                multiplier, offset, shift = division_constants(count, count * lo, count * hi)
-                totals = np.arange(count * lo, count * hi + 1, dtype=np.int64)
-                assert np.array_equal((totals * multiplier + offset) >> shift,
-                                      average(totals, count)), (count, bits, is_signed)
-                if count & (count - 1) == 0:  # powers of two: a plain rounding shift
-                    assert (multiplier, offset) == (1, count // 2)
+    format, checked on every sum here, independently of the search (which decides on each
+    residue class's extreme sums), and some of 9..16 bits."""
+    narrow = [(count, bits) for count in [*range(1, 65), 81, 196, 784] for bits in range(1, 9)]
+    wide = [(count, bits) for count in (4, 9, 25) for bits in (12, 16)] + [(784, 12), (676, 13)]
+    for (count, bits), is_signed in itertools.product(narrow + wide, (False, True)):
+        lo, hi = value_range(bits, is_signed)
+        multiplier, offset, shift = division_constants(count, count * lo, count * hi)
+        totals = np.arange(count * lo, count * hi + 1, dtype=np.int64)
+        assert np.array_equal((totals * multiplier + offset) >> shift,
+                              average(totals, count)), (count, bits, is_signed)
+        if count & (count - 1) == 0:  # powers of two: a plain rounding shift
+            assert (multiplier, offset) == (1, count // 2)
 
 
 def _every_sum_windows(count, bits, is_signed):

@@ -6,9 +6,10 @@
 ``GlobalAveragePooling2D``; ``BatchNormalization`` with random moving statistics; ReLU as an
 argument, an ``Activation`` or a ``ReLU`` layer, before or after a max pool; ``Flatten``/
 ``Reshape``; ``Dropout``; ``Dense`` with an optional final softmax) with random weights, at
-1..8 bits. Every draw is valid by construction (a kernel or pool never outgrows its input, a
-ReLU never follows an average pool, an input offset never meets a ``same`` first layer), so
-the importer must take every one of them; a negative ``Rescaling`` scale is kept away from a
+1..16 bits (9..16, hard multipliers only, as often as 1..8). Every draw is valid by
+construction (a kernel or pool never outgrows its input, a ReLU never follows an average
+pool, an input offset never meets a ``same`` first layer), so the importer must take every
+one of them; a negative ``Rescaling`` scale is kept away from a
 max pool before the first weight layer, which cannot be folded and which the importer
 refuses (:func:`test_negative_rescaling_before_a_max_pool`).
 
@@ -127,6 +128,13 @@ def _relu_layer(draw):
     return ("relu", draw(st.sampled_from(["Activation", "ReLU"])))
 
 
+def _widths():
+    """Bit widths 1..16, half of the draws beyond 8 (the hard-multiplier-only widths)."""
+    from sw.qmodel import MAX_BITS
+
+    return st.integers(1, 8) | st.integers(9, MAX_BITS)
+
+
 @st.composite
 def architectures(draw, bits=None, width=1):
     """Draw an :class:`Arch` that the importer must accept (see the module docstring); at
@@ -214,8 +222,8 @@ def architectures(draw, bits=None, width=1):
             # (test_negative_rescaling_before_a_max_pool).
             scale = abs(scale)
         layers.insert(0, ("rescaling", scale, offset if offset_ok else 0.0))
-    weight_bits = bits or draw(st.integers(1, 8))
-    act_bits = bits or draw(st.one_of(st.just(weight_bits), st.integers(1, 8)))
+    weight_bits = bits or draw(_widths())
+    act_bits = bits or draw(st.one_of(st.just(weight_bits), _widths()))
     return Arch(tuple(layers), weight_bits, act_bits, draw(st.integers(0, 2**16)))
 
 
@@ -321,8 +329,11 @@ def random_fold(draw, qmodel):
                           and positions * (layer.channels // pe) * (layer.fan_in // simd)
                           <= CYCLE_BUDGET), key=lambda option: (option[0] * option[1], option))
         pe, simd = draw(st.sampled_from(options))
-        kind = draw(st.sampled_from(kinds(layer, pe, device)))
-        hard = None if kind == "lut" else draw(st.one_of(st.none(), st.integers(0, simd)))
+        options = kinds(layer, pe, device)
+        kind = draw(st.sampled_from(options))
+        # Hard lanes of a kind: any number where the others may be LUT-built, else all.
+        hard = (None if kind == "lut" or "lut" not in options
+                else draw(st.one_of(st.none(), st.integers(0, simd))))
         layers[layer.name] = LayerFold(pe, simd, kind, hard)
     return Fold(layers, draw(st.sampled_from(_pixel_options(qmodel))))
 
@@ -331,12 +342,20 @@ def draw_fold(data, qmodel):
     """``(how, fold)``: fully folded where that meets the budget, the automatic fold for a
     drawn device (one the fully folded core fits: :func:`hw.folding.auto_fold` refuses the
     others) or a random one (:func:`random_fold`)."""
-    from hw.folding import DEVICES, auto_fold, estimate
+    from hw.folding import DEVICES, auto_fold, check_widths, estimate, kinds
     from hw.network import Fold
+    from sw.errors import UserError
 
-    folded = {layer.name: (1, 1, "lut") for layer in qmodel.weight_layers}
-    devices = [name for name in ("LFE5U-85F", "LFE5U-25F", "iCE40UP5K")
-               if estimate(qmodel, folded, DEVICES[name]).fits(DEVICES[name])]
+    def suits(device):
+        try:
+            check_widths(qmodel, device)  # 16-bit ReLU outputs do not fit the iCE40's DSPs
+        except UserError:
+            return False
+        folded = {layer.name: (1, 1, kinds(layer, 1, device)[0])
+                  for layer in qmodel.weight_layers}
+        return estimate(qmodel, folded, device).fits(device)
+
+    devices = [name for name in ("LFE5U-85F", "LFE5U-25F", "iCE40UP5K") if suits(DEVICES[name])]
     choices = ["random", *(["auto"] if devices else [])]
     if _interval(qmodel, Fold()) <= CYCLE_BUDGET:
         choices.insert(0, "folded")

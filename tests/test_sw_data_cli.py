@@ -62,7 +62,7 @@ def _run(*args):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["sw.quantize", "--bits", "9", "--out", "x"], "--bits '9' is out of range"),
+    (["sw.quantize", "--bits", "17", "--out", "x"], "--bits '17' is out of range"),
     (["sw.quantize", "--bits", "four", "--out", "x"], "--bits 'four' is not an integer"),
     (["sw.quantize", "--model", "vgg16", "--out", "x"], "unknown model 'vgg16'"),
     (["sw.evaluate", "--model", "nothere.keras"], "model file 'nothere.keras' not found"),

@@ -182,7 +182,7 @@ def test_shipped_qat_models_resolve(mnist_train):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--model", "tiny_cnn", "--qat", "--bits", "9"], "--bits '9' is out of range"),
+    (["--model", "tiny_cnn", "--qat", "--bits", "17"], "--bits '17' is out of range"),
     (["--model", "tiny_cnn", "--qat", "--bits", "2", "--act-bits", "0"],
      "--act-bits '0' is out of range"),
     (["--model", "tiny_cnn", "--qat"], "--qat needs --bits"),

@@ -41,8 +41,8 @@ def test_rounding_modes(rng):
 
 
 def test_bad_config_is_a_user_error():
-    with pytest.raises(UserError, match=r"out of range: must be an integer in 1\.\.8"):
-        QuantConfig(weight_bits=9)
+    with pytest.raises(UserError, match=r"out of range: must be an integer in 1\.\.16"):
+        QuantConfig(weight_bits=17)
     with pytest.raises(UserError, match="activation bits 0"):
         QuantConfig(weight_bits=4, act_bits=0)
     with pytest.raises(UserError, match="unknown rounding 'up'"):
@@ -109,6 +109,31 @@ def test_export_round_trip(tmp_path, mnist_train):
                             for layer in qmodel.weight_layers)
     hexes = sorted(p.name for p in files if p.suffix == ".hex")
     assert f"{qmodel.layers[0].name}.pe2.hex" in hexes and len(hexes) == 3 + 3
+
+
+@pytest.mark.parametrize(("bits", "dtype"), [(8, np.int8), (12, np.int16), (16, np.int16)])
+def test_wide_weights_export_exactly(tmp_path, mnist_train, bits, dtype):
+    """Weights of 9..16 bits (mixed precision: 16-bit first layer at 12-bit activations)
+    are stored in two bytes, one byte up to 8 bits, and read back to the same network."""
+    import keras
+
+    model = _integer_model(keras, np.random.default_rng(5))
+    config = QuantConfig(weight_bits=bits, layer_bits=(("first", 16, 12),))
+    qmodel = quantize(extract(model), mnist_train[0][:64], config)
+    assert [layer.weight_bits for layer in qmodel.weight_layers] == [16] + [bits] * 3
+    assert qmodel.weight_layers[1].in_bits == 12
+    lo, hi = weight_range(bits)
+    last = qmodel.output_layer.weight
+    assert last.min() >= lo and last.max() <= hi
+    assert np.abs(last).max() > 127 or bits <= 8  # needs the second byte
+    save_qmodel(qmodel, tmp_path / "m.npz")
+    stored = np.load(tmp_path / "m.npz")
+    assert stored["layer0.weight"].dtype == np.int16
+    assert stored[f"layer{len(qmodel.layers) - 1}.weight"].dtype == dtype
+    loaded = load_qmodel(tmp_path / "m.npz")
+    images = mnist_train[0][:20]
+    for a, b in zip(golden.run(qmodel, images), golden.run(loaded, images), strict=True):
+        assert np.array_equal(a, b)
 
 
 def test_corrupt_exports_are_user_errors(tmp_path, mnist_train):
