@@ -54,6 +54,7 @@ from sw.quantize import (
     check_method,
     parse_layer_bits,
     quantize_model,
+    widths_label,
 )
 
 from . import netlist, runner
@@ -186,7 +187,7 @@ def regress(qmodel, fold, images, labels, *, jobs=2, simulator="verilator", idle
     golden_classes, _ = classify(qmodel, images)
     return {
         "model": qmodel.name, "weight_bits": qmodel.weight_bits, "act_bits": qmodel.act_bits,
-        "images": len(images), "mismatches": len(mismatches),
+        "widths": _widths(qmodel), "images": len(images), "mismatches": len(mismatches),
         "mismatched_images": mismatches[:20],
         "rtl_accuracy": float(np.mean(np.argmax(rtl_logits, axis=1) == labels)),
         "golden_accuracy": float(np.mean(golden_classes == labels)),
@@ -329,8 +330,16 @@ def _netlist_source(family, verilog, qmodel, fold):
         "synthesis_cached": synthesized.cached, "netlist_cells": synthesized.cells}
 
 
+def _widths(qmodel):
+    """The network's widths as messages name them, with each layer that has its own."""
+    own = [(layer.name, layer.weight_bits, qmodel.act_bits if layer.is_output else layer.out_bits)
+           for layer in qmodel.weight_layers]
+    return widths_label(qmodel.weight_bits, qmodel.act_bits, [
+        entry for entry in own if entry[1:] != (qmodel.weight_bits, qmodel.act_bits)])
+
+
 def _print_summary(summary, method):
-    print(f"model            {summary['model']} W{summary['weight_bits']}A{summary['act_bits']} "
+    print(f"model            {summary['model']} {summary['widths']} "
           f"{method} ({summary['harness']} harness, {summary['simulator']}, "
           f"{summary['jobs']} jobs)")
     print(f"images           {summary['images']}")
