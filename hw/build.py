@@ -40,6 +40,7 @@ from sw.quantize import (
     check_calibration,
     check_method,
     quantize_model,
+    widths_label,
     write_exports,
 )
 
@@ -180,8 +181,8 @@ def build(args, progress):
     if args.fold != "auto" and not Path(args.fold).is_file():
         raise UserError(f"fold file {args.fold!r} not found (use --fold auto or a JSON file)")
 
-    progress(f"quantizing {args.model} to W{weight_bits}A{act_bits}" + "".join(
-        f", {name} W{weight}A{act}" for name, weight, act in args.layer_bits or ()))
+    progress(f"quantizing {args.model} to "
+             f"{widths_label(weight_bits, act_bits, args.layer_bits or ())}")
     model_path(args.model)  # an unknown name fails before the training images load
     test_set = _test_set(args.data)  # a bad --data fails before the long steps
     train_images, _ = load_train(args.data)
