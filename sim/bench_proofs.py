@@ -290,6 +290,12 @@ def run_random(count, seed, scratch):
     return result
 
 
+def _widths_order(item):
+    """``("W10A4", n)`` in numeric order of the weight, then the activation width."""
+    weight, act = item[0][1:].split("A")
+    return int(weight), int(act)
+
+
 def random_section(entry, design_cell):
     """The random-model section: drawn, passed, what the passing models held."""
     if entry is None:
@@ -314,9 +320,11 @@ def random_section(entry, design_cell):
              f"{verdict} |",
              f"| golden model against Keras at 8 bits (200 test images each, median logit "
              f"error <= 0.25) | {entry['drawn']} | {passed.get('float', 0)} | {verdict} |", "",
-             "Bit widths of the RTL draws: " + ", ".join(f"{bits} {n}" for bits, n in
-                                                       entry["bits"].items()) + "; layers "
-             "in them: " + ", ".join(f"{kind} {n}" for kind, n in entry["kinds"].items())
+             "Bit widths of the RTL draws: " + ", ".join(
+                 f"{bits} {n}" for bits, n in sorted(entry["bits"].items(), key=_widths_order))
+             + "; layers in them: " + ", ".join(
+                 f"{kind} {n}" for kind, n in sorted(entry["kinds"].items(),
+                                                     key=lambda item: (-item[1], item[0])))
              + ".", ""]
     if entry.get("failure"):
         lines += ["```", entry["failure"], "```", ""]
