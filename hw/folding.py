@@ -23,7 +23,7 @@ from .multiplier import (
     DSP_WIDTHS,
     PROVEN_BITS,
     fits_hard,
-    lut_buildable,
+    hard_only,
     packing_shift,
     product_bits,
 )
@@ -176,7 +176,7 @@ def kinds(layer, pe, device):
     shape = element_shape(layer.in_bits, layer.in_signed)
     product = product_bits(layer.weight_bits, shape)
     wide = product >= device.dsp_min_product
-    if layer.weight_bits > 1 and not lut_buildable(layer.weight_bits, shape):
+    if hard_only(layer.weight_bits, shape):
         return ("dsp",)  # every lane hard (check_widths: the device has them)
     if layer.weight_bits == 1 or not device.dsps:
         return ("lut",)
@@ -540,24 +540,21 @@ def auto_fold(qmodel, device, max_lanes=None):
 
 def check_widths(qmodel, device):
     """Raise a one-line :class:`UserError` naming the first weight layer whose operands are
-    wider than LUT-built products are proven for (``hw.multiplier.PROVEN_BITS``) and that
+    wider than LUT-built products are proven for (:func:`hw.multiplier.hard_only`) and that
     ``device`` cannot multiply: it has no hard multipliers, or they are too narrow."""
     width = DSP_WIDTHS[device.family]
     for layer in qmodel.weight_layers:
         shape = element_shape(layer.in_bits, layer.in_signed)
-        if layer.weight_bits == 1 or lut_buildable(layer.weight_bits, shape):
+        wide = hard_only(layer.weight_bits, shape)
+        if not wide:
             continue
-        operands = (f"layer {layer.name!r}: {layer.weight_bits}-bit weights times "
-                    f"{layer.in_bits}-bit {'signed' if layer.in_signed else 'unsigned'} inputs "
-                    f"multiply on hard multipliers only (LUT-built products are proven up to "
-                    f"{PROVEN_BITS} bits)")
         if not device.dsps:
-            raise UserError(f"{operands}, and the {device.name} has none: use at most "
-                            f"{PROVEN_BITS} bits or a device with DSPs")
+            raise UserError(f"layer {layer.name!r}: {wide}, and the {device.name} has none: use "
+                            f"at most {PROVEN_BITS} bits or a device with DSPs")
         if not fits_hard(layer.weight_bits, shape, width):
-            raise UserError(f"{operands}, and the {device.name}'s are {width}x{width} signed: "
-                            f"at most {width - 1}-bit unsigned (ReLU) or {width}-bit signed "
-                            f"inputs and {width}-bit weights")
+            raise UserError(f"layer {layer.name!r}: {wide}, and the {device.name}'s are "
+                            f"{width}x{width} signed: at most {width - 1}-bit unsigned (ReLU) or "
+                            f"{width}-bit signed inputs and {width}-bit weights")
 
 
 def load_fold(path, qmodel, dsp_width=DSP_WIDTHS["ecp5"]):

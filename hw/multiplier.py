@@ -79,9 +79,9 @@ from sw.qmodel import MAX_BITS, signed_bits, value_range, weight_range
 
 from .params import check_in_shape, check_int
 
-__all__ = ["DSP_WIDTHS", "KINDS", "PROVEN_BITS", "Multiplier", "fits_hard", "high_codes",
-           "lane_problem", "lut_buildable", "lut_product", "packed_products", "packing_shift",
-           "product_bits", "product_range"]
+__all__ = ["DSP_WIDTHS", "KINDS", "PROVEN_BITS", "Multiplier", "fits_hard", "hard_only",
+           "high_codes", "lane_problem", "lut_buildable", "lut_product", "packed_products",
+           "packing_shift", "product_bits", "product_range"]
 
 KINDS = ("dsp", "lut", "packed")
 #: Width of the signed operands of one hard multiplier: ECP5 ``MULT18X18D`` is 18x18,
@@ -105,21 +105,34 @@ def fits_hard(weight_bits, in_shape, dsp_width):
     return max(weight_bits, in_shape.width + (0 if in_shape.signed else 1)) <= dsp_width
 
 
+def _operands(weight_bits, in_shape):
+    return (f"{weight_bits}-bit weights times {in_shape.width}-bit "
+            f"{'signed' if in_shape.signed else 'unsigned'} inputs")
+
+
+def hard_only(weight_bits, in_shape):
+    """Why ``weight_bits`` weights times ``in_shape`` inputs need hard multipliers (a message:
+    they are wider than :data:`PROVEN_BITS`), or None (1-bit weights add or subtract)."""
+    if weight_bits == 1 or lut_buildable(weight_bits, in_shape):
+        return None
+    return (f"{_operands(weight_bits, in_shape)} multiply on hard multipliers only (LUT-built "
+            f"products are proven up to {PROVEN_BITS} bits)")
+
+
 def lane_problem(kind, weight_bits, in_shape, dsp_width, all_hard=True):
     """Why lanes of ``kind`` cannot multiply ``weight_bits`` weights by ``in_shape`` inputs
     (a message), or None. ``all_hard``: every SIMD lane uses ``kind`` (the others would be
-    LUT-built). Operands wider than :data:`PROVEN_BITS` need ``"dsp"`` on every lane, and
-    a ``"dsp"`` product must fit the ``dsp_width``-bit hard multiplier."""
+    LUT-built). Operands wider than :data:`PROVEN_BITS` need ``"dsp"`` on every lane
+    (:func:`hard_only`), and a ``"dsp"`` product must fit the ``dsp_width``-bit hard
+    multiplier."""
     if weight_bits == 1:  # added or subtracted
         return None
-    operands = (f"{weight_bits}-bit weights times {in_shape.width}-bit "
-                f"{'signed' if in_shape.signed else 'unsigned'} inputs")
-    if not lut_buildable(weight_bits, in_shape) and (kind != "dsp" or not all_hard):
-        return (f"{operands} multiply on hard multipliers only (LUT-built products are proven "
-                f"up to {PROVEN_BITS} bits): multiplier 'dsp' with every lane hard")
+    wide = hard_only(weight_bits, in_shape)
+    if wide and (kind != "dsp" or not all_hard):
+        return f"{wide}: multiplier 'dsp' with every lane hard"
     if kind == "dsp" and not fits_hard(weight_bits, in_shape, dsp_width):
-        return (f"{operands} do not fit a {dsp_width}x{dsp_width} signed hard multiplier (an "
-                f"unsigned input takes a sign bit more)")
+        return (f"{_operands(weight_bits, in_shape)} do not fit a {dsp_width}x{dsp_width} signed "
+                f"hard multiplier (an unsigned input takes a sign bit more)")
     return None
 
 

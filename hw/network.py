@@ -202,15 +202,14 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
         if multiplier not in KINDS:
             raise UserError(f"layer {layer.name!r}: multiplier {multiplier!r} is not one of "
                             f"{', '.join(KINDS)}")
-        problem = lane_problem(multiplier, layer.weight_bits,
-                               element_shape(layer.in_bits, layer.in_signed), dsp_width,
+        shape = element_shape(layer.in_bits, layer.in_signed)
+        problem = lane_problem(multiplier, layer.weight_bits, shape, dsp_width,
                                multiplier != "lut" and hard_lanes in (None, simd))
         if problem:
             raise UserError(f"layer {layer.name!r}: {problem}")
         if multiplier == "packed" and layer.weight_bits > 1:
             try:
-                packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),
-                              dsp_width)
+                packing_shift(layer.weight_bits, shape, dsp_width)
             except ValueError as error:
                 raise UserError(f"layer {layer.name!r}: {error}") from None
         if hard_lanes is not None and not 0 <= hard_lanes <= simd:
