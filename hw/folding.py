@@ -22,8 +22,10 @@ from .mac_array import adder_tree_depth, array_latency, output_fifo_depth
 from .multiplier import (
     DSP_WIDTHS,
     PROVEN_BITS,
+    constant_terms,
     fits_hard,
     hard_only,
+    lut_buildable,
     packing_shift,
     product_bits,
 )
@@ -44,8 +46,8 @@ from .weight_rom import BLOCK_MIN_DEPTH
 from .window import WindowGenerator
 
 __all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
-           "auto_fold", "check_widths", "device_lanes", "estimate", "kinds", "lane_luts",
-           "lanes_by_kind", "layer_estimates", "load_fold"]
+           "auto_fold", "check_widths", "constant_adders", "device_lanes", "estimate", "kinds",
+           "lane_luts", "lanes_by_kind", "layer_estimates", "load_fold"]
 
 
 @dataclass(frozen=True)
@@ -155,32 +157,52 @@ def lane_luts(kind, weight_bits, in_bits, device):
     return adder
 
 
+#: LUT4s (an ECP5 carry cell counted as two) of one adder of a ``"constant"`` layer's trees
+#: beyond the bits of its input (:func:`hw.multiplier.constant_sum`: its terms are shifted
+#: inputs, its sums a few bits wider; its registers are the adders' own flip-flops).
+_CONSTANT_ADDER_BITS = 3
+
+
+def constant_adders(layer):
+    """Adders of a ``"constant"`` layer's :func:`~hw.multiplier.constant_sum` trees: per PE,
+    one fewer than each tree's signed digits, and the difference."""
+    adders = 0
+    for weights in layer.matrix.T:
+        plus, minus = constant_terms(weights.tolist())
+        adders += max(len(plus) - 1, 0) + max(len(minus) - 1, 0) + 1
+    return adders
+
+
 def _lane_dsps(kind, pe, simd, weight_bits, product, device):
     """Hard multipliers of a layer's ``pe x simd`` lanes (a product narrower than
     ``device.dsp_min_product`` stays in LUTs, and so does an odd packed array's last PE's)."""
     wide = product >= device.dsp_min_product
-    if weight_bits == 1 or kind == "lut" or (kind == "dsp" and not wide):
+    if weight_bits == 1 or kind in ("lut", "constant") or (kind == "dsp" and not wide):
         return 0
     if kind == "packed":
         return simd * (pe // 2 + (pe % 2 if wide else 0))
     return simd * pe
 
 
-def kinds(layer, pe, device):
-    """The multiplier kinds worth considering for a layer folded to ``pe`` output lanes on
-    ``device``: LUTs always; hard multipliers where Yosys maps the product to one; packed
-    pairs where two PEs share an input and the pair fits the device's multiplier (on the
-    iCE40, whose DSPs take only products of 11 bits and more, even PEs only, so that no lane
-    falls back to Yosys' own LUT product). Operands wider than ``PROVEN_BITS``: hard
-    multipliers only, on every lane (:func:`check_widths` says when the device has none)."""
+def kinds(layer, pe, device, simd=None):
+    """The multiplier kinds worth considering for a layer folded to ``pe`` x ``simd`` lanes on
+    ``device``, the cheapest in LUTs first: constant weights (no multiplier, no ROM) where
+    every weight has a lane (``simd`` given and ``pe x simd`` the whole matrix); LUTs always;
+    hard multipliers where Yosys maps the product to one; packed pairs where two PEs share
+    an input and the pair fits the device's multiplier (on the iCE40, whose DSPs take only
+    products of 11 bits and more, even PEs only, so that no lane falls back to Yosys' own LUT
+    product). Operands wider than ``PROVEN_BITS``: hard multipliers only, on every lane
+    (:func:`check_widths` says when the device has none)."""
     shape = element_shape(layer.in_bits, layer.in_signed)
     product = product_bits(layer.weight_bits, shape)
     wide = product >= device.dsp_min_product
     if hard_only(layer.weight_bits, shape):
         return ("dsp",)  # every lane hard (check_widths: the device has them)
+    constant = (["constant"] if (pe, simd) == (layer.channels, layer.fan_in)
+                and lut_buildable(layer.weight_bits, shape) else [])
     if layer.weight_bits == 1 or not device.dsps:
-        return ("lut",)
-    options = ["lut", "dsp"] if wide else ["lut"]
+        return (*constant, "lut")
+    options = [*constant, "lut", "dsp"] if wide else [*constant, "lut"]
     try:
         packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),
                       DSP_WIDTHS[device.family])
@@ -194,14 +216,18 @@ def kinds(layer, pe, device):
 def lanes_by_kind(qmodel, fold, device):
     """MAC lanes of ``fold`` on ``device`` by what computes their products: ``"dsp"`` (one
     hard multiplier each), ``"packed"`` (two to a hard multiplier), ``"lut"`` (LUTs and carry
-    chains, including products too narrow for the device's DSPs) and ``"adder"`` (1-bit
-    weights: add or subtract)."""
+    chains, including products too narrow for the device's DSPs), ``"constant"`` (constant
+    weights' signed digits in adder trees) and ``"adder"`` (1-bit weights: add or
+    subtract)."""
     fold = check_fold(qmodel, fold, DSP_WIDTHS[device.family])
-    counts = dict.fromkeys(("dsp", "packed", "lut", "adder"), 0)
+    counts = dict.fromkeys(("dsp", "packed", "lut", "constant", "adder"), 0)
     for layer in qmodel.weight_layers:
         pe, simd, kind, hard = _hard(fold[layer.name])
         product = product_bits(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed))
         dsps = _lane_dsps(kind, pe, hard, layer.weight_bits, product, device)
+        if kind == "constant":
+            counts["constant"] += pe * simd
+            continue
         if layer.weight_bits == 1:
             counts["adder"] += pe * simd
             continue
@@ -236,13 +262,18 @@ def device_lanes(qmodel, device):
 def _hard(entry):
     """``(pe, simd, kind, hard lanes)`` of a :class:`LayerFold`, the hard lanes counted."""
     pe, simd, kind, hard = entry
-    return pe, simd, kind, 0 if kind == "lut" else (simd if hard is None else hard)
+    return pe, simd, kind, 0 if kind in ("lut", "constant") else (simd if hard is None else hard)
 
 
 def _lanes_cost(layer, entry, device):
     """Resources of a weight layer's MAC lanes: products, adder trees, their registers."""
     pe, simd, kind, hard = _hard(entry)
     wbits, abits = layer.weight_bits, layer.in_bits
+    if kind == "constant":
+        # Each adder's sum is registered, and the input is registered once for all PEs.
+        adder = abits + _CONSTANT_ADDER_BITS
+        adders = constant_adders(layer)
+        return Resources(adders * adder, adders * adder + simd * abits, 0, 0)
     product = product_bits(wbits, element_shape(layer.in_bits, layer.in_signed))
     luts = pe * (hard * lane_luts(kind, wbits, abits, device)
                  + (simd - hard) * lane_luts("lut", wbits, abits, device))
@@ -332,7 +363,7 @@ def _frame_cost(layer, entry, device, upstream=1):
     if nf > 1:
         brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
     # The output FIFO: room for the folds in flight (MACArray.fifo_depth).
-    depth = output_fifo_depth(sf, array_latency(pe, simd, multiplier))
+    depth = output_fifo_depth(sf, array_latency(pe, simd, multiplier, wbits))
     brams += _bram_blocks(depth, pe * acc, device)
     return total + Resources(int(luts), int(ffs), brams, 0)
 
@@ -421,7 +452,7 @@ _SPARE_LANES = 1.25
 def _shape_cost(layer, option, device, upstream):
     """What shape ``option`` of ``layer`` costs, each resource as a share of the device's
     (every lane LUT-built where it may be: the multiplier kinds are chosen afterwards)."""
-    kind = kinds(layer, option[2], device)[0]
+    kind = kinds(layer, option[2], device, option[3])[0]
     need = _weight_layer_cost(layer, LayerFold(option[2], option[3], kind), device, upstream)
     return (need.luts / device.luts + need.ffs / device.ffs
             + need.brams / max(device.brams, 1))
@@ -465,11 +496,13 @@ def assign_multipliers(qmodel, fold, device):
     best = {0: (0, {})}
     for layer in qmodel.weight_layers:
         pe, simd = fold[layer.name][:2]
-        options = kinds(layer, pe, device)
+        options = kinds(layer, pe, device, simd)
         # Hard lanes: any number where the rest may be LUT-built, else all of them.
         hards = range(1, simd + 1) if "lut" in options else [simd]
         choices = [LayerFold(pe, simd, kind, None if hard == simd else hard)
-                   for kind in options for hard in ([0] if kind == "lut" else hards)]
+                   for kind in options
+                   for hard in ([0] if kind == "lut" else [simd] if kind == "constant" else
+                                hards)]
         step = {}
         for choice in choices:
             cost = _lanes_cost(layer, choice, device)

@@ -29,6 +29,14 @@ multiplication ``(w_a + 2**k * w_b) * x`` gives both products; the input still h
 stage through a register (the array stays systolic, with half as many hops), and PE
 ``2q + 1``'s ROM holds the high code ``w_b - [w_a < 0]`` the packed operand needs. With an
 odd ``PE`` the last PE is a stage of its own with a plain hard multiplier.
+
+With ``"constant"`` weights every weight has a lane of its own (``PE = channels``,
+``SIMD = fan_in``: one operation per vector), so there is no ROM and no multiplier: each PE
+is a registered adder tree over its weights' signed digits (:func:`hw.multiplier.constant_sum`),
+all PEs fed the same registered input (one stage), each followed by the bias's adder::
+
+    i ─► issue ─► reg ─► x ─┬─► PE 0: + digits tree, - digits tree ─► difference ─► + bias ─┐
+                            └─► PE 1: ...                                      ... ─► FIFO ─► o
 """
 
 import math
@@ -46,9 +54,13 @@ from sw.quantize import rom_words
 from .multiplier import (
     DSP_WIDTHS,
     KINDS,
+    constant_depth,
+    constant_levels,
+    constant_sum,
     high_codes,
     lane_problem,
     lut_product,
+    max_digits,
     packed_products,
     packing_shift,
     product_range,
@@ -57,7 +69,8 @@ from .params import check_in_shape, check_int
 from .streams import lanes_signature
 from .weight_rom import STYLES, WeightROM
 
-__all__ = ["MACArray", "adder_tree_depth", "array_latency", "output_fifo_depth"]
+__all__ = ["MACArray", "adder_tree_depth", "array_latency", "constant_tree_depth",
+           "output_fifo_depth"]
 
 
 def _delay(m, value, cycles, name, reset_less=True, attrs=None):
@@ -94,8 +107,25 @@ def adder_tree_depth(simd):
     return (simd - 1).bit_length()
 
 
-def array_latency(pe, simd, multiplier):
-    """:attr:`MACArray.latency` of an array of ``pe`` x ``simd`` ``multiplier`` lanes."""
+def constant_adder_depth(simd, weight_bits):
+    """Levels of adders of each tree of a ``"constant"`` PE's
+    :func:`~hw.multiplier.constant_sum` over ``simd`` weights of ``weight_bits``: as many as
+    the most signed digits they can have need."""
+    return constant_depth(simd * max_digits(weight_bits))
+
+
+def constant_tree_depth(simd, weight_bits):
+    """:attr:`MACArray.tree_depth` of ``"constant"`` lanes: the registered levels of a PE's
+    :func:`~hw.multiplier.constant_sum`, but one (the products' register of the other
+    kinds)."""
+    return constant_levels(constant_adder_depth(simd, weight_bits)) - 1
+
+
+def array_latency(pe, simd, multiplier, weight_bits=None):
+    """:attr:`MACArray.latency` of an array of ``pe`` x ``simd`` ``multiplier`` lanes
+    (``weight_bits`` wide: ``"constant"`` lanes' adder trees depend on it)."""
+    if multiplier == "constant":
+        return 1 + constant_tree_depth(simd, weight_bits) + 5
     stages = -(-pe // 2) if multiplier == "packed" else pe
     return stages + adder_tree_depth(simd) + 5
 
@@ -171,12 +201,14 @@ class MACArray(wiring.Component):
     rom_style : {"auto", "block", "logic"}
         Placement of the ``pe`` weight ROMs (``NF * SF`` words each), see
         :class:`~hw.weight_rom.WeightROM`.
-    multiplier : {"dsp", "lut", "packed"}
+    multiplier : {"dsp", "lut", "packed", "constant"}
         How the lanes multiply (:mod:`hw.multiplier`): ``"dsp"`` (default) one hard
         multiplier per lane; ``"lut"`` LUTs and carry chains, no hard multiplier; ``"packed"``
         one hard multiplier for the two lanes of PEs ``2q`` and ``2q + 1`` that share an
-        input, which also halves the input hops (see :attr:`stages`). 1-bit weights add or
-        subtract whatever the kind.
+        input, which also halves the input hops (see :attr:`stages`); ``"constant"`` no
+        multiplier and no ROM, the weights' signed digits summed by adder trees, for an array
+        with a lane for every weight (``pe = channels``, ``simd = fan_in``). 1-bit weights
+        add or subtract whatever the kind.
     dsp_width : int
         Signed operand width of the target's hard multiplier, 18 (ECP5, default) or 16
         (iCE40 UP5K), see :data:`hw.multiplier.DSP_WIDTHS`: ``"packed"`` is refused unless a
@@ -206,13 +238,16 @@ class MACArray(wiring.Component):
     cycles_per_vector : int
         Cycles per input vector at full rate: ``nf * sf`` (one operation a cycle).
     stages : tuple of tuple of int
-        The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``. The
+        The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``, all
+        PEs in one when ``"constant"``. The
         PEs of a stage share one registered input and compute in the same cycle; the input
         hops from stage to stage.
     product_bits : int
         Width of one lane's product (exact for the weight and input ranges).
     tree_depth : int
-        Registered levels of each PE's adder tree: ``ceil(log2(simd))``.
+        Registered levels of each PE's adder tree: ``ceil(log2(simd))``; for ``"constant"``
+        those of :func:`~hw.multiplier.constant_sum` but one (its first level stands where
+        the other kinds register their products), :func:`constant_tree_depth`.
     latency : int
         Cycles from the last input transfer of a vector to its first output, at full rate:
         ``len(stages) + tree_depth + 5``: one cycle to read the input buffer and ROMs, one to
@@ -253,7 +288,9 @@ class MACArray(wiring.Component):
                                                                 minimum=0)
         if hard_lanes > simd:
             raise ValueError(f"hard_lanes {hard_lanes} exceeds simd {simd}")
-        if multiplier == "lut" or hard_lanes == 0:
+        if multiplier == "constant":
+            hard_lanes = 0
+        elif multiplier == "lut" or hard_lanes == 0:
             multiplier, hard_lanes = "lut", 0
         #: The multiplier kind, and the SIMD lanes multiplying with it (0 for ``"lut"``); the
         #: rest are LUT-built.
@@ -271,6 +308,9 @@ class MACArray(wiring.Component):
             raise ValueError(f"pe {pe} does not divide the {self.channels} output channels")
         if self.fan_in % simd:
             raise ValueError(f"simd {simd} does not divide the fan-in of {self.fan_in} inputs")
+        if multiplier == "constant" and (pe, simd) != (self.channels, self.fan_in):
+            raise ValueError(f"multiplier 'constant' needs a lane for every weight: pe "
+                             f"{self.channels} and simd {self.fan_in}, not {pe} and {simd}")
         # The exact accumulator range of docs/numerics.md: it bounds every partial sum too.
         need = signed_bits(*accumulator_range(self.weights, self.bias, in_shape.width,
                                               in_shape.signed))
@@ -286,6 +326,7 @@ class MACArray(wiring.Component):
     def _derive(self):
         """The figures that follow from the parameters (see the class's attributes)."""
         pe, pairs = self.pe, self.multiplier == "packed"
+        constant = self.multiplier == "constant"
         # Yosys 0.70's synth_ice40 -dsp puts a register of a DSP product both into the
         # SB_MAC16 that makes it and into the input of the SB_MAC16 that adds it to another,
         # leaving that input undriven: one of two summed products is lost (the gate-level
@@ -294,11 +335,13 @@ class MACArray(wiring.Component):
         self.nf, self.sf = self.channels // pe, self.fan_in // self.simd
         self._product_range = product_range(self.weight_bits, self.in_shape)
         self.product_bits = signed_bits(*self._product_range)
-        self.stages = tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
-                            for p in range(0, pe, 2 if pairs else 1))
+        self.stages = ((tuple(range(pe)),) if constant else
+                       tuple(tuple(range(p, min(p + 2, pe))) if pairs else (p,)
+                             for p in range(0, pe, 2 if pairs else 1)))
         self.cycles_per_vector = self.nf * self.sf
-        self.tree_depth = adder_tree_depth(self.simd)
-        self.latency = array_latency(pe, self.simd, self.multiplier)
+        self.tree_depth = (constant_tree_depth(self.simd, self.weight_bits) if constant else
+                           adder_tree_depth(self.simd))
+        self.latency = array_latency(pe, self.simd, self.multiplier, self.weight_bits)
         self.fifo_depth = output_fifo_depth(self.sf, self.latency)
 
     def _rom_matrix(self):
@@ -412,9 +455,12 @@ class MACArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         issue, sf, sf_last, nf, address = self._issue(m)
-        x = self._input_slice(m, issue, sf, nf)
+        x = self._input_slice(m, issue, sf, nf, again=self.multiplier != "constant")
         controls = self._controls(m, issue, sf, sf_last, nf)
-        results = self._systolic_stages(m, x, address, controls)
+        if self.multiplier == "constant":
+            results = self._constant_sums(m, x, controls)
+        else:
+            results = self._systolic_stages(m, x, address, controls)
         self._output(m, results, controls)
         return m
 
@@ -439,9 +485,10 @@ class MACArray(wiring.Component):
         m.d.sync += reserved.eq(reserved + (issue & fold_start) - pop)
         return issue, sf, sf_last, nf, address
 
-    def _input_slice(self, m, issue, sf, nf):
-        """The operation's input slice, registered, one cycle after issue: fresh from ``i``
-        (``nf = 0``) or replayed from the input buffer."""
+    def _input_slice(self, m, issue, sf, nf, again=True):
+        """The operation's input slice, one cycle after issue: fresh from ``i`` (``nf = 0``)
+        or replayed from the input buffer; registered ``again`` the cycle after (entry 1 of
+        :meth:`_controls`)."""
         # Flat storage viewed as lanes, not a Signal(layout): see
         # hw.toolchain.SCRIPT_AFTER_READ.
         vector = data.ArrayLayout(self.in_shape, self.simd)
@@ -463,7 +510,7 @@ class MACArray(wiring.Component):
             x = read.data
         # Register block RAM outputs before they meet a multiplier: a block RAM's clock-to-
         # output delay plus a multiplier would set the clock (ECP5: 5.6 + 3.9 ns).
-        return data.View(vector, _delay(m, x, 1, "x_q"))
+        return data.View(vector, _delay(m, x, 1 if again else 0, "x_q"))
 
     def _controls(self, m, issue, sf, sf_last, nf):
         """The control of each operation, delayed along the stages: entry ``k`` is ``k``
@@ -506,6 +553,23 @@ class MACArray(wiring.Component):
             for p in members:
                 _, total, carry = self._adder_tree(m, p, leaves[p])
                 results.append(self._accumulate(m, p, t, total, carry, controls))
+        return results
+
+    def _constant_sums(self, m, x, controls):
+        """``"constant"``: each PE's sum of its weights' signed digits over the input slice
+        (:func:`~hw.multiplier.constant_sum`, ``tree_depth + 1`` registered levels and one
+        more, so that its root arrives when another kind's adder tree's would), then its
+        accumulator. Returns every PE's result, in PE order."""
+        lanes = [x[s] for s in range(self.simd)]
+        depth = constant_adder_depth(self.simd, self.weight_bits)
+        results = []
+        for p in range(self.pe):
+            total = constant_sum(m, lanes, self.weights[:, p].tolist(), depth=depth,
+                                 name=f"sum_pe{p}")
+            # The input is entry 0 (not registered again: it meets no multiplier), so the sum
+            # waits a cycle, in a register as wide as the sum rather than the input slice.
+            total = _delay(m, total, 1, f"sum_pe{p}")
+            results.append(self._accumulate(m, p, 0, total, None, controls))
         return results
 
     def _stage_weights(self, m, members, words, rom_address):

@@ -44,7 +44,7 @@ from sw.quantize import parse_bits
 
 from .folding import DEVICES, layer_estimates, load_fold
 from .mac_array import MACArray
-from .multiplier import DSP_WIDTHS, KINDS, packing_shift
+from .multiplier import DSP_WIDTHS, MULTIPLIER_KINDS, packing_shift
 from .network import layer_stages
 from .toolchain import SCRIPT_AFTER_READ, synthesize, tool
 
@@ -189,9 +189,10 @@ def _build_table(directory, device_name):
 
 def _multipliers(text):
     kinds = [part.strip() for part in str(text).split(",") if part.strip()]
-    unknown = [kind for kind in kinds if kind not in KINDS]
+    unknown = [kind for kind in kinds if kind not in MULTIPLIER_KINDS]
     if not kinds or unknown:
-        raise UserError(f"--multiplier takes a list of {', '.join(KINDS)}, not {text!r}")
+        raise UserError(f"--multiplier takes a list of {', '.join(MULTIPLIER_KINDS)}, not "
+                        f"{text!r}")
     return kinds
 
 

@@ -66,10 +66,29 @@ accumulator's adder).
     8 bits on both families, 5-bit weights with up to 8 bits on ECP5 and 6 on the iCE40,
     8-bit weights only with 1-bit inputs (and 2-bit ones, or signed 3-bit, on ECP5).
 
+``"constant"``
+    Weights known when the hardware is built, one per lane for good (a layer folded so that
+    every weight has a lane of its own: ``PE = channels``, ``SIMD = fan_in``): no ROM and no
+    multiplier. Each weight is written in canonical signed digits (:func:`signed_digits`,
+    ``w = sum_j s_j 2**t_j`` with ``s_j = +-1``, never two adjacent digits: at most
+    ``ceil((N + 1) / 2)`` of them, 2 for 4-bit weights), so a PE's sum
+    ``sum_k w_k x_k = sum_(k, j) s_kj x_k 2**t_kj`` is a sum of shifted inputs.
+    :func:`constant_sum` adds the digits of sign +1 in one adder tree and those of sign ``-1``
+    in another, and subtracts the two roots: one negation per PE, none per digit. An adder of
+    two shifted terms takes the lower term's low bits as they are, so it is only as wide as
+    the bits where they overlap. Sums are registered after every
+    :data:`CONSTANT_ADDERS_PER_REGISTER` levels of adders (and the difference): a register
+    behind every adder would mostly hold bits no adder made (the passed low bits, the trees'
+    odd nodes), flip-flops that an iCE40 logic cell cannot pack beside a LUT. Zero weights
+    cost nothing; a weight of one digit is wiring.
+
 ``tests/test_hw_multiplier.py`` drives every operand pair of every LUT-built unit and every
-operand triple of every packed unit through the hardware (Verilator), against ``x * w``, for
-weights and inputs of up to :data:`PROVEN_BITS` bits; wider operands are not built of LUTs.
+operand triple of every packed unit through the hardware (Verilator), against ``x * w``, and
+every weight of every width through :func:`constant_sum` with every input, for weights and
+inputs of up to :data:`PROVEN_BITS` bits; wider operands are not built of LUTs.
 """
+
+import functools
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
@@ -79,17 +98,26 @@ from sw.qmodel import MAX_BITS, signed_bits, value_range, weight_range
 
 from .params import check_in_shape, check_int
 
-__all__ = ["DSP_WIDTHS", "KINDS", "PROVEN_BITS", "Multiplier", "fits_hard", "hard_only",
-           "high_codes", "lane_problem", "lut_buildable", "lut_product", "packed_products",
-           "packing_shift", "product_bits", "product_range"]
+__all__ = ["CONSTANT_ADDERS_PER_REGISTER", "DSP_WIDTHS", "KINDS", "MULTIPLIER_KINDS",
+           "PROVEN_BITS", "Multiplier", "constant_depth", "constant_levels", "constant_sum",
+           "constant_terms", "fits_hard", "hard_only",
+           "high_codes", "lane_problem", "lut_buildable", "lut_product", "max_digits",
+           "packed_products", "packing_shift", "product_bits", "product_range",
+           "signed_digits"]
 
-KINDS = ("dsp", "lut", "packed")
+#: The kinds of a :class:`Multiplier`: a weight comes in as a code.
+MULTIPLIER_KINDS = ("dsp", "lut", "packed")
+#: The kinds of a MAC array's lanes: a :class:`Multiplier`'s, or constant weights.
+KINDS = (*MULTIPLIER_KINDS, "constant")
 #: Width of the signed operands of one hard multiplier: ECP5 ``MULT18X18D`` is 18x18,
 #: iCE40 UP5K ``SB_MAC16`` 16x16.
 DSP_WIDTHS = {"ecp5": 18, "ice40": 16}
 #: The widest weights and inputs, in bits, of the LUT-built and packed products: the width up
 #: to which tests/test_hw_multiplier.py proves them exact for every operand pair (triple).
 PROVEN_BITS = 8
+#: Levels of adders between registers in :func:`constant_sum`: two carry chains of ~12 bits
+#: in a cycle (about 10 ns on the iCE40 UP5K), half the flip-flops of a register per level.
+CONSTANT_ADDERS_PER_REGISTER = 2
 
 
 def lut_buildable(weight_bits, in_shape):
@@ -297,6 +325,144 @@ def packed_products(m, x, code_a, code_high, *, shift, name):
     return product[:shift].as_signed(), product[shift:].as_signed(), product[shift - 1]
 
 
+def signed_digits(weight):
+    """``weight``'s canonical signed digits (its non-adjacent form), lowest first.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(shift, sign)`` pairs, ``sign`` +1 or -1, with ``weight = sum(sign * 2**shift)``; no
+        two shifts adjacent, so the fewest nonzero digits of any signed-digit form.
+    """
+    digits, value, shift = [], int(weight), 0
+    while value:
+        if value & 1:
+            sign = 2 - (value & 3)  # +1 or -1: what is left is a multiple of 4
+            digits.append((shift, sign))
+            value -= sign
+        value >>= 1
+        shift += 1
+    return digits
+
+
+@functools.cache
+def max_digits(weight_bits):
+    """The most signed digits (:func:`signed_digits`) of any ``weight_bits`` weight."""
+    lo, hi = weight_range(weight_bits)
+    return max(len(signed_digits(w)) for w in range(lo, hi + 1))
+
+
+def constant_depth(terms):
+    """Levels of adders of a tree over ``terms`` terms: ``ceil(log2(terms))``."""
+    return max(terms - 1, 0).bit_length()
+
+
+def constant_levels(depth):
+    """Registered levels of :func:`constant_sum` with trees of ``depth`` levels of adders: one
+    every :data:`CONSTANT_ADDERS_PER_REGISTER` levels, and one behind the difference."""
+    return depth // CONSTANT_ADDERS_PER_REGISTER + 1
+
+
+def constant_terms(weights):
+    """The shifted terms of ``sum_k weights[k] * x_k``: ``(plus, minus)``, lists of
+    ``(k, shift)``, the digits of sign +1 and -1 of every weight (:func:`signed_digits`)."""
+    plus, minus = [], []
+    for k, weight in enumerate(weights):
+        for shift, sign in signed_digits(weight):
+            (plus if sign > 0 else minus).append((k, shift))
+    return plus, minus
+
+
+def _add_shifted(a, b, subtract=False):
+    """``a + b`` (or ``a - b``) of two ``(value, shift)`` terms meaning ``value * 2**shift``.
+
+    The result keeps the lower shift; when that is ``a``'s, ``a``'s low bits below ``b`` are
+    passed as they are and only the overlap is added.
+    """
+    (va, sa), (vb, sb) = a, b
+    va, vb = Value.cast(va), Value.cast(vb)
+    if sb < sa:
+        # The subtrahend is the lower term: align the minuend to it (a full-width adder).
+        return ((va << (sa - sb)) - vb if subtract else vb + (va << (sa - sb))), sb
+    gap = sb - sa
+    if gap == 0:
+        return (va - vb if subtract else va + vb), sa
+    if len(va) <= gap:  # give the lower term a bit above the gap: its sign (or 0)
+        va = _extend(va, gap + 1) if va.shape().signed else Cat(va, C(0, gap + 1 - len(va)))
+    rest = va.shift_right(gap)
+    high = rest - vb if subtract else rest + vb
+    value = Cat(va[:gap], high)
+    return (value.as_signed() if high.shape().signed else value), sa
+
+
+def _tree(m, terms, depth, name):
+    """``terms`` (``(value, shift)``) summed by a tree of ``depth`` levels of adders, registered
+    after every :data:`CONSTANT_ADDERS_PER_REGISTER`-th (a node without a partner passes, and
+    is registered where the level is); ``(0, 0)`` for no terms."""
+    if not terms:
+        return C(0, 1), 0
+    nodes = list(terms)
+    for level in range(1, depth + 1):
+        joined = []
+        for j in range(0, len(nodes), 2):
+            pair = nodes[j:j + 2]
+            value, shift = _add_shifted(*pair) if len(pair) == 2 else pair[0]
+            value = Value.cast(value)
+            if level % CONSTANT_ADDERS_PER_REGISTER == 0:
+                register = Signal(value.shape(), name=f"{name}_l{level}_{j // 2}",
+                                  reset_less=True)
+                m.d.sync += register.eq(value)
+                value = register
+            elif len(pair) == 2:
+                # Kept, as lut_product's running sums are: else Yosys' alumacc merges the
+                # adders of a cycle into one multi-operand sum of LUT full adders.
+                wire = Signal(value.shape(), name=f"{name}_l{level}_{j // 2}",
+                              attrs={"keep": 1})
+                m.d.comb += wire.eq(value)
+                value = wire
+            joined.append((value, shift))
+        nodes = joined
+    if len(nodes) != 1:
+        raise ValueError(f"{len(terms)} terms need more than {depth} levels of adders")
+    return nodes[0]
+
+
+def constant_sum(m, lanes, weights, *, depth, name):
+    """``sum_k weights[k] * lanes[k]`` for integer ``weights`` fixed at build time, registered.
+
+    The digits of sign +1 and -1 (:func:`constant_terms`) are summed in two adder trees of
+    ``depth`` levels, registered every :data:`CONSTANT_ADDERS_PER_REGISTER` levels, and the
+    difference of their roots is registered: the result comes
+    ``constant_levels(depth)`` cycles after ``lanes``.
+
+    Parameters
+    ----------
+    m : Module
+    lanes : list of Value
+        The inputs, signed or unsigned.
+    weights : list of int
+        One per lane, any integers.
+    depth : int
+        Levels of adders of each tree: at least :func:`constant_depth` of the larger of the
+        two trees' term counts.
+    name : str
+        Prefix of the signals made here.
+
+    Returns
+    -------
+    Signal
+        Signed, as wide as the sum of the given lanes and weights can be.
+    """
+    plus, minus = constant_terms(weights)
+    roots = [_tree(m, [(lanes[k], shift) for k, shift in terms], depth, f"{name}_{sign}")
+             for sign, terms in (("plus", plus), ("minus", minus))]
+    value, shift = _add_shifted(*roots, subtract=True)
+    value = Value.cast(value) << shift
+    total = Signal(value.shape(), name=name, reset_less=True)  # a difference: signed
+    m.d.sync += total.eq(value)
+    return total
+
+
 class Multiplier(wiring.Component):
     """One product (``"dsp"``, ``"lut"``) or a packed pair (``"packed"``) of a shared input.
 
@@ -337,8 +503,9 @@ class Multiplier(wiring.Component):
     """
 
     def __init__(self, kind, *, weight_bits, in_shape, dsp_width=DSP_WIDTHS["ecp5"]):
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
+        if kind not in MULTIPLIER_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, MULTIPLIER_KINDS))}, "
+                             f"not {kind!r}")
         weight_bits = check_int("weight_bits", weight_bits)
         if not 2 <= weight_bits <= MAX_BITS:
             raise ValueError(f"weight_bits must be in 2..{MAX_BITS}, not {weight_bits} (1-bit "

@@ -98,8 +98,9 @@ def conv_window(layer, simd, shape, upstream=1, pe=None):
 
 class LayerFold(NamedTuple):
     """How one weight layer is folded: ``pe`` output lanes x ``simd`` input lanes, the
-    ``multiplier`` kind of its lanes (:mod:`hw.multiplier`: ``"dsp"``, ``"lut"`` or
-    ``"packed"``) and how many of its SIMD lanes use it (the others are ``"lut"``)."""
+    ``multiplier`` kind of its lanes (:mod:`hw.multiplier`: ``"dsp"``, ``"lut"``,
+    ``"packed"``, or ``"constant"`` where every weight has a lane) and how many of its SIMD
+    lanes use it (the others are ``"lut"``)."""
 
     pe: int
     simd: int
@@ -207,6 +208,9 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
                                multiplier != "lut" and hard_lanes in (None, simd))
         if problem:
             raise UserError(f"layer {layer.name!r}: {problem}")
+        if multiplier == "constant" and (pe, simd) != (layer.channels, layer.fan_in):
+            raise UserError(f"layer {layer.name!r}: multiplier 'constant' needs a lane for "
+                            f"every weight: PE {layer.channels} and SIMD {layer.fan_in}")
         if multiplier == "packed" and layer.weight_bits > 1:
             try:
                 packing_shift(layer.weight_bits, shape, dsp_width)
