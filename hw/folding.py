@@ -77,8 +77,10 @@ DEVICES = {
 }
 
 #: Share of the device's LUTs (iCE40: logic cells) a fold may be estimated to fill: room
-#: for routing and timing on ECP5; on the iCE40 the estimate itself is the margin (10% above
-#: what nextpnr packed for tiny_cnn, which placed and met timing at 98% of the UP5K's cells).
+#: for routing and timing on ECP5; on the iCE40 the whole device: nextpnr placed and routed
+#: tiny_cnn at 98.5% of the UP5K's cells (5,203, estimated 5,190), and the estimate of a
+#: design that did not fit was below its real size by 4% (5,460, estimated 5,236, before
+#: multi-pixel windows were priced).
 LUT_MARGIN = {"ecp5": 0.85, "ice40": 1.0}
 #: Most input pixels per transfer the folder asks of the core (and so of the board top's image
 #: buffer, which reads them in one word).
@@ -93,6 +95,11 @@ _TOP = {"ice40": (790, 310), "ecp5": (1070, 310)}
 #: UP5K).
 _WINDOW_LUTS = {"ice40": 350, "ecp5": 750}
 _WINDOW_LUTS_PER_BIT = 0.55
+#: ... and per bit of the window (``K x K x Cin`` elements) for each pixel of an input word
+#: beyond the first: the multiplexers that shift a word of several pixels into the window
+#: (Yosys, tiny_cnn's and LeNet-5's first windows at 1, 2 and 4 pixels a word: 1.8 to 1.9
+#: LUT4s a bit on the iCE40, 0.8 to 1.1 on ECP5 counting a carry cell as two).
+_WINDOW_LUTS_PER_PIXEL_BIT = {"ice40": 1.85, "ecp5": 1.0}
 
 
 @dataclass(frozen=True)
@@ -101,10 +108,13 @@ class Resources:
     ffs: int
     brams: int
     dsps: int
+    #: Of the ``ffs``, those that register the output of a LUT of their own (an adder's sum
+    #: bit), which an iCE40 logic cell always holds beside that LUT.
+    paired_ffs: int = 0
 
     def __add__(self, other):
         return Resources(self.luts + other.luts, self.ffs + other.ffs, self.brams + other.brams,
-                         self.dsps + other.dsps)
+                         self.dsps + other.dsps, self.paired_ffs + other.paired_ffs)
 
     def fits(self, device):
         """Within the device, LUTs within :data:`LUT_MARGIN` of it."""
@@ -159,8 +169,11 @@ def lane_luts(kind, weight_bits, in_bits, device):
 
 #: LUT4s (an ECP5 carry cell counted as two) of one adder of a ``"constant"`` layer's trees
 #: beyond the bits of its input (:func:`hw.multiplier.constant_sum`: its terms are shifted
-#: inputs, its sums a few bits wider; its registers are the adders' own flip-flops).
+#: inputs, its sums a few bits wider), and the share of its adders whose sums are registered
+#: (every other level: about half the adders, as each level has half the last's), fitted to
+#: tiny_cnn's first layer on the UP5K (``hw.macbench --build``: 1,445 LUT4s, 1,247 FFs).
 _CONSTANT_ADDER_BITS = 3
+_CONSTANT_REGISTERED = 0.5
 
 
 def constant_adders(layer):
@@ -270,10 +283,11 @@ def _lanes_cost(layer, entry, device):
     pe, simd, kind, hard = _hard(entry)
     wbits, abits = layer.weight_bits, layer.in_bits
     if kind == "constant":
-        # Each adder's sum is registered, and the input is registered once for all PEs.
-        adder = abits + _CONSTANT_ADDER_BITS
-        adders = constant_adders(layer)
-        return Resources(adders * adder, adders * adder + simd * abits, 0, 0)
+        # Registered sums sit beside their adders' LUTs; the input slice is registered once
+        # for all PEs.
+        bits = constant_adders(layer) * (abits + _CONSTANT_ADDER_BITS)
+        registered = int(_CONSTANT_REGISTERED * bits)
+        return Resources(bits, registered + simd * abits, 0, 0, registered)
     product = product_bits(wbits, element_shape(layer.in_bits, layer.in_signed))
     luts = pe * (hard * lane_luts(kind, wbits, abits, device)
                  + (simd - hard) * lane_luts("lut", wbits, abits, device))
@@ -296,6 +310,9 @@ def _window_cost(window, device):
     if window.path == "window-register":
         mux = window.simd * abits * (window.window_words - 1)
         luts = _WINDOW_LUTS[device.family] + _WINDOW_LUTS_PER_BIT * (window.register_bits + mux)
+        pixels = window.in_lanes // window.channels if window.in_lanes > window.channels else 1
+        luts += (_WINDOW_LUTS_PER_PIXEL_BIT[device.family] * (pixels - 1)
+                 * window.kernel ** 2 * window.channels * abits)
         return Resources(int(luts), window.register_bits + 100, brams, 0)
     return Resources(300 + 10 * window.simd * abits, 200 + 2 * window.simd * abits, brams, 0)
 
@@ -403,8 +420,9 @@ def estimate(qmodel, fold, device):
     """
     total = sum(layer_estimates(qmodel, fold, device).values(), _NOTHING)
     if device.family == "ice40":
-        total = Resources(int(total.luts + _ICE40_LCS_PER_FF * total.ffs), total.ffs,
-                          total.brams, total.dsps)
+        lone = total.ffs - total.paired_ffs
+        total = Resources(int(total.luts + _ICE40_LCS_PER_FF * lone), total.ffs, total.brams,
+                          total.dsps, total.paired_ffs)
     return total
 
 
@@ -541,7 +559,7 @@ def auto_fold(qmodel, device, max_lanes=None):
     """
     check_widths(qmodel, device)
     targets = sorted({option[0] for layer in qmodel.weight_layers for option in _options(layer)})
-    best = None
+    best, best_interval = None, math.inf
     for target in reversed(targets):
         fold = _fold_for(qmodel, target, device)
         if fold is None:
@@ -549,10 +567,18 @@ def auto_fold(qmodel, device, max_lanes=None):
         if max_lanes and any(pe * simd > max_lanes for pe, simd in fold.values()):
             break
         # Costs are not monotonic in the target (a faster fold may take a narrower SIMD and
-        # shed skew registers), so every target is tried.
-        fold = assign_multipliers(qmodel, fold, device)
-        if fold is not None and estimate(qmodel, fold, device).fits(device):
-            best = fold
+        # shed skew registers), so every target is tried; and with fewer pixels per transfer
+        # than the target asks, as a slower input may be what fits.
+        for pixels in range(fold.pixels, 0, -1):
+            candidate = Fold(fold, pixels)
+            try:
+                interval = max(stage.cycles for stage in schedule(qmodel, candidate))
+            except UserError:  # the first layer cannot take this many pixels per word
+                continue
+            candidate = assign_multipliers(qmodel, candidate, device)
+            if (candidate is not None and estimate(qmodel, candidate, device).fits(device)
+                    and interval <= best_interval):
+                best, best_interval = candidate, interval
     if best is None:
         fold = {layer.name: (1, 1, kinds(layer, 1, device)[0]) for layer in qmodel.weight_layers}
         need = estimate(qmodel, fold, device)
