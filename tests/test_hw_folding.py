@@ -86,6 +86,47 @@ def test_no_hard_kinds_without_dsps_or_for_1_bit_weights():
     assert "packed" not in kinds(lenet.weight_layers[0], 1, DEVICES["LFE5U-85F"])
 
 
+def test_constant_lanes_where_every_weight_has_a_lane():
+    """Constant weights are offered, first, only where PE x SIMD is the whole matrix, cost no
+    DSPs, ROMs or BRAMs, and are counted as their own kind."""
+    qmodel, device = _qmodel("tiny_cnn", 4), DEVICES["iCE40UP5K"]
+    conv = qmodel.weight_layers[0]
+    assert (conv.channels, conv.fan_in) == (4, 25)
+    assert kinds(conv, 4, device, 25)[0] == "constant"
+    assert "constant" not in kinds(conv, 4, device, 5) + kinds(conv, 2, device, 25)
+    assert "constant" not in kinds(conv, 4, device)  # SIMD not given: not offered
+    fold = {"conv2d": (4, 25, "constant"), "dense": (2, 4, "packed")}
+    parts = layer_estimates(qmodel, fold, device)
+    lut = layer_estimates(qmodel, {**fold, "conv2d": (4, 25, "lut")}, device)
+    assert parts["conv2d"].dsps == 0 and parts["conv2d"].luts < lut["conv2d"].luts
+    assert parts["conv2d"].paired_ffs > 0
+    counts = lanes_by_kind(qmodel, fold, device)
+    assert counts == {"dsp": 0, "packed": 8, "lut": 0, "constant": 100, "adder": 0}
+
+
+def test_tiny_cnn_on_the_up5k_runs_within_1200_cycles():
+    """The goal of the throughput issue: tiny_cnn W4A4 fits the UP5K at <= 1,200 cycles an
+    image. The first layer's 100 weights are constants (no DSP), which leaves the DSPs to the
+    dense layer; one pixel a clock (784 cycles) fits where two would not."""
+    qmodel, device = _qmodel("tiny_cnn", 4), DEVICES["iCE40UP5K"]
+    fold = auto_fold(qmodel, device)
+    interval = max(stage.cycles for stage in schedule(qmodel, fold))
+    assert interval <= 1200 and estimate(qmodel, fold, device).fits(device)
+    assert fold["conv2d"][:3] == (4, 25, "constant")
+    assert fold.pixels == 1 and interval == 784
+    two = Fold(fold, pixels=2)
+    assert not estimate(qmodel, two, device).fits(device)
+
+
+@pytest.mark.parametrize("device", ["iCE40UP5K", "LFE5U-85F"])
+def test_a_window_of_several_pixels_a_word_costs_more(device):
+    qmodel, device = _qmodel("tiny_cnn", 4), DEVICES[device]
+    fold = {"conv2d": (4, 25, "lut"), "dense": (1, 1, "lut")}
+    luts = [layer_estimates(qmodel, Fold(fold, pixels), device)["conv2d"].luts
+            for pixels in (1, 2, 4)]
+    assert luts[0] < luts[1] < luts[2]
+
+
 def test_fold_file_round_trip_and_short_form(tmp_path):
     qmodel = _qmodel("lenet5", 4)
     fold = auto_fold(qmodel, DEVICES["LFE5U-85F"])
@@ -101,7 +142,9 @@ def test_fold_file_round_trip_and_short_form(tmp_path):
 
 @pytest.mark.parametrize(("fold", "message"), [
     ({"conv2d": (3, 5, "fpga")}, "layer 'conv2d': multiplier 'fpga' is not one of dsp, lut, "
-                                 "packed"),
+                                 "packed, constant"),
+    ({"conv2d": (6, 5, "constant")}, "layer 'conv2d': multiplier 'constant' needs a lane for "
+                                     "every weight: PE 6 and SIMD 25"),
     ({"conv2d": (3, 5, "dsp", 6)}, "layer 'conv2d': hard lanes 6 must be in 0..5"),
     ({"conv2d": (3, "five")}, "layer 'conv2d': expected [pe, simd, multiplier, hard_lanes]"),
     (Fold({}, pixels=3), "fold: 3 pixels per transfer do not suit the first layer 'conv2d'"),

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """MACArray against the golden model: random shapes, all bit widths, stalls, exact timing.
 
-Every behavioural test runs with each multiplier kind (hard, LUT-built, packed pairs).
+Every behavioural test runs with each multiplier kind (hard, LUT-built, packed pairs), and
+with constant weights wherever the shape gives every weight a lane of its own.
 """
 
 import random
@@ -11,8 +12,8 @@ import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
-from hw.mac_array import MACArray
-from hw.multiplier import packing_shift
+from hw.mac_array import MACArray, array_latency, constant_tree_depth
+from hw.multiplier import constant_depth, constant_levels, max_digits, packing_shift
 from sim.streams import StreamSink, StreamSource
 from sw import golden
 from sw.qmodel import Dense, weight_range
@@ -140,7 +141,7 @@ def test_mixed_widths_first_layer_style(weight_bits, in_bits, multiplier):
     assert received == expected_transfers(layer, x, 2)
 
 
-@pytest.mark.parametrize("multiplier", MULTIPLIERS)
+@pytest.mark.parametrize("multiplier", [*MULTIPLIERS, "constant"])
 @pytest.mark.parametrize(("weight_bits", "in_bits"), [(1, 8), (2, 2), (3, 5), (4, 8), (8, 4)])
 def test_constant_weights_one_word(weight_bits, in_bits, multiplier):
     """NF = SF = 1: every lane keeps one weight, built in as a constant (no ROM); the
@@ -157,6 +158,41 @@ def test_constant_weights_one_word(weight_bits, in_bits, multiplier):
     x = random_inputs(rng, layer, 3)
     received, _ = simulate(dut, x, seed=in_bits, idle=0.2, stall=0.3)
     assert received == expected_transfers(layer, x, channels)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("signed_input", [False, True])
+def test_constant_lanes_random_shapes_all_widths_with_stalls(bits, signed_input):
+    """``"constant"``: a lane for every weight (PE = channels, SIMD = fan-in), random weights
+    and shapes, signed and unsigned inputs, input idle and output stalled at random."""
+    rng = np.random.default_rng(200 + bits + 10 * signed_input)
+    in_shape = signed(max(bits, 2)) if signed_input else unsigned(bits)
+    fan_in, channels = int(rng.choice([1, 3, 9, 25, 40])), int(rng.choice([1, 2, 5, 8]))
+    layer = make_layer(rng, fan_in, channels, bits, in_shape)
+    dut = make_array(layer, channels, fan_in, "constant")
+    assert (dut.nf, dut.sf, dut.hard_lanes, dut.stages) == (1, 1, 0, (tuple(range(channels)),))
+    x = random_inputs(rng, layer, 12)
+    received, _ = simulate(dut, x, seed=bits, idle=0.3, stall=0.4)
+    assert received == expected_transfers(layer, x, channels)
+
+
+@pytest.mark.parametrize(("fan_in", "channels", "weight_bits"), [(1, 1, 2), (25, 4, 4), (9, 3, 8),
+                                                                 (40, 2, 1)])
+def test_constant_lanes_full_rate_exact_cycles(fan_in, channels, weight_bits):
+    """One vector a cycle, outputs at the stated latency: the trees' registered levels
+    (:func:`constant_tree_depth`) stand where the other kinds' products and trees do."""
+    rng = np.random.default_rng(fan_in + channels)
+    layer = make_layer(rng, fan_in, channels, weight_bits, unsigned(8))
+    dut = make_array(layer, channels, fan_in, "constant")
+    levels = constant_levels(constant_depth(fan_in * max_digits(weight_bits)))
+    assert dut.tree_depth == constant_tree_depth(fan_in, weight_bits) == levels - 1
+    assert dut.latency == array_latency(channels, fan_in, "constant", weight_bits) == levels + 5
+    vectors = 8
+    x = random_inputs(rng, layer, vectors)
+    received, times = simulate(dut, x)
+    assert received == expected_transfers(layer, x, channels)
+    assert times["i"] == list(range(vectors))
+    assert times["o"] == [v + dut.latency for v in range(vectors)]
 
 
 @pytest.mark.parametrize("multiplier", ["dsp", "packed"])
@@ -313,7 +349,12 @@ def _kwargs(**changes):
     ({"bias": np.zeros(3, np.int64)}, ValueError,
      "bias must have shape (4,) to match the weights, not (3,)"),
     ({"multiplier": "booth"}, ValueError,
-     "multiplier must be one of 'dsp', 'lut', 'packed', not 'booth'"),
+     "multiplier must be one of 'dsp', 'lut', 'packed', 'constant', not 'booth'"),
+    ({"multiplier": "constant"}, ValueError,
+     "multiplier 'constant' needs a lane for every weight: pe 4 and simd 8, not 2 and 4"),
+    ({"multiplier": "constant", "pe": 4, "simd": 8, "weight_bits": 9, "acc_bits": 16},
+     ValueError, "9-bit weights times 4-bit unsigned inputs multiply on hard multipliers only "
+     "(LUT-built products are proven up to 8 bits): multiplier 'dsp' with every lane hard"),
     ({"dsp_width": 0}, ValueError, "dsp_width must be at least 2, not 0"),
     ({"multiplier": "packed", "weights": np.full((8, 4), 127), "weight_bits": 8,
       "in_shape": unsigned(8), "acc_bits": 14}, ValueError,

@@ -9,7 +9,9 @@ Amaranth's own simulator runs a few units exhaustively too, so both simulators a
 """
 
 import hashlib
+import itertools
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -25,9 +27,15 @@ from amaranth.sim import Simulator
 from hw.multiplier import (
     DSP_WIDTHS,
     Multiplier,
+    constant_depth,
+    constant_levels,
+    constant_sum,
+    constant_terms,
     high_codes,
+    max_digits,
     packing_shift,
     product_bits,
+    signed_digits,
 )
 from sim.runner import verilator_env
 from sw.qmodel import value_range, weight_range
@@ -137,7 +145,12 @@ def _harness(units):
 
 def _build(units):
     """Compile the bank and its harness with Verilator (reused while both are unchanged)."""
-    source, harness = verilog.convert(_Bank(units), name="bank"), _harness(units)
+    return _compile(verilog.convert(_Bank(units), name="bank"), _harness(units))
+
+
+def _compile(source, harness):
+    """Compile Verilog module ``bank`` and its C++ ``harness`` with Verilator (reused while
+    both are unchanged)."""
     directory = CACHE / hashlib.sha256((source + harness).encode()).hexdigest()[:16]
     binary = directory / "Vbank"
     if binary.is_file():
@@ -300,3 +313,141 @@ def test_macbench_multiplier_option():
     assert macbench._row(4, "ECP5-25F", "ecp5", "packed", measured, 16) == (
         "| 4 | ECP5-25F | packed | 92 | 91 | 654 | 4 | 8 | 5.8 | 17.1 | 40.9 | 0.50 "
         "| 117.1 MHz |")
+
+
+# Constant weights (hw.multiplier.constant_sum): every weight of 1..8 bits, every input.
+
+CONSTANT_SHAPES = [unsigned(a) for a in range(1, 9)] + [signed(a) for a in range(2, 9)]
+
+
+def _all_weights(bits):
+    lo, hi = weight_range(bits)
+    return [w for w in range(lo, hi + 1) if bits > 1 or w]  # 1-bit weights are -1 and +1
+
+
+class _ConstantBank(wiring.Component):
+    """Per (weight width, input shape) unit: input ``x{i}``, and ``bad{i}``, 1 + the index of
+    the first weight whose :func:`constant_sum` of ``x{i}`` (registered, ``levels``
+    cycles late) differs from Verilog's own ``x * w`` of the same input, 0 if none."""
+
+    def __init__(self, units):
+        self._units = units
+        self.levels = max(constant_levels(constant_depth(max_digits(bits))) for bits, _ in units)
+        super().__init__({**{f"x{i}": In(shape.width) for i, (_, shape) in enumerate(units)},
+                          **{f"bad{i}": Out(9) for i in range(len(units))}})
+
+    def elaborate(self, platform):
+        m = Module()
+        for i, (bits, shape) in enumerate(self._units):
+            x = getattr(self, f"x{i}").as_signed() if shape.signed else getattr(self, f"x{i}")
+            depth = constant_depth(max_digits(bits))
+            first = 0
+            for j, weight in reversed(list(enumerate(_all_weights(bits)))):
+                total = constant_sum(m, [x], [weight], depth=depth, name=f"u{i}_w{j}")
+                for k in range(self.levels - constant_levels(depth)):
+                    delayed = Signal.like(total, name=f"u{i}_w{j}_d{k}")
+                    m.d.sync += delayed.eq(total)
+                    total = delayed
+                first = Mux(total != x * weight, j + 1, first)
+            m.d.comb += getattr(self, f"bad{i}").eq(first)
+        return m
+
+
+def _constant_harness(units, levels):
+    """C++: every input of every unit, held for the sums' ``levels`` clock cycles, then the
+    units' mismatch outputs read; prints the (weight, input) pairs checked."""
+    lines = ["#include <cstdio>", '#include "Vbank.h"', "int main() {",
+             "    Vbank* top = new Vbank;", "    long checked = 0, errors = 0;",
+             f"    for (long t = 0; t < {max(2 ** shape.width for _, shape in units)}L; ++t) {{"]
+    for i, (_, shape) in enumerate(units):
+        lo, hi = value_range(shape.width, shape.signed)
+        lines.append(f"        if (t < {hi - lo + 1}L) top->x{i} = ({lo} + t) & "
+                     f"{(1 << shape.width) - 1};")
+    lines += [f"        for (int c = 0; c < {levels}; ++c) {{",
+              "            top->clk = 0; top->eval(); top->clk = 1; top->eval();", "        }"]
+    for i, (bits, shape) in enumerate(units):
+        lo, hi = value_range(shape.width, shape.signed)
+        lines += [f"        if (t < {hi - lo + 1}L) {{",
+                  f"            checked += {len(_all_weights(bits))};",
+                  f"            if (top->bad{i}) {{",
+                  "                if (errors++ < 10)",
+                  f'                    printf("unit {i} (w{bits} {shape}): x=%ld weight index '
+                  f'%d\\n", {lo} + t, top->bad{i} - 1);',
+                  "            }", "        }"]
+    lines += ["    }", '    printf("checked %ld errors %ld\\n", checked, errors);',
+              "    delete top;", "    return errors != 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.sim
+def test_every_constant_product_verilator():
+    """Every weight of every width 1..8 times every input, unsigned 1..8 and signed 2..8
+    bits, through :func:`constant_sum`'s registered trees, against Verilog's ``x * w``."""
+    units = [(bits, shape) for bits in range(1, 9) for shape in CONSTANT_SHAPES]
+    bank = _ConstantBank(units)
+    binary = _compile(verilog.convert(bank, name="bank"), _constant_harness(units, bank.levels))
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:]
+    expected = sum(len(_all_weights(bits)) * 2 ** shape.width for bits, shape in units)
+    assert re.search(r"checked (\d+) errors 0", run.stdout).group(1) == str(expected)
+
+
+def test_signed_digits_of_every_weight():
+    """Exact, no two digits adjacent (the non-adjacent form, the fewest digits), for every
+    weight of 1..16 bits; the most digits of a width as :func:`max_digits` says."""
+    for bits in (1, 2, 3, 4, 8, 12, 16):
+        lo, hi = weight_range(bits)
+        most = 0
+        for weight in range(lo, hi + 1):
+            digits = signed_digits(weight)
+            assert sum(sign << shift for shift, sign in digits) == weight
+            shifts = [shift for shift, _ in digits]
+            assert all(b - a >= 2 for a, b in itertools.pairwise(shifts))
+            assert all(sign in (-1, 1) for _, sign in digits)
+            most = max(most, len(digits))
+        assert max_digits(bits) == most == (bits + 1) // 2 if bits > 1 else most == 1
+    assert signed_digits(7) == [(0, -1), (3, 1)] and signed_digits(-3) == [(0, 1), (2, -1)]
+    assert signed_digits(0) == [] and signed_digits(6) == [(1, -1), (3, 1)]
+    plus, minus = constant_terms([3, 0, -2, 1])
+    assert plus == [(0, 2), (3, 0)] and minus == [(0, 0), (2, 1)]
+
+
+def test_constant_sum_in_amaranth_simulation():
+    """Several lanes, signed and unsigned, summed with the latency constant_levels says."""
+    weights = [7, -5, 0, 3, -8, 1]
+    shapes = [unsigned(8), signed(4), unsigned(1), signed(8), unsigned(3), signed(2)]
+    plus, minus = constant_terms(weights)
+    depth = constant_depth(max(len(plus), len(minus)))
+    levels = constant_levels(depth)
+
+    class Dut(wiring.Component):
+        def __init__(self):
+            super().__init__({**{f"x{k}": In(shape) for k, shape in enumerate(shapes)},
+                              "y": Out(signed(16))})
+
+        def elaborate(self, platform):
+            m = Module()
+            lanes = [getattr(self, f"x{k}") for k in range(len(shapes))]
+            m.d.comb += self.y.eq(constant_sum(m, lanes, weights, depth=depth, name="s"))
+            return m
+
+    dut = Dut()
+    rng = random.Random(0)
+    cases = [[value_range(s.width, s.signed)[e] for s in shapes] for e in (0, 1)]
+    cases += [[rng.randint(*value_range(s.width, s.signed)) for s in shapes] for _ in range(40)]
+    wrong = []
+
+    async def testbench(ctx):
+        for xs in cases:
+            for k, x in enumerate(xs):
+                ctx.set(getattr(dut, f"x{k}"), x)
+            await ctx.tick().repeat(levels)
+            want = sum(w * x for w, x in zip(weights, xs, strict=True))
+            if ctx.get(dut.y) != want:
+                wrong.append((xs, ctx.get(dut.y), want))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert wrong == [] and levels == 2  # 5 + digits: 3 levels of adders, one register, the sum

@@ -80,6 +80,25 @@ def test_core_equals_golden_under_idle_and_stall(mnist_test, tmp_path):
     assert full["interval"] == full["cycles_per_image_predicted"]
 
 
+def test_constant_first_layer_on_the_up5k_fold(mnist_test, tmp_path):
+    """tiny_cnn W4A4 folded for the UP5K: its first layer's weights are constants (adder
+    trees, no ROM); 200 images under idle and stall equal the golden model, and at full rate
+    the interval is the predicted 784 cycles."""
+    from hw.folding import DEVICES, auto_fold
+
+    qmodel = _quantized("tiny_cnn", 4)[0]
+    fold = auto_fold(qmodel, DEVICES["iCE40UP5K"])
+    assert fold["conv2d"].multiplier == "constant"
+    images = mnist_test[0][:200].reshape(200, *qmodel.input_shape)
+    expected = golden.run(qmodel, images)[-1]
+    stalled = compiled.simulate_core(qmodel, fold, images, idle=0.2, stall=0.2, seed=3,
+                                     workdir=tmp_path / "stalled")
+    assert stalled["logits"] == expected.tolist() and stalled["passed"]
+    full = compiled.simulate_core(qmodel, fold, images[:6], workdir=tmp_path / "full")
+    assert full["logits"] == expected[:6].tolist()
+    assert full["interval"] == full["cycles_per_image_predicted"] == 784
+
+
 def test_compiled_and_cocotb_harnesses_agree(mnist_test, tmp_path):
     qmodel, fold = _quantized("tiny_cnn", 2)
     images = mnist_test[0][:3].reshape(3, *qmodel.input_shape)
