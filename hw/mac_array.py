@@ -32,8 +32,9 @@ odd ``PE`` the last PE is a stage of its own with a plain hard multiplier.
 
 With ``"constant"`` weights every weight has a lane of its own (``PE = channels``,
 ``SIMD = fan_in``: one operation per vector), so there is no ROM and no multiplier: each PE
-is a registered adder tree over its weights' signed digits (:func:`hw.multiplier.constant_sum`),
-all PEs fed the same registered input (one stage), each followed by the bias's adder::
+is a pipelined adder tree over its weights' signed digits
+(:func:`hw.multiplier.constant_sum`), all PEs fed the same registered input (one stage),
+each followed by the bias's adder::
 
     i ─► issue ─► reg ─► x ─┬─► PE 0: + digits tree, - digits tree ─► difference ─► + bias ─┐
                             └─► PE 1: ...                                      ... ─► FIFO ─► o
@@ -239,15 +240,15 @@ class MACArray(wiring.Component):
         Cycles per input vector at full rate: ``nf * sf`` (one operation a cycle).
     stages : tuple of tuple of int
         The PEs of each systolic stage, ``((0,), (1,), ...)``; pairs when ``"packed"``, all
-        PEs in one when ``"constant"``. The
-        PEs of a stage share one registered input and compute in the same cycle; the input
-        hops from stage to stage.
+        PEs in one when ``"constant"``. The PEs of a stage share one registered input and
+        compute in the same cycle; the input hops from stage to stage.
     product_bits : int
         Width of one lane's product (exact for the weight and input ranges).
     tree_depth : int
         Registered levels of each PE's adder tree: ``ceil(log2(simd))``; for ``"constant"``
-        those of :func:`~hw.multiplier.constant_sum` but one (its first level stands where
-        the other kinds register their products), :func:`constant_tree_depth`.
+        those of :func:`~hw.multiplier.constant_sum` but one, :func:`constant_tree_depth`
+        (it takes the input slice a cycle before the other kinds' products would, and its
+        sum waits a cycle in a register).
     latency : int
         Cycles from the last input transfer of a vector to its first output, at full rate:
         ``len(stages) + tree_depth + 5``: one cycle to read the input buffer and ROMs, one to

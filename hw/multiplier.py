@@ -71,9 +71,9 @@ accumulator's adder).
     every weight has a lane of its own: ``PE = channels``, ``SIMD = fan_in``): no ROM and no
     multiplier. Each weight is written in canonical signed digits (:func:`signed_digits`,
     ``w = sum_j s_j 2**t_j`` with ``s_j = +-1``, never two adjacent digits: at most
-    ``ceil((N + 1) / 2)`` of them, 2 for 4-bit weights), so a PE's sum
+    ``ceil(N / 2)`` of them, 2 for 4-bit weights), so a PE's sum
     ``sum_k w_k x_k = sum_(k, j) s_kj x_k 2**t_kj`` is a sum of shifted inputs.
-    :func:`constant_sum` adds the digits of sign +1 in one adder tree and those of sign ``-1``
+    :func:`constant_sum` adds the digits of sign ``+1`` in one adder tree and those of sign ``-1``
     in another, and subtracts the two roots: one negation per PE, none per digit. An adder of
     two shifted terms takes the lower term's low bits as they are, so it is only as wide as
     the bits where they overlap. Sums are registered after every
@@ -100,10 +100,9 @@ from .params import check_in_shape, check_int
 
 __all__ = ["CONSTANT_ADDERS_PER_REGISTER", "DSP_WIDTHS", "KINDS", "MULTIPLIER_KINDS",
            "PROVEN_BITS", "Multiplier", "constant_depth", "constant_levels", "constant_sum",
-           "constant_terms", "fits_hard", "hard_only",
-           "high_codes", "lane_problem", "lut_buildable", "lut_product", "max_digits",
-           "packed_products", "packing_shift", "product_bits", "product_range",
-           "signed_digits"]
+           "constant_terms", "fits_hard", "hard_only", "high_codes", "lane_problem",
+           "lut_buildable", "lut_product", "max_digits", "packed_products", "packing_shift",
+           "product_bits", "product_range", "signed_digits"]
 
 #: The kinds of a :class:`Multiplier`: a weight comes in as a code.
 MULTIPLIER_KINDS = ("dsp", "lut", "packed")

@@ -314,7 +314,8 @@ def _pixel_options(qmodel):
 @st.composite
 def random_fold(draw, qmodel):
     """A legal fold of at most :data:`MAX_LANES` lanes a layer whose every weight layer meets
-    :data:`CYCLE_BUDGET`: random PE, SIMD, multiplier kind, hard lanes and input pixels."""
+    :data:`CYCLE_BUDGET`: random PE, SIMD, multiplier kind (constant weights where every
+    weight has a lane), hard lanes and input pixels."""
     from hw.folding import DEVICES, kinds
     from hw.network import Fold, LayerFold, simd_unit
     from sw.qmodel import Conv2D
@@ -329,10 +330,10 @@ def random_fold(draw, qmodel):
                           and positions * (layer.channels // pe) * (layer.fan_in // simd)
                           <= CYCLE_BUDGET), key=lambda option: (option[0] * option[1], option))
         pe, simd = draw(st.sampled_from(options))
-        options = kinds(layer, pe, device)
+        options = kinds(layer, pe, device, simd)
         kind = draw(st.sampled_from(options))
         # Hard lanes of a kind: any number where the others may be LUT-built, else all.
-        hard = (None if kind == "lut" or "lut" not in options
+        hard = (None if kind in ("lut", "constant") or "lut" not in options
                 else draw(st.one_of(st.none(), st.integers(0, simd))))
         layers[layer.name] = LayerFold(pe, simd, kind, hard)
     return Fold(layers, draw(st.sampled_from(_pixel_options(qmodel))))
