@@ -53,13 +53,15 @@ from .program import program
 from .toolchain import SCRIPT_AFTER_READ, tool_env
 from .uart_rx import uart_clock_filter, uart_divisor
 
-__all__ = ["AUTO_START_MHZ", "DEFAULT_BOARD", "DEFAULT_MODEL", "board_plan", "build", "main"]
+__all__ = ["AUTO_START_MHZ", "DEFAULT_BOARD", "DEFAULT_MODEL", "WEIGHTS_FILE", "board_plan",
+           "build", "main"]
 
 DEFAULT_MODEL = "lenet5"
 DEFAULT_BOARD = "ulx3s-85f"
 #: nextpnr's names for what the report counts, per family.
 _NEXTPNR_CELLS = {
-    "ice40": {"luts": "ICESTORM_LC", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP"},
+    "ice40": {"luts": "ICESTORM_LC", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP",
+              "sprams": "ICESTORM_SPRAM"},
     "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "brams": "DP16KD",
              "dsps": "MULT18X18D"},
 }
@@ -159,6 +161,11 @@ def _write_reports(directory, report, stages):
             f"at {report['baud']} baud ({100 * report['baud_error']:+.2f}%): at most "
             f"{report['link_images_per_second']:.0f} (one request and response per image)",
             f"- bitstream: `{report['bitstream']}`",
+            *([f"- loaded weights: layers {', '.join(report['fold']['loaded'])} are in RAM the "
+               f"bitstream cannot initialize; send `{report['weights_file']}` "
+               f"({2 * report['load_words']:,} bytes) once after programming: `python -m "
+               f"sw.host --port PORT --load {report['weights_file']}`"]
+              if report.get("weights_file") else []),
             "",
             "| resource | used | available | estimated |",
             "|---|---|---|---|",
@@ -233,7 +240,13 @@ def build(args, progress):
             "estimate": vars(need),
         }
         progress("generating Verilog")
-        (scratch / "core.v").write_text(verilog.convert(core, name="nnfpga_core"))
+        # core.v is the core to simulate: loaded weights start in their RAMs there, as after
+        # a load request (the board's RAMs start undefined).
+        simulated = Accelerator(qmodel, fold, dsp_width, preload=True) if fold.loaded else core
+        (scratch / "core.v").write_text(verilog.convert(simulated, name="nnfpga_core"))
+        if fold.loaded:
+            (scratch / WEIGHTS_FILE).write_bytes(core.load_image())
+            report.update(weights_file=WEIGHTS_FILE, load_words=core.load_words)
         if args.target == "bitstream":
             report.update(_place_and_route(board, device, core, scratch, need, progress,
                                            args.clock, args.baud or board.default_baud))
@@ -250,6 +263,8 @@ def build(args, progress):
     return report
 
 
+#: The load image of a build with loaded weights, beside its report.
+WEIGHTS_FILE = "weights.bin"
 #: ``--clock auto`` starts here (MHz), above what designs reach, and steps down to the Fmax.
 AUTO_START_MHZ = {"ecp5": 125, "ice40": 48}
 #: ``--clock auto``: place-and-route runs at most; the margin below the lowest failed Fmax that
@@ -404,6 +419,8 @@ def _pnr_report(run, family, device, core, oscillator_mhz, baud, directory):
         "ffs": used["ffs"], "ffs_available": available.get("ffs") or device.ffs,
         "brams": used["brams"], "brams_available": available["brams"] or device.brams,
         "dsps": used["dsps"], "dsps_available": available["dsps"] or device.dsps,
+        **({"sprams": used["sprams"], "sprams_available": available["sprams"] or device.sprams}
+           if "sprams" in used else {}),
         "fmax_mhz": run.fmax, "clock_mhz": clock_mhz, "timing_met": run.met,
         "oscillator_mhz": oscillator_mhz,
         "pll": {"family": family, "vco_mhz": float(pll.vco_mhz), **pll.dividers},
@@ -485,6 +502,9 @@ def main(argv=None):
                        f"{report['link_images_per_second']:.0f} images/s")
     if report["accuracy"] is not None:
         summary.append(f"integer accuracy {100 * report['accuracy']:.2f}%")
+    if report.get("weights_file"):
+        summary.append(f"load {report['out']}/{report['weights_file']} after programming "
+                       f"(python -m sw.host --load)")
     print("; ".join(summary))
     print(f"report: {report['out']}/report.md")
     if args.program:

@@ -116,7 +116,11 @@ def _detail(model, bits, board_name):
         print(f"| {name} | {shape} | {part.luts} | {part.ffs} | {part.brams} | {part.dsps} |")
     need = estimate(qmodel, fold, device)
     print(f"estimate: {need.luts}/{device.luts} LUTs, {need.ffs} FFs, {need.brams}/"
-          f"{device.brams} BRAM, {need.dsps}/{device.dsps} DSP")
+          f"{device.brams} BRAM, {need.dsps}/{device.dsps} DSP"
+          + (f", {need.sprams}/{device.sprams} SPRAM" if device.sprams else ""))
+    if fold.loaded:
+        print(f"loaded weights (sent by the host after configuration, `sw.host --load`): "
+              f"{', '.join(sorted(fold.loaded))}")
     ceiling = device_lanes(qmodel, device)
     print(f"MAC lanes: {lanes} used, about {ceiling} the device could hold; MAC efficiency "
           f"{qmodel.macs / (lanes * interval):.3f} of the lanes used, "

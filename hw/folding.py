@@ -38,16 +38,18 @@ from .network import (
     hardware,
     input_lanes,
     layer_stages,
+    loaded_words,
     schedule,
     simd_unit,
 )
 from .pool import Pool
+from .weight_ram import BLOCK_DEPTH, BLOCK_WIDTH
 from .weight_rom import BLOCK_MIN_DEPTH
 from .window import WindowGenerator
 
 __all__ = ["DEVICES", "LUT_MARGIN", "MAX_PIXELS", "Device", "Resources", "assign_multipliers",
            "auto_fold", "check_widths", "constant_adders", "device_lanes", "estimate", "kinds",
-           "lane_luts", "lanes_by_kind", "layer_estimates", "load_fold"]
+           "lane_luts", "lanes_by_kind", "layer_estimates", "load_fold", "place_weights"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Device:
     dsps: int  # ICESTORM_DSP / MULT18X18D
     #: Narrowest product Yosys maps to a DSP (iCE40 ``mul2dsp``: 11-bit result; ECP5: any).
     dsp_min_product: int
+    #: RAM blocks a bitstream cannot initialize, for loaded weights (UP5K ``SB_SPRAM256KA``,
+    #: 16 K x 16 bits: :class:`~hw.weight_ram.WeightRAM`).
+    sprams: int = 0
 
     @property
     def bram_bits(self):
@@ -69,7 +74,7 @@ class Device:
 
 
 DEVICES = {
-    "iCE40UP5K": Device("iCE40UP5K", "ice40", 5280, 5280, 30, 8, 11),
+    "iCE40UP5K": Device("iCE40UP5K", "ice40", 5280, 5280, 30, 8, 11, 4),
     "iCE40HX8K": Device("iCE40HX8K", "ice40", 7680, 7680, 32, 0, 11),
     "LFE5U-25F": Device("LFE5U-25F", "ecp5", 24288, 24288, 56, 28, 0),
     "LFE5U-45F": Device("LFE5U-45F", "ecp5", 43848, 43848, 108, 72, 0),
@@ -111,15 +116,18 @@ class Resources:
     #: Of the ``ffs``, those that register the output of a LUT of their own (an adder's sum
     #: bit), which an iCE40 logic cell always holds beside that LUT.
     paired_ffs: int = 0
+    sprams: int = 0
 
     def __add__(self, other):
         return Resources(self.luts + other.luts, self.ffs + other.ffs, self.brams + other.brams,
-                         self.dsps + other.dsps, self.paired_ffs + other.paired_ffs)
+                         self.dsps + other.dsps, self.paired_ffs + other.paired_ffs,
+                         self.sprams + other.sprams)
 
     def fits(self, device):
         """Within the device, LUTs within :data:`LUT_MARGIN` of it."""
         return (self.luts <= LUT_MARGIN[device.family] * device.luts and self.ffs <= device.ffs
-                and self.brams <= device.brams and self.dsps <= device.dsps)
+                and self.brams <= device.brams and self.dsps <= device.dsps
+                and self.sprams <= device.sprams)
 
 
 _NOTHING = Resources(0, 0, 0, 0)
@@ -174,6 +182,11 @@ def lane_luts(kind, weight_bits, in_bits, device):
 #: tiny_cnn's first layer on the UP5K (``hw.macbench --build``: 1,445 LUT4s, 1,247 FFs).
 _CONSTANT_ADDER_BITS = 3
 _CONSTANT_REGISTERED = 0.5
+
+
+#: LUTs of a loaded layer's RAM besides its blocks: the address multiplexer (RAM address
+#: from the load or the array) and the load's word and block counters.
+_LOADED_LUTS = 60
 
 
 def constant_adders(layer):
@@ -353,10 +366,10 @@ def _blocks_cost(blocks, device):
     return total
 
 
-def _frame_cost(layer, entry, device, upstream=1):
+def _frame_cost(layer, entry, device, upstream=1, loaded=False):
     """Resources of a weight layer besides its lanes: window generator, width converter,
-    input FIFO, ROMs, input buffer, accumulators, output FIFO, requantizer and control;
-    ``upstream`` lanes come in."""
+    input FIFO, ROMs (or a ``loaded`` layer's RAM), input buffer, accumulators, output FIFO,
+    requantizer and control; ``upstream`` lanes come in."""
     pe, simd, multiplier = LayerFold(*entry)[:3]
     nf, sf = layer.channels // pe, layer.fan_in // simd
     wbits, abits, acc = layer.weight_bits, layer.in_bits, layer.acc_bits
@@ -372,21 +385,32 @@ def _frame_cost(layer, entry, device, upstream=1):
     luts = pe * (4 * acc + 20) + 60
     ffs = pe * (5 * acc + wbits + layer.out_bits) + 20 + 5 * depth
     brams = 0
-    # WeightROM: block RAM from BLOCK_MIN_DEPTH words on; Yosys keeps shorter ROMs in LUTs.
-    rom = _bram_blocks(nf * sf, simd * wbits, device) if nf * sf >= BLOCK_MIN_DEPTH else 0
-    brams += pe * rom
-    if not rom and nf * sf > 1:
+    sprams = 0
+    if loaded:
+        # WeightRAM: its blocks side by side, the address multiplexer and write counters,
+        # and the registers that hold each systolic stage's word until the stage's turn.
+        sprams = math.ceil(pe * simd * wbits / BLOCK_WIDTH)
+        stages = pe - pe // 2 if multiplier == "packed" else pe
+        luts += _LOADED_LUTS
+        ffs += pe * simd * wbits * (stages + 1) // 2 + _LOADED_LUTS // 2
+        rom = 0
+    else:
+        # WeightROM: block RAM from BLOCK_MIN_DEPTH words on; Yosys keeps shorter ROMs in
+        # LUTs.
+        rom = _bram_blocks(nf * sf, simd * wbits, device) if nf * sf >= BLOCK_MIN_DEPTH else 0
+        brams += pe * rom
+    if not loaded and not rom and nf * sf > 1:
         luts += pe * math.ceil(nf * sf * simd * wbits / 16)
     if nf > 1:
         brams += _bram_blocks(sf, simd * abits, device)  # input replay buffer
     # The output FIFO: room for the folds in flight (MACArray.fifo_depth).
     depth = output_fifo_depth(sf, array_latency(pe, simd, multiplier, wbits))
     brams += _bram_blocks(depth, pe * acc, device)
-    return total + Resources(int(luts), int(ffs), brams, 0)
+    return total + Resources(int(luts), int(ffs), brams, 0, sprams=sprams)
 
 
-def _weight_layer_cost(layer, entry, device, upstream=1):
-    return (_frame_cost(layer, entry, device, upstream)
+def _weight_layer_cost(layer, entry, device, upstream=1, loaded=False):
+    return (_frame_cost(layer, entry, device, upstream, loaded)
             + _lanes_cost(layer, entry, device))
 
 
@@ -402,7 +426,8 @@ def layer_estimates(qmodel, fold, device):
         if layer.weighted:
             first = layer is qmodel.weight_layers[0]
             parts[layer.name] = _weight_layer_cost(layer, fold[layer.name], device,
-                                                   fold.pixels if first else 1)
+                                                   fold.pixels if first else 1,
+                                                   layer.name in fold.loaded)
         elif blocks := layer_stages(qmodel, fold, index):  # a Flatten has none
             parts[layer.name] = _blocks_cost(blocks, device)
     return parts
@@ -422,7 +447,7 @@ def estimate(qmodel, fold, device):
     if device.family == "ice40":
         lone = total.ffs - total.paired_ffs
         total = Resources(int(total.luts + _ICE40_LCS_PER_FF * lone), total.ffs, total.brams,
-                          total.dsps, total.paired_ffs)
+                          total.dsps, total.paired_ffs, total.sprams)
     return total
 
 
@@ -537,6 +562,33 @@ def assign_multipliers(qmodel, fold, device):
     return Fold(chosen, getattr(fold, "pixels", 1))
 
 
+def place_weights(qmodel, fold, device):
+    """``fold`` with the weights of as few layers as needed loaded into the device's RAM a
+    bitstream cannot initialize (:class:`~hw.weight_ram.WeightRAM`), so that its block RAM
+    holds the rest; ``fold`` itself where that already fits, or where the device has no such
+    RAM. The layers whose ROMs take the most block RAMs go first (loaded weights must be sent
+    by the host after configuration, so no layer is loaded that need not be)."""
+    fold = check_fold(qmodel, fold, DSP_WIDTHS[device.family])
+    if not device.sprams or estimate(qmodel, fold, device).brams <= device.brams:
+        return fold
+    parts = layer_estimates(qmodel, fold, device)
+    candidates = [layer for layer in qmodel.weight_layers
+                  if fold[layer.name].multiplier != "constant"
+                  and loaded_words(layer, fold[layer.name]) // math.ceil(
+                      fold[layer.name].pe * fold[layer.name].simd * layer.weight_bits
+                      / BLOCK_WIDTH) <= BLOCK_DEPTH]
+    loaded = set()
+    for layer in sorted(candidates, key=lambda layer: -parts[layer.name].brams):
+        placed = Fold(fold, loaded=loaded | {layer.name})
+        need = estimate(qmodel, placed, device)
+        if need.sprams > device.sprams:
+            continue
+        loaded.add(layer.name)
+        if need.brams <= device.brams:
+            break
+    return Fold(fold, loaded=loaded)
+
+
 def auto_fold(qmodel, device, max_lanes=None):
     """The fastest balanced folding that the resource model says fits ``device``.
 
@@ -576,6 +628,8 @@ def auto_fold(qmodel, device, max_lanes=None):
             except UserError:  # the first layer cannot take this many pixels per word
                 continue
             candidate = assign_multipliers(qmodel, candidate, device)
+            if candidate is not None:
+                candidate = place_weights(qmodel, candidate, device)
             if (candidate is not None and estimate(qmodel, candidate, device).fits(device)
                     and interval <= best_interval):
                 best, best_interval = candidate, interval
@@ -591,6 +645,8 @@ def auto_fold(qmodel, device, max_lanes=None):
     # layer needs to be faster than that, so give back the lanes it does not need.
     interval = max(stage.cycles for stage in schedule(qmodel, best))
     relaxed = assign_multipliers(qmodel, _fold_for(qmodel, interval, device), device)
+    if relaxed is not None:
+        relaxed = place_weights(qmodel, relaxed, device)
     # The relaxed fold may take other shapes (and memories) than the best: keep it only if
     # it fits too.
     fits = relaxed is not None and estimate(qmodel, relaxed, device).fits(device)

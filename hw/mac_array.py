@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -68,6 +68,7 @@ from .multiplier import (
 )
 from .params import check_in_shape, check_int
 from .streams import lanes_signature
+from .weight_ram import LOAD_LAYOUT, WeightRAM, load_chunks
 from .weight_rom import STYLES, WeightROM
 
 __all__ = ["MACArray", "adder_tree_depth", "array_latency", "constant_tree_depth",
@@ -218,6 +219,13 @@ class MACArray(wiring.Component):
         How many SIMD lanes (lanes ``0 .. hard_lanes - 1`` of every PE) use ``multiplier``'s
         hard multipliers; the others are ``"lut"``. All of them when not given, so that a
         layer can use exactly the hard multipliers a device has left.
+    loaded : bool
+        Keep the weights in a :class:`~hw.weight_ram.WeightRAM` (the iCE40 UP5K's SPRAM), one
+        word of every PE's weights a cycle, written through ``load`` after configuration
+        instead of ROMs the bitstream initializes. Not for ``"constant"`` weights.
+    preload : bool
+        With ``loaded``: the RAM starts with the weights (simulation only; the hardware's
+        starts undefined).
 
     Attributes
     ----------
@@ -231,6 +239,10 @@ class MACArray(wiring.Component):
     multiplier, hard_lanes : str, int
         The multiplier kind and the SIMD lanes multiplying with it (``"lut"`` and 0 when no
         lane is hard); the other lanes are LUT-built.
+    loaded, preload : bool
+        As given.
+    load : stream.Interface, in
+        With ``loaded`` only: the weights' load transfers (:meth:`load_chunks`).
     fan_in, channels : int
         The matrix's shape.
     nf, sf : int
@@ -274,7 +286,7 @@ class MACArray(wiring.Component):
 
     def __init__(self, weights, bias, *, weight_bits, in_shape, acc_bits, pe, simd,
                  rom_style="auto", multiplier="dsp", dsp_width=DSP_WIDTHS["ecp5"],
-                 hard_lanes=None):
+                 hard_lanes=None, loaded=False, preload=False):
         self.weight_bits = check_int("weight_bits", weight_bits)
         if self.weight_bits > MAX_BITS:
             raise ValueError(f"weight_bits must be in 1..{MAX_BITS}, not {weight_bits}")
@@ -318,11 +330,18 @@ class MACArray(wiring.Component):
         if self.acc_bits < need:
             raise ValueError(f"acc_bits {acc_bits} is too narrow: these weights, bias and "
                              f"{in_shape!r} inputs need {need} bits")
+        self.loaded, self.preload = bool(loaded), bool(preload)
+        if self.loaded and multiplier == "constant":
+            raise ValueError("multiplier 'constant' keeps its weights in logic: it cannot load "
+                             "them")
         self._derive()
-        super().__init__({
+        ports = {
             "i": In(lanes_signature(in_shape, simd)),
             "o": Out(lanes_signature(signed(acc_bits), pe)),
-        })
+        }
+        if self.loaded:
+            ports["load"] = In(stream.Signature(LOAD_LAYOUT))
+        super().__init__(ports)
 
     def _derive(self):
         """The figures that follow from the parameters (see the class's attributes)."""
@@ -359,6 +378,18 @@ class MACArray(wiring.Component):
         block = np.ix_(rows, odd)
         matrix[block] = high_codes(self.weights[np.ix_(rows, odd - 1)], matrix[block])
         return matrix
+
+    def _ram_words(self):
+        """The words of the :class:`~hw.weight_ram.WeightRAM` of a ``loaded`` array: every PE's
+        ROM word side by side, PE 0 in the lowest bits."""
+        words = rom_words(self._rom_matrix(), self.weight_bits, self.pe, self.simd)
+        width = self.simd * self.weight_bits
+        return [sum(column[p] << (p * width) for p in range(self.pe))
+                for column in zip(*words, strict=True)]
+
+    def load_chunks(self):
+        """The 16-bit transfers that load a ``loaded`` array's weights through ``load``."""
+        return load_chunks(self._ram_words(), self.pe * self.simd * self.weight_bits)
 
     def _products(self, m, lane, codes, s):
         """The products of one SIMD lane for the PEs of one stage.
@@ -542,14 +573,23 @@ class MACArray(wiring.Component):
         """
         x_lanes = [x[s] for s in range(self.simd)]
         words = rom_words(self._rom_matrix(), self.weight_bits, self.pe, self.simd)
+        ram = self._weight_ram(m, address) if self.loaded else None
         rom_address = address
         results = []
         for t, members in enumerate(self.stages):
             if t:
                 x_lanes = [_delay(m, lane, 1, f"x_pe{members[0]}_s{s}")
                            for s, lane in enumerate(x_lanes)]
-                rom_address = _delay(m, rom_address, 1, f"rom_address_pe{members[0]}")
-            word = self._stage_weights(m, members, words, rom_address)
+                if ram is None:
+                    rom_address = _delay(m, rom_address, 1, f"rom_address_pe{members[0]}")
+            if ram is None:
+                word = self._stage_weights(m, members, words, rom_address)
+            else:
+                # One RAM read for all PEs: stage t's words wait t cycles more instead of
+                # being read t cycles later.
+                width = self.simd * self.weight_bits
+                word = {p: _delay(m, ram.data[p * width:(p + 1) * width], 1 + t,
+                                  f"ram_q_pe{p}") for p in members}
             leaves = self._stage_products(m, members, x_lanes, word)
             for p in members:
                 _, total, carry = self._adder_tree(m, p, leaves[p])
@@ -572,6 +612,15 @@ class MACArray(wiring.Component):
             total = _delay(m, total, 1, f"sum_pe{p}")
             results.append(self._accumulate(m, p, 0, total, None, controls))
         return results
+
+    def _weight_ram(self, m, address):
+        """A ``loaded`` array's :class:`~hw.weight_ram.WeightRAM`, read at ``address``."""
+        ram = m.submodules.weights = WeightRAM(self._ram_words(),
+                                               width=self.pe * self.simd * self.weight_bits,
+                                               preload=self.preload)
+        m.d.comb += [ram.addr.eq(address), ram.en.eq(1)]
+        wiring.connect(m, wiring.flipped(self.load), ram.load)
+        return ram
 
     def _stage_weights(self, m, members, words, rom_address):
         """``{pe: registered ROM word}`` of one stage's PEs at ``rom_address``."""

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,13 +34,14 @@ from .multiplier import DSP_WIDTHS, KINDS, lane_problem, packing_shift
 from .pool import Pool
 from .requantize import Requantize
 from .streams import lanes_signature
+from .weight_ram import BLOCK_DEPTH, BLOCK_WIDTH, LOAD_LAYOUT
 from .width import WidthConverter
 from .window import WindowGenerator
 
 __all__ = ["HARDWARE", "Accelerator", "ConvHardware", "DenseHardware", "FlattenHardware", "Fold",
            "LayerFold", "LayerHardware", "PoolHardware", "Stage", "WeightHardware", "check_fold",
            "conv_window", "element_shape", "fold_from_json", "hardware", "input_lanes",
-           "layer_stages", "schedule", "simd_unit"]
+           "layer_stages", "loaded_words", "schedule", "simd_unit"]
 
 
 def element_shape(bits, is_signed):
@@ -110,31 +111,41 @@ class LayerFold(NamedTuple):
 
 
 class Fold(dict):
-    """A folding: ``{weight layer name: LayerFold}``, and ``pixels``, the input elements
-    (bytes of the image) the core takes per transfer of its input stream.
+    """A folding: ``{weight layer name: LayerFold}``, ``pixels``, the input elements (bytes of
+    the image) the core takes per transfer of its input stream, and ``loaded``, the weight
+    layers whose weights are loaded after configuration (:class:`~hw.weight_ram.WeightRAM`)
+    rather than held in the bitstream's ROMs.
 
     Parameters
     ----------
     layers : dict or iterable of pairs
+        A :class:`Fold` passes on its ``loaded`` layers unless ``loaded`` is given.
     pixels : int
+    loaded : iterable of str, optional
     """
 
-    def __init__(self, layers=(), pixels=1):
+    def __init__(self, layers=(), pixels=1, loaded=None):
         super().__init__(layers)
         self.pixels = pixels
+        self.loaded = frozenset(getattr(layers, "loaded", ()) if loaded is None else loaded)
 
     def to_json(self):
-        """``{"pixels": P, "layers": {name: [pe, simd, multiplier, hard_lanes]}}``."""
-        return {"pixels": self.pixels,
-                "layers": {name: list(entry) for name, entry in self.items()}}
+        """``{"pixels": P, "layers": {name: [pe, simd, multiplier, hard_lanes]}}``, and
+        ``"loaded": [name, ...]`` when weights are loaded."""
+        raw = {"pixels": self.pixels,
+               "layers": {name: list(entry) for name, entry in self.items()}}
+        if self.loaded:
+            raw["loaded"] = sorted(self.loaded)
+        return raw
 
 
 def fold_from_json(raw):
     """A fold from :meth:`Fold.to_json`'s form, or from a plain ``{name: [pe, simd, ...]}``
     (one pixel per transfer)."""
-    if isinstance(raw, dict) and set(raw) == {"pixels", "layers"}:
+    if isinstance(raw, dict) and {"pixels", "layers"} <= set(raw) <= {"pixels", "layers",
+                                                                     "loaded"}:
         return Fold({str(name): tuple(value) for name, value in raw["layers"].items()},
-                    int(raw["pixels"]))
+                    int(raw["pixels"]), [str(name) for name in raw.get("loaded", ())])
     return Fold({str(name): tuple(value) for name, value in raw.items()})
 
 
@@ -182,7 +193,11 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
     if unknown:
         raise UserError(f"fold names unknown layers {unknown}; the model's weight layers are "
                         f"{sorted(names)}")
-    checked = Fold(pixels=_check_pixels(qmodel, getattr(fold, "pixels", 1)))
+    loaded = frozenset(getattr(fold, "loaded", ()))
+    if loaded - names:
+        raise UserError(f"fold loads the weights of unknown layers {sorted(loaded - names)}; "
+                        f"the model's weight layers are {sorted(names)}")
+    checked = Fold(pixels=_check_pixels(qmodel, getattr(fold, "pixels", 1)), loaded=loaded)
     for layer in qmodel.weight_layers:
         try:
             entry = tuple(fold.get(layer.name, (1, 1)))
@@ -211,6 +226,13 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
         if multiplier == "constant" and (pe, simd) != (layer.channels, layer.fan_in):
             raise UserError(f"layer {layer.name!r}: multiplier 'constant' needs a lane for "
                             f"every weight: PE {layer.channels} and SIMD {layer.fan_in}")
+        if multiplier == "constant" and layer.name in loaded:
+            raise UserError(f"layer {layer.name!r}: multiplier 'constant' keeps its weights in "
+                            f"logic, they cannot be loaded")
+        if layer.name in loaded and layer.fan_in * layer.channels // (pe * simd) > BLOCK_DEPTH:
+            raise UserError(f"layer {layer.name!r}: loaded weights take at most {BLOCK_DEPTH} "
+                            f"words of PE x SIMD weights, not "
+                            f"{layer.fan_in * layer.channels // (pe * simd)}")
         if multiplier == "packed" and layer.weight_bits > 1:
             try:
                 packing_shift(layer.weight_bits, shape, dsp_width)
@@ -221,6 +243,14 @@ def check_fold(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
                             f"0..{simd} (its SIMD)")
         checked[layer.name] = LayerFold(pe, simd, multiplier, hard_lanes)
     return checked
+
+
+def loaded_words(layer, entry):
+    """16-bit transfers that load ``layer``'s weights folded as ``entry``: its
+    ``NF x SF`` words of ``PE x SIMD`` weights, 16 bits a transfer (a RAM block each)."""
+    pe, simd = entry[:2]
+    return (layer.fan_in * layer.channels // (pe * simd)
+            * math.ceil(pe * simd * layer.weight_bits / BLOCK_WIDTH))
 
 
 @dataclass(frozen=True)
@@ -263,9 +293,10 @@ class LayerHardware:
         elements of ``shape`` a transfer."""
         return shape, lanes
 
-    def stages(self, name, fold, shape, lanes, dsp_width):
+    def stages(self, name, fold, shape, lanes, dsp_width, preload=False):
         """The named components computing the layer, in stream order (see
-        :func:`layer_stages`), fed ``lanes`` elements of ``shape`` a transfer."""
+        :func:`layer_stages`), fed ``lanes`` elements of ``shape`` a transfer; loaded weights
+        ``preload``-ed (simulation)."""
         return []
 
 
@@ -316,7 +347,7 @@ class WeightHardware(LayerHardware):
             shape = element_shape(layer.out_bits, layer.out_signed)
         return shape, fold[layer.name].pe
 
-    def stages(self, name, fold, shape, lanes, dsp_width):
+    def stages(self, name, fold, shape, lanes, dsp_width, preload=False):
         layer = self.layer
         pe, simd, multiplier, hard_lanes = fold[layer.name]
         needed = self.input_lanes(simd, lanes)
@@ -328,7 +359,8 @@ class WeightHardware(LayerHardware):
         stages.append((f"{name}_mac", MACArray(
             layer.matrix, layer.bias, weight_bits=layer.weight_bits, in_shape=shape,
             acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
-            dsp_width=dsp_width, hard_lanes=hard_lanes)))
+            dsp_width=dsp_width, hard_lanes=hard_lanes, loaded=layer.name in fold.loaded,
+            preload=preload)))
         if not layer.is_output:
             stages.append((f"{name}_requantize", Requantize(
                 layer.shift, pe=pe, acc_bits=layer.acc_bits, out_bits=layer.out_bits,
@@ -401,7 +433,7 @@ class PoolHardware(LayerHardware):
         # One input transfer per cycle, global pooling included.
         return [Stage(layer.name, layer.kind, math.prod(layer.in_shape) // lanes, lanes, lanes)]
 
-    def stages(self, name, fold, shape, lanes, dsp_width):
+    def stages(self, name, fold, shape, lanes, dsp_width, preload=False):
         layer = self.layer
         height, width, channels = layer.in_shape
         out_width = width // layer.window[1]
@@ -452,7 +484,7 @@ def _input_formats(qmodel, fold):
     return formats
 
 
-def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
+def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"], preload=False):
     """The named stages that compute ``qmodel.layers[index]``, in stream order.
 
     Each stage's ``o`` feeds the next one's ``i``. A ``Flatten`` has none: the stream order
@@ -467,6 +499,8 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
         Position of the layer in ``qmodel.layers``.
     dsp_width : int
         Operand width of the target's hard multiplier (:data:`hw.multiplier.DSP_WIDTHS`).
+    preload : bool
+        Loaded weights start in their RAM (simulation; see :class:`~hw.weight_ram.WeightRAM`).
 
     Returns
     -------
@@ -475,7 +509,8 @@ def layer_stages(qmodel, fold, index, dsp_width=DSP_WIDTHS["ecp5"]):
     fold = check_fold(qmodel, fold, dsp_width)
     layer = qmodel.layers[index]
     shape, lanes = _input_formats(qmodel, fold)[index]
-    return hardware(layer).stages(f"l{index}_{layer.name}", fold, shape, lanes, dsp_width)
+    return hardware(layer).stages(f"l{index}_{layer.name}", fold, shape, lanes, dsp_width,
+                                  preload)
 
 
 class Accelerator(wiring.Component):
@@ -491,6 +526,9 @@ class Accelerator(wiring.Component):
     dsp_width : int
         Operand width of the target's hard multiplier, 18 (ECP5, default) or 16 (iCE40):
         ``"packed"`` layers must fit it. It changes no result, only what is accepted.
+    preload : bool
+        The ``fold.loaded`` layers' RAMs start with their weights: for simulation, where
+        nothing need be loaded (the hardware's start undefined).
 
     Attributes
     ----------
@@ -499,20 +537,28 @@ class Accelerator(wiring.Component):
         first).
     o : Out(stream.Signature(StructLayout({"label", "logits"})))
         One transfer per image: the class (lowest index on a tie) and every logit.
+    load : In(stream.Signature(LOAD_LAYOUT))
+        Only with ``fold.loaded`` layers: the load image (:meth:`load_image`), 16 bits a
+        transfer, the first marked ``first``; always taken. Load while no image is in the
+        core.
     """
 
-    def __init__(self, qmodel, fold=None, dsp_width=DSP_WIDTHS["ecp5"]):
+    def __init__(self, qmodel, fold=None, dsp_width=DSP_WIDTHS["ecp5"], preload=False):
         self._qmodel = qmodel
         self._dsp_width = dsp_width
+        self._preload = bool(preload)
         self._fold = check_fold(qmodel, {} if fold is None else fold, dsp_width)
         self._schedule = schedule(qmodel, self._fold)
         output = qmodel.output_layer
         self._argmax = Argmax(classes=output.channels, shape=signed(output.acc_bits),
                               lanes=self._fold[output.name].pe)
-        super().__init__({
+        ports = {
             "i": In(lanes_signature(unsigned(qmodel.input_bits), self._fold.pixels)),
             "o": Out(stream.Signature(self._argmax.output_layout)),
-        })
+        }
+        if self._fold.loaded:
+            ports["load"] = In(stream.Signature(LOAD_LAYOUT))
+        super().__init__(ports)
 
     @property
     def qmodel(self):
@@ -555,6 +601,35 @@ class Accelerator(wiring.Component):
     def label_bits(self):
         return self._argmax.label_bits
 
+    def _stages(self):
+        return [stage for index in range(len(self._qmodel.layers))
+                for stage in layer_stages(self._qmodel, self._fold, index, self._dsp_width,
+                                          self._preload)]
+
+    def load_chunks(self):
+        """The 16-bit transfers of the load image: every loaded layer's, in layer order."""
+        chunks = []
+        for index, layer in enumerate(self._qmodel.layers):
+            if layer.name not in self._fold.loaded:
+                continue
+            for _, stage in layer_stages(self._qmodel, self._fold, index, self._dsp_width):
+                # Built to ask its RAM's words (the very words the circuit holds), not used.
+                stage._MustUse__silence = True
+                if getattr(stage, "loaded", False):
+                    chunks += stage.load_chunks()
+        return chunks
+
+    @property
+    def load_words(self):
+        """16-bit transfers of the load image (0 when no weights are loaded)."""
+        return sum(loaded_words(layer, self._fold[layer.name])
+                   for layer in self._qmodel.weight_layers if layer.name in self._fold.loaded)
+
+    def load_image(self):
+        """The bytes a load request carries (``docs/protocol.md``): :meth:`load_chunks`, each
+        little-endian; empty when no weights are loaded."""
+        return b"".join(chunk.to_bytes(2, "little") for chunk in self.load_chunks())
+
     @property
     def multipliers(self):
         """MAC lanes instantiated (PE x SIMD summed over weight layers)."""
@@ -563,11 +638,32 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         upstream = wiring.flipped(self.i)  # the stream feeding the next stage
-        stages = [stage for index in range(len(self._qmodel.layers))
-                  for stage in layer_stages(self._qmodel, self._fold, index, self._dsp_width)]
+        stages = self._stages()
         for name, stage in [*stages, ("argmax", self._argmax)]:
             m.submodules[name] = stage
             wiring.connect(m, upstream=upstream, downstream=stage.i)
             upstream = stage.o
         wiring.connect(m, upstream=upstream, downstream=wiring.flipped(self.o))
+        if self._fold.loaded:
+            self._route_load(m, [stage for _, stage in stages if getattr(stage, "loaded", 0)])
         return m
+
+    def _route_load(self, m, arrays):
+        """Each transfer of the load image to the array whose weights it is: the arrays'
+        shares follow each other in layer order, each starting with its own ``first``."""
+        load = self.load
+        sizes = [array.nf * array.sf * math.ceil(array.pe * array.simd * array.weight_bits
+                                                 / BLOCK_WIDTH) for array in arrays]
+        count = Signal(range(sum(sizes)), name="load_count")
+        here = Signal.like(count, name="load_here")
+        m.d.comb += [load.ready.eq(1), here.eq(Mux(load.payload.first, 0, count))]
+        with m.If(load.valid):
+            m.d.sync += count.eq(Mux(here == sum(sizes) - 1, 0, here + 1))
+        start = 0
+        for array, size in zip(arrays, sizes, strict=True):
+            m.d.comb += [
+                array.load.valid.eq(load.valid & (here >= start) & (here < start + size)),
+                array.load.payload.data.eq(load.payload.data),
+                array.load.payload.first.eq(here == start),
+            ]
+            start += size

@@ -22,7 +22,9 @@ from amaranth.utils import ceil_log2
 from sw.host import (
     CMD_BENCH,
     CMD_CLASSIFY,
+    CMD_LOAD,
     CYCLE_COUNT_BYTES,
+    MAX_LOAD_WORDS,
     MAX_PIXELS,
     MAX_REPEATS,
     REQUEST_MAGIC,
@@ -35,6 +37,7 @@ from sw.host import (
 from .streams import may_load
 from .uart_rx import UARTReceiver, check_divisor
 from .uart_tx import UARTTransmitter
+from .weight_ram import LOAD_LAYOUT
 
 __all__ = [
     "CRC8_POLY",
@@ -46,6 +49,7 @@ __all__ = [
     "ResponseSender",
     "UARTTop",
     "crc8_next",
+    "request_layout",
     "response_layout",
 ]
 
@@ -53,13 +57,22 @@ __all__ = [
 CRC8_POLY = 0x07
 #: Width of the bench cycle counter: the response's count field.
 CYCLE_COUNT_BITS = 8 * CYCLE_COUNT_BYTES
-#: What :class:`FrameParser` hands on per request: the response's status (``OK`` or the error
-#: that ended the request), whether it is a bench request, and how many times to run the image.
-REQUEST_LAYOUT = data.StructLayout({
-    "status": unsigned(8),
-    "bench": unsigned(1),
-    "repeats": unsigned(MAX_REPEATS.bit_length()),
-})
+
+
+def request_layout(load=False):
+    """What :class:`FrameParser` hands on per request: the response's status (``OK`` or the
+    error that ended the request), whether it is a bench request, how many times to run the
+    image, and (for a core with loaded weights) whether it is a load request."""
+    return data.StructLayout({
+        "status": unsigned(8),
+        "bench": unsigned(1),
+        "repeats": unsigned(MAX_REPEATS.bit_length()),
+        **({"load": unsigned(1)} if load else {}),
+    })
+
+
+#: :func:`request_layout` of a core without loaded weights.
+REQUEST_LAYOUT = request_layout()
 #: The device's idle timeout must cover at least this many characters of 10 bits.
 _MIN_TIMEOUT_CHARACTERS = 2
 
@@ -85,14 +98,16 @@ def crc8_next(crc, byte):
     return Cat(*bits)
 
 
-def response_layout(*, classes, label_bits, logit_bits):
-    """The payload of :class:`ResponseSender`'s input: everything one response carries."""
+def response_layout(*, classes, label_bits, logit_bits, load=False):
+    """The payload of :class:`ResponseSender`'s input: everything one response carries (a
+    load request's answer is the short response, status only)."""
     return data.StructLayout({
         "status": unsigned(8),
         "bench": unsigned(1),
         "label": unsigned(label_bits),
         "logits": data.ArrayLayout(signed(logit_bits), classes),
         "cycles": unsigned(CYCLE_COUNT_BITS),
+        **({"load": unsigned(1)} if load else {}),
     })
 
 
@@ -127,6 +142,9 @@ class FrameParser(wiring.Component):
         Idle cycles (``receiving`` low) that end a request part-way.
     lanes : int
         Pixels per buffer word (the core takes a word per transfer); must divide ``pixels``.
+    load_words : int
+        16-bit words of the core's load image, the only count a load request may announce;
+        0 (default) for a core without loaded weights, which refuses load requests.
 
     Attributes
     ----------
@@ -141,25 +159,35 @@ class FrameParser(wiring.Component):
                                    shape=unsigned(8 * lanes), granularity=8))
         The image buffer's write port: pixel ``n`` of a request goes to address
         ``n // lanes``, byte lane ``n % lanes``.
-    o : Out(stream.Signature(REQUEST_LAYOUT))
+    o : Out(stream.Signature(request_layout(load_words > 0)))
         One transfer per request. ``valid`` rises in the cycle after the checksum byte of a
         good request (status ``OK``), or once the line has been idle for ``timeout_cycles``
         after the byte that ended a bad one (status: the error). Until the transfer, which
         the consumer makes when the response has been sent, the line is ignored; then the
         parser hunts for the next request magic.
+    load : Out(stream.Signature(hw.weight_ram.LOAD_LAYOUT))
+        With ``load_words`` only: a load request's words as they arrive, for the core (which
+        always takes them). Classify and bench requests are refused (``NOT_LOADED``) from the
+        first word written until a load request has ended with a good checksum.
     """
 
-    def __init__(self, *, pixels, timeout_cycles, lanes=1):
+    def __init__(self, *, pixels, timeout_cycles, lanes=1, load_words=0):
         if pixels % lanes:
             raise ValueError(f"lanes {lanes} must divide the {pixels} pixels")
+        if not 0 <= load_words <= MAX_LOAD_WORDS:
+            raise ValueError(f"load_words must be in 0..{MAX_LOAD_WORDS}, not {load_words}")
         self._pixels, self._timeout, self._lanes = pixels, timeout_cycles, lanes
-        super().__init__({
+        self._load_words = load_words
+        ports = {
             "i": In(stream.Signature(unsigned(8))),
             "error": In(1),
             "receiving": In(1),
             "write": In(image_buffer_signature(pixels, lanes)),
-            "o": Out(stream.Signature(REQUEST_LAYOUT)),
-        })
+            "o": Out(stream.Signature(request_layout(load_words > 0))),
+        }
+        if load_words:
+            ports["load"] = Out(stream.Signature(LOAD_LAYOUT))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -183,6 +211,12 @@ class FrameParser(wiring.Component):
         m.d.comb += [self.write.addr.eq(word),
                      self.write.data.eq(Cat(*[byte] * self._lanes))]
         counters = (index, word, lane)
+        fields = ["COMMAND", "LENGTH_LOW", "LENGTH_HIGH", "REPEATS_LOW", "REPEATS_HIGH",
+                  "PIXELS", "CHECKSUM"]
+        if self._load_words:
+            fields += ["LOAD_LOW", "LOAD_HIGH"]
+            self._loaded = Signal()  # the weights are whole: a load has ended well since
+            self._chunk = Signal(range(self._load_words))
         with m.FSM(name="frame"):
             with m.State("HUNT"):
                 with m.If(got & (byte == REQUEST_MAGIC[0])):
@@ -194,8 +228,7 @@ class FrameParser(wiring.Component):
                         m.next = "COMMAND"
                     with m.Elif(byte != REQUEST_MAGIC[0]):
                         m.next = "HUNT"
-            for state in ("COMMAND", "LENGTH_LOW", "LENGTH_HIGH", "REPEATS_LOW", "REPEATS_HIGH",
-                          "PIXELS", "CHECKSUM"):
+            for state in fields:
                 with m.State(state):
                     # A framing error and a timeout exclude a received byte in the same cycle.
                     with m.If(self.error):
@@ -225,8 +258,20 @@ class FrameParser(wiring.Component):
         ``counters`` are the pixel's index, its buffer word and its byte lane there."""
         index, word, lane = counters
         request = self.o.payload
+        load = self._load_words > 0
+        # A core without loaded weights gets no load branches at all (``first`` opens the
+        # chain of the others).
+        first = m.If
         if state == "COMMAND":
-            with m.If(byte == CMD_CLASSIFY):
+            if load:
+                m.d.sync += request.load.eq(byte == CMD_LOAD)
+                with m.If(byte == CMD_LOAD):
+                    m.d.sync += [request.bench.eq(0), request.repeats.eq(1)]
+                    m.next = "LENGTH_LOW"
+                with m.Elif(((byte == CMD_CLASSIFY) | (byte == CMD_BENCH)) & ~self._loaded):
+                    self._abort(m, Status.NOT_LOADED)
+                first = m.Elif
+            with first(byte == CMD_CLASSIFY):
                 m.d.sync += [request.bench.eq(0), request.repeats.eq(1)]
                 m.next = "LENGTH_LOW"
             with m.Elif(byte == CMD_BENCH):
@@ -238,7 +283,15 @@ class FrameParser(wiring.Component):
             m.d.sync += low.eq(byte)
             m.next = state.replace("LOW", "HIGH")
         elif state == "LENGTH_HIGH":
-            with m.If(both != self._pixels):
+            if load:
+                with m.If(request.load):
+                    with m.If(both != self._load_words):
+                        self._abort(m, Status.LENGTH)
+                    with m.Else():
+                        m.d.sync += self._chunk.eq(0)
+                        m.next = "LOAD_LOW"
+                first = m.Elif
+            with first(both != self._pixels):
                 self._abort(m, Status.LENGTH)
             with m.Elif(request.bench):
                 m.next = "REPEATS_LOW"
@@ -252,6 +305,20 @@ class FrameParser(wiring.Component):
                 m.d.sync += [request.repeats.eq(both),
                              *[counter.eq(0) for counter in counters]]
                 m.next = "PIXELS"
+        elif state == "LOAD_LOW":
+            m.d.sync += low.eq(byte)
+            m.next = "LOAD_HIGH"
+        elif state == "LOAD_HIGH":
+            # The word goes to the core now: the weights are no longer whole until the
+            # request's checksum is found good.
+            m.d.comb += [self.load.valid.eq(1), self.load.payload.data.eq(both),
+                         self.load.payload.first.eq(self._chunk == 0)]
+            m.d.sync += self._loaded.eq(0)
+            with m.If(self._chunk == self._load_words - 1):
+                m.next = "CHECKSUM"
+            with m.Else():
+                m.d.sync += self._chunk.eq(self._chunk + 1)
+                m.next = "LOAD_LOW"
         elif state == "PIXELS":
             m.d.comb += self.write.en.eq(1 << lane)
             with m.If(index == self._pixels - 1):
@@ -265,6 +332,9 @@ class FrameParser(wiring.Component):
         else:
             with m.If(byte == crc):
                 m.d.sync += request.status.eq(Status.OK)
+                if load:
+                    with m.If(request.load):
+                        m.d.sync += self._loaded.eq(1)
                 m.next = "DONE"
             with m.Else():
                 self._abort(m, Status.CHECKSUM)
@@ -383,6 +453,9 @@ class ResponseSender(wiring.Component):
     ----------
     classes, label_bits, logit_bits : int
         The core's.
+    load : bool
+        The core has loaded weights: a response may answer a load request (the short
+        response, status only).
 
     Attributes
     ----------
@@ -394,11 +467,11 @@ class ResponseSender(wiring.Component):
         The response's bytes, for the transmitter; valid while ``i`` is.
     """
 
-    def __init__(self, *, classes, label_bits, logit_bits):
-        self._classes, self._width = classes, logit_bytes(logit_bits)
+    def __init__(self, *, classes, label_bits, logit_bits, load=False):
+        self._classes, self._width, self._load = classes, logit_bytes(logit_bits), load
         super().__init__({
             "i": In(stream.Signature(response_layout(classes=classes, label_bits=label_bits,
-                                                     logit_bits=logit_bits))),
+                                                     logit_bits=logit_bits, load=load))),
             "o": Out(stream.Signature(unsigned(8))),
         })
 
@@ -408,8 +481,11 @@ class ResponseSender(wiring.Component):
         response, out = self.i.payload, self.o.payload
         index = Signal(range(header + classes * width + CYCLE_COUNT_BYTES + 1))
         crc = Signal(8)
-        ok = Signal()
-        m.d.comb += ok.eq(response.status == Status.OK)
+        ok = Signal()  # a result: label, logits (and a bench's count) follow the header
+        result = response.status == Status.OK
+        if self._load:
+            result = result & ~response.load
+        m.d.comb += ok.eq(result)
         # The body after the header, byte after byte: logits sign-extended to whole bytes,
         # then the count (sent only in bench results).
         extended = []
@@ -520,6 +596,10 @@ class UARTTop(wiring.Component):
                              f"divisor {divisor}), not {timeout_cycles}")
         self._timeout = timeout_cycles
         self._core = core
+        self._load_words = getattr(core, "load_words", 0) if hasattr(core, "load") else 0
+        if self._load_words > MAX_LOAD_WORDS:
+            raise ValueError(f"core.load_words is {self._load_words}; a load request carries at "
+                             f"most {MAX_LOAD_WORDS}")
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -575,13 +655,15 @@ class UARTTop(wiring.Component):
         m.submodules.transmitter = transmitter = UARTTransmitter(divisor=self._divisor)
         m.submodules.parser = parser = FrameParser(pixels=self._pixels,
                                                    timeout_cycles=self._timeout,
-                                                   lanes=self._lanes)
+                                                   lanes=self._lanes,
+                                                   load_words=self._load_words)
         m.submodules.buffer = buffer = Memory(shape=unsigned(8 * self._lanes),
                                               depth=self._pixels // self._lanes, init=[])
         m.submodules.feeder = feeder = ImageFeeder(pixels=self._pixels, lanes=self._lanes)
         m.submodules.timer = timer = BenchTimer()
         m.submodules.sender = sender = ResponseSender(
-            classes=self._classes, label_bits=self._label_bits, logit_bits=self._logit_bits)
+            classes=self._classes, label_bits=self._label_bits, logit_bits=self._logit_bits,
+            load=self._load_words > 0)
 
         m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx),
                      parser.error.eq(receiver.error), parser.receiving.eq(receiver.busy)]
@@ -592,6 +674,8 @@ class UARTTop(wiring.Component):
         m.d.comb += [core.i.valid.eq(feeder.o.valid), feeder.o.ready.eq(core.i.ready),
                      Value.cast(core.i.payload).eq(feeder.o.payload)]
         wiring.connect(m, sender.o, transmitter.i)
+        if self._load_words:
+            wiring.connect(m, parser.load, core.load)
         self._serve(m, parser.o, feeder.i, timer, sender.i)
         return m
 
@@ -599,13 +683,19 @@ class UARTTop(wiring.Component):
         """Serve each request from the parser: run the core, take its results, respond."""
         core = self._core
         error = Signal()
+        # A request with a result to wait for (a load request is answered as soon as it is
+        # checked: no job, no result).
+        result = ~error
+        if self._load_words:
+            result = Signal()
+            m.d.comb += result.eq(~error & ~request.payload.load)
         launched = Signal()  # the feeder has taken this request's job
         finished = Signal()  # the last result is waiting on the core's output
         results = Signal.like(request.payload.repeats)  # results to come, the last included
         last_result = Signal()
         m.d.comb += [
             error.eq(request.payload.status != Status.OK),
-            job.valid.eq(request.valid & ~error & ~launched),
+            job.valid.eq(request.valid & result & ~launched),
             job.payload.eq(request.payload.repeats),
             last_result.eq(launched & core.o.valid & (results == 1)),
             # Results before the last are taken the cycle they appear and dropped, so a
@@ -614,13 +704,16 @@ class UARTTop(wiring.Component):
             timer.clear.eq(job.valid & job.ready),
             timer.start.eq(core.i.valid & core.i.ready),
             timer.stop.eq(last_result),
-            response.valid.eq(request.valid & (error | finished)),
+            response.valid.eq(request.valid & ((~result if self._load_words else error)
+                                               | finished)),
             response.payload.status.eq(request.payload.status),
             response.payload.bench.eq(request.payload.bench),
             response.payload.label.eq(core.o.payload.label),
             response.payload.logits.eq(core.o.payload.logits),
             response.payload.cycles.eq(timer.count),
         ]
+        if self._load_words:
+            m.d.comb += response.payload.load.eq(request.payload.load)
         with m.If(job.valid & job.ready):
             m.d.sync += [launched.eq(1), results.eq(request.payload.repeats)]
         with m.If(core.o.valid & core.o.ready):
@@ -632,6 +725,6 @@ class UARTTop(wiring.Component):
             # core's result, sent, is released.
             m.d.comb += request.ready.eq(1)
             m.d.sync += [launched.eq(0), finished.eq(0), self.status.eq(request.payload.status)]
-            with m.If(~error):
+            with m.If(result):
                 m.d.comb += core.o.ready.eq(1)
                 m.d.sync += self.last_label.eq(core.o.payload.label)

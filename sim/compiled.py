@@ -336,8 +336,9 @@ def simulate_words(verilog, words, count, in_width=None, out_width=None, *, dead
 # --- the accelerator core ---------------------------------------------------------------------
 
 def accelerator(qmodel, fold):
-    """:class:`hw.network.Accelerator` for its widths and predictions, not to elaborate."""
-    return _described(Accelerator(qmodel, fold))
+    """:class:`hw.network.Accelerator` for its widths and predictions (and the harness's
+    Verilog), loaded weights preloaded: the harness drives no load port."""
+    return _described(Accelerator(qmodel, fold, preload=True))
 
 
 def input_words(images, core):

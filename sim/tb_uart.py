@@ -39,6 +39,7 @@ from sw.host import (
     DeviceError,
     Status,
     crc8,
+    encode_load_request,
     encode_request,
     encode_response,
     logit_bytes,
@@ -81,8 +82,10 @@ class HostSession:
     seed : int
     """
 
-    def __init__(self, port, images, labels, logits, *, width, quiet_cycles, peek, seed):
+    def __init__(self, port, images, labels, logits, *, width, quiet_cycles, peek, seed,
+                 load_image=b""):
         self.port, self.images, self.width = port, images, width
+        self.load_image = load_image
         self.divisor = port.driver.divisor
         self.golden_labels, self.golden_logits = labels, logits
         self.quiet_cycles, self.peek = quiet_cycles, peek
@@ -195,9 +198,40 @@ class HostSession:
         self.status = int(Status.OK)
         self._check_pins(f"after bench of {repeats}", label)
 
+    def _refused(self, when):
+        """Image 0 before the weights are whole: refused with ``NOT_LOADED``."""
+        got = self._request(encode_request(self.images[0]))
+        self.responses.append(encode_response(Status.NOT_LOADED))
+        self.status = int(Status.NOT_LOADED)
+        self.faults.append({"fault": f"classify {when}", "expected": int(Status.NOT_LOADED),
+                            "got": got})
+        self._check_pins(f"classify {when}")
+
+    def load(self):
+        """A core with loaded weights: refused before a load and after a damaged one (whose
+        words were written all the same), then loaded with the good image."""
+        self._refused("before the load")
+        damaged = bytearray(encode_load_request(self.load_image))
+        damaged[len(damaged) // 2] ^= 0x01
+        try:
+            self.board.request(bytes(damaged), load=True)
+            got = "answer"
+        except DeviceError as error:
+            got = error.status
+        self.responses.append(encode_response(Status.CHECKSUM))
+        self.faults.append({"fault": "damaged load", "expected": int(Status.CHECKSUM),
+                            "got": got})
+        self._refused("after a damaged load")
+        self.board.load(self.load_image)
+        self.responses.append(encode_response(Status.OK, width=0))
+        self.status = int(Status.OK)
+        self._check_pins("after the load")
+
     def run(self, faults, benches=()):
-        """Image 0, then each fault followed by the next image, the remaining images, and
-        the bench requests of image 0."""
+        """With loaded weights :meth:`load` first; image 0, then each fault followed by the
+        next image, the remaining images, and the bench requests of image 0."""
+        if self.load_image:
+            self.load()
         self.classify(0)
         for step in range(1, max(len(self.images), len(faults) + 1)):
             index = step % len(self.images)
@@ -223,7 +257,10 @@ def _budget(core, character, timeout, images, faults, benches):
     read_timeout = 2 * (timeout + latency + response_cycles)
     quiet = 2 * timeout + response_cycles + 4 * character
     steps = max(images, len(faults) + 1) + len(faults) + len(benches)
-    return read_timeout, quiet, 4 * steps * (request_cycles + read_timeout + quiet) + 10000
+    # A load: four requests, two of them the whole load image.
+    load = character * 2 * core.load_words * 2 + 4 * (request_cycles + read_timeout + quiet)
+    return (read_timeout, quiet,
+            4 * steps * (request_cycles + read_timeout + quiet) + 10000 + 2 * load)
 
 
 def _leftovers(dut, driver, monitor, port, expected_transcript):
@@ -284,7 +321,8 @@ async def uart_top_classifies_and_recovers(dut):
         return int(dut.status.value), int(dut.last_label.value)
 
     session = HostSession(port, images, golden_labels, golden_logits, width=width,
-                          quiet_cycles=quiet, peek=peek, seed=seed)
+                          quiet_cycles=quiet, peek=peek, seed=seed,
+                          load_image=core.load_image())
     problems = session.problems
     try:
         await bridge(session.run)(faults, benches)

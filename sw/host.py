@@ -1,17 +1,19 @@
 """Host driver for the board's UART protocol (``docs/protocol.md``) and its command line.
 
 The pure functions (:func:`encode_request`, :func:`encode_bench_request`,
-:func:`decode_response`, ...) hold the protocol; :class:`Board` runs it over anything with
-``write(bytes)`` and ``read(n)``: a pyserial port in real use, a simulated UART in tests.
-Command line::
+:func:`encode_load_request`, :func:`decode_response`, ...) hold the protocol; :class:`Board`
+runs it over anything with ``write(bytes)`` and ``read(n)``: a pyserial port in real use, a
+simulated UART in tests. Command line::
 
     python -m sw.host --port /dev/ttyUSB1 --images 100 [--data DIR] [--baud 115200]
     python -m sw.host --port /dev/ttyUSB1 --bench 1000 [--report build/.../report.json]
+    python -m sw.host --port /dev/ttyUSB1 --load build/.../weights.bin [--images 100]
 """
 
 import argparse
 import enum
 import json
+import os
 import sys
 import time
 from typing import NamedTuple
@@ -26,8 +28,10 @@ __all__ = [
     "BENCH_HEADER_BYTES",
     "CMD_BENCH",
     "CMD_CLASSIFY",
+    "CMD_LOAD",
     "CYCLE_COUNT_BYTES",
     "DEFAULT_BAUD",
+    "MAX_LOAD_WORDS",
     "MAX_PIXELS",
     "MAX_REPEATS",
     "REQUEST_HEADER_BYTES",
@@ -44,6 +48,7 @@ __all__ = [
     "crc8",
     "decode_response",
     "encode_bench_request",
+    "encode_load_request",
     "encode_request",
     "encode_response",
     "link_images_per_second",
@@ -61,6 +66,10 @@ CMD_CLASSIFY = 0x01
 #: Command: run the image that follows through the network ``N`` times back to back and
 #: answer with the last result and the clock cycles it took.
 CMD_BENCH = 0x02
+#: Command: the ``N`` 16-bit words that follow are the weights the bitstream could not hold
+#: (``weights.bin`` of the build); a design that has such weights needs them once after
+#: configuration.
+CMD_LOAD = 0x03
 #: Magic (2), command (1), pixel count (2, little-endian).
 REQUEST_HEADER_BYTES = 5
 #: A bench request's header: the classify header and the repeat count ``N`` (2 bytes).
@@ -74,6 +83,8 @@ CYCLE_COUNT_BYTES = 5
 RESPONSE_HEADER_BYTES = 6
 #: Largest image the 16-bit pixel count can announce.
 MAX_PIXELS = 0xFFFF
+#: Largest load request, in 16-bit words (its 16-bit count ``N``).
+MAX_LOAD_WORDS = 0xFFFF
 #: The rate the ULX3S and iCEBreaker bitstreams use by default (``hw.boards``); OrangeCrab
 #: bitstreams use 115200.
 DEFAULT_BAUD = 3_000_000
@@ -95,6 +106,9 @@ class Status(enum.IntEnum):
     LENGTH = 5
     #: A bench request's repeat count ``N`` is 0.
     REPEATS = 6
+    #: A classify or bench request reached a board whose weights have not been loaded since
+    #: configuration (or whose last load request failed): send a load request first.
+    NOT_LOADED = 7
 
 
 _STATUS_TEXT = {
@@ -104,6 +118,15 @@ _STATUS_TEXT = {
     Status.COMMAND: "unknown command (host and bitstream speak different protocols?)",
     Status.LENGTH: "the image size is not the one the network on the board takes",
     Status.REPEATS: "a bench request must repeat the image at least once (N = 0)",
+    Status.NOT_LOADED: "the board's weights are not loaded (not since configuration, or the "
+                       "last load failed): send them with --load BUILD/weights.bin",
+}
+#: What the statuses that mean something else for a load request say.
+_LOAD_STATUS_TEXT = {
+    Status.COMMAND: "the board's design has no weights to load (its bitstream holds them all), "
+                    "or host and bitstream speak different protocols",
+    Status.LENGTH: "the load image's size is not the one the board's design takes "
+                   "(weights.bin of another build?)",
 }
 
 #: Statuses that come from a damaged transfer: sending the same request again may work.
@@ -117,21 +140,25 @@ class ProtocolError(UserError):
 
 
 class DeviceError(ProtocolError):
-    """The board answered with an error response; ``status`` holds its status code."""
+    """The board answered with an error response; ``status`` holds its status code.
 
-    def __init__(self, status):
+    ``text``, if given, replaces the status's usual explanation in the message.
+    """
+
+    def __init__(self, status, text=None):
         self.status = int(status)
         try:
-            name, text = Status(self.status).name, _STATUS_TEXT[Status(self.status)]
+            name, usual = Status(self.status).name, _STATUS_TEXT[Status(self.status)]
         except (ValueError, KeyError):
-            name, text = "UNKNOWN", "status code not in this driver's protocol"
-        super().__init__(f"board reported error {self.status} ({name}): {text}")
+            name, usual = "UNKNOWN", "status code not in this driver's protocol"
+        super().__init__(f"board reported error {self.status} ({name}): {text or usual}")
 
 
 class Response(NamedTuple):
     """One decoded response: ``status`` (a :class:`Status` value), ``label``, ``logits``.
 
-    ``cycles`` is a bench result's cycle count, ``None`` in other responses.
+    ``cycles`` is a bench result's cycle count, ``None`` in other responses. The answer to a
+    good load request is ``Response(Status.OK, 0, [])``.
     """
 
     status: int
@@ -243,6 +270,34 @@ def encode_bench_request(image, repeats):
                   + int(repeats).to_bytes(2, "little") + pixels)
 
 
+def encode_load_request(data):
+    """Build the load request that sends the weights the bitstream does not hold.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The load image, ``weights.bin`` of the build, sent as it is: ``N`` 16-bit words,
+        1..:data:`MAX_LOAD_WORDS`, so an even number of bytes, 2..``2 * MAX_LOAD_WORDS``.
+
+    Returns
+    -------
+    bytes
+        ``A5 5A 03``, ``N`` (16-bit little-endian, the number of words, half the bytes), the
+        data, and the CRC-8 of every byte after the magic.
+    """
+    try:
+        payload = memoryview(data).tobytes()
+    except TypeError:
+        raise TypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+    if not 2 <= len(payload) <= 2 * MAX_LOAD_WORDS:
+        raise ValueError(f"load image has {len(payload)} bytes; the protocol carries "
+                         f"2..{2 * MAX_LOAD_WORDS} (1..{MAX_LOAD_WORDS} 16-bit words)")
+    if len(payload) % 2:
+        raise ValueError(f"load image has {len(payload)} bytes, an odd number; it must be "
+                         f"whole 16-bit words")
+    return _frame(bytes([CMD_LOAD]) + (len(payload) // 2).to_bytes(2, "little") + payload)
+
+
 def encode_response(status, label=0, logits=(), width=4, cycles=None):
     """Build a response as the device sends it (for device models and tests).
 
@@ -254,7 +309,8 @@ def encode_response(status, label=0, logits=(), width=4, cycles=None):
     logits : sequence of int
         Signed; each is sent as ``width`` bytes, little-endian two's complement.
     width : int
-        Bytes per logit, 1..8.
+        Bytes per logit, 1..8; 0 without logits: ``encode_response(Status.OK, width=0)`` is
+        the answer to a good load request.
     cycles : int, optional
         A bench result's cycle count (:data:`CYCLE_COUNT_BYTES` bytes after the logits);
         ``None`` for a classify result.
@@ -265,8 +321,9 @@ def encode_response(status, label=0, logits=(), width=4, cycles=None):
     logits = [int(value) for value in logits]
     if status != Status.OK:
         label, logits, width = 0, [], 0
-    elif not 1 <= width <= 8:
-        raise ValueError(f"width must be 1..8 bytes per logit, not {width}")
+    elif not 1 <= width <= 8 and (width != 0 or logits):
+        raise ValueError(f"width must be 1..8 bytes per logit (or 0 without logits), "
+                         f"not {width}")
     if not 0 <= label <= 255:
         raise ValueError(f"label must fit in one byte, not {label}")
     if len(logits) > 255:
@@ -310,7 +367,7 @@ def response_length(prefix, *, bench=False):
     return RESPONSE_HEADER_BYTES + prefix[4] * prefix[5] + count + 1
 
 
-def decode_response(data, *, bench=False):
+def decode_response(data, *, bench=False, load=False):
     """Decode exactly one response.
 
     Parameters
@@ -318,6 +375,9 @@ def decode_response(data, *, bench=False):
     data : bytes-like
     bench : bool
         The response answers a bench request: a result ends with the cycle count.
+    load : bool
+        The response answers a load request: a result is the 7 bytes
+        ``5A A5 00 00 00 00 00`` (status OK, label, ``K`` and ``W`` 0, CRC), nothing else.
 
     Returns
     -------
@@ -327,8 +387,10 @@ def decode_response(data, *, bench=False):
     Raises
     ------
     ProtocolError
-        Bad magic, wrong length, or a CRC mismatch.
+        Bad magic, wrong length, a CRC mismatch, or a load result that is not the one above.
     """
+    if bench and load:
+        raise ValueError("a response answers a bench request or a load request, not both")
     data = bytes(data)
     if len(data) < RESPONSE_HEADER_BYTES + 1:
         raise ProtocolError(f"response too short: {len(data)} bytes")
@@ -340,6 +402,9 @@ def decode_response(data, *, bench=False):
         raise ProtocolError(f"response checksum mismatch: got {data[-1]:#04x}, "
                             f"computed {crc8(body):#04x}")
     status, label, count, width = body[:4]
+    if load and status == Status.OK and (label, count, width) != (0, 0, 0):
+        raise ProtocolError(f"the answer to a load request has label {label}, {count} logits "
+                            f"of {width} bytes; a load result has none (0, 0, 0)")
     logits = [int.from_bytes(body[4 + k * width:4 + (k + 1) * width], "little", signed=True)
               for k in range(count)]
     cycles = None
@@ -398,19 +463,30 @@ class Board:
         checksum errors on either side, or no answer).
     pixels : int, optional
         Pixels per image the board takes; when given, images are checked before sending.
+    baud : float, optional
+        The line's baud rate (default: the port's ``baudrate``, if it has one). A long request
+        (:meth:`load`) takes ``10 / baud`` seconds per byte on the line, which its deadline
+        adds to ``timeout``; without a rate, nothing is added.
 
     Examples
     --------
     >>> with Board.open("/dev/ttyUSB1") as board:              # doctest: +SKIP
+    ...     board.load(open("build/lenet5-up5k/weights.bin", "rb").read())
     ...     label, logits = board.classify(image)
     """
 
-    def __init__(self, port, *, timeout=2.0, retries=0, pixels=None):
+    def __init__(self, port, *, timeout=2.0, retries=0, pixels=None, baud=None):
         if not timeout > 0:
             raise ValueError(f"timeout must be positive seconds, not {timeout!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        if baud is None:
+            baud = getattr(port, "baudrate", None)
+        if baud is not None and (isinstance(baud, bool) or not isinstance(baud, int | float)
+                                 or not baud > 0):
+            raise ValueError(f"baud must be a positive number, not {baud!r}")
         self.port, self.timeout, self.retries, self.pixels = port, timeout, retries, pixels
+        self.baud = baud
 
     @classmethod
     def open(cls, port, baud=DEFAULT_BAUD, timeout=2.0, **kwargs):
@@ -422,7 +498,11 @@ class Board:
                                            stopbits=1, timeout=min(timeout, 0.1))
         except (serial.SerialException, ValueError, OSError) as error:
             raise UserError(f"cannot open serial port {port!r}: {error}") from None
-        return cls(device, timeout=timeout, **kwargs)
+        return cls(device, timeout=timeout, baud=baud, **kwargs)
+
+    def wire_seconds(self, count):
+        """Seconds ``count`` bytes take on the line (8N1: 10 bits each); 0 without a baud rate."""
+        return 10 * count / self.baud if self.baud else 0.0
 
     def close(self):
         """Close the underlying port (if it can be closed)."""
@@ -448,10 +528,11 @@ class Board:
             data += self.port.read(count - len(data))
         return data
 
-    def read_response(self, *, bench=False, timeout=None):
+    def read_response(self, *, bench=False, load=False, timeout=None):
         """Read one response, skipping any bytes before its magic; see :func:`decode_response`.
 
-        ``timeout`` (seconds) replaces the board's own for this response.
+        ``bench`` and ``load`` say which request it answers; ``timeout`` (seconds) replaces
+        the board's own for this response.
         """
         deadline = time.monotonic() + (timeout or self.timeout)
         window = b""
@@ -460,12 +541,13 @@ class Board:
         header = RESPONSE_MAGIC + self._read_exact(RESPONSE_HEADER_BYTES - 2, deadline, timeout)
         rest = self._read_exact(response_length(header, bench=bench) - RESPONSE_HEADER_BYTES,
                                 deadline, timeout)
-        return decode_response(header + rest, bench=bench)
+        return decode_response(header + rest, bench=bench, load=load)
 
-    def request(self, data, *, bench=False, timeout=None):
+    def request(self, data, *, bench=False, load=False, timeout=None):
         """Send one encoded request and return its :class:`Response` (raising on errors).
 
-        ``bench`` says ``data`` is a bench request; ``timeout`` replaces the board's own.
+        ``bench`` (``load``) says ``data`` is a bench (load) request; ``timeout`` replaces the
+        board's own.
         """
         for attempt in range(self.retries + 1):
             reset = getattr(self.port, "reset_input_buffer", None)
@@ -476,7 +558,7 @@ class Board:
             if flush is not None:
                 flush()
             try:
-                response = self.read_response(bench=bench, timeout=timeout)
+                response = self.read_response(bench=bench, load=load, timeout=timeout)
                 if not response.ok:
                     raise DeviceError(response.status)
                 return response
@@ -534,9 +616,46 @@ class Board:
         response = self.request(data, bench=True, timeout=timeout)
         return BenchResult(response.cycles, response.label, response.logits)
 
+    def load(self, data, *, timeout=None):
+        """Send the weights the bitstream does not hold: once after configuration.
+
+        Parameters
+        ----------
+        data : bytes-like
+            The load image (``weights.bin`` of the build), sent as it is; see
+            :func:`encode_load_request`.
+        timeout : float, optional
+            Seconds to wait for the response once the request is on the line, instead of
+            the board's ``timeout``. The time the request itself takes at :attr:`baud` is
+            added (:meth:`wire_seconds`).
+
+        Raises
+        ------
+        DeviceError
+            The board refused the load: ``LENGTH`` (the image is not the size its design
+            takes), ``COMMAND`` (its design has no weights to load), or a damaged transfer
+            after the retries. A failed load leaves the board not loaded.
+        ProtocolError
+            No valid answer.
+        """
+        data = encode_load_request(data)
+        seconds = max(round((timeout or self.timeout) + self.wire_seconds(len(data)), 3),
+                      0.001)
+        try:
+            self.request(data, load=True, timeout=seconds)
+        except DeviceError as error:
+            text = _LOAD_STATUS_TEXT.get(error.status)
+            if text is None:
+                raise
+            raise DeviceError(error.status, text) from None
+
 
 def _read_report(path):
-    """The ``clock_mhz`` (and predicted ``cycles_per_image``, or ``None``) of a build report."""
+    """A build report's ``clock_mhz``, predicted ``cycles_per_image`` and ``weights_file``.
+
+    The last two are ``None`` when the report has none; ``weights_file`` is made a path
+    relative to the working directory (the report names it relative to its own directory).
+    """
     try:
         with open(path) as file:
             report = json.load(file)
@@ -549,7 +668,31 @@ def _read_report(path):
         raise UserError(f"report {path!r} has no clock_mhz (only hw.build --target bitstream "
                         f"writes one); give --clock-mhz")
     predicted = report.get("cycles_per_image")
-    return float(clock), predicted if isinstance(predicted, int) else None
+    weights = report.get("weights_file")
+    if weights is not None:
+        if not isinstance(weights, str) or not weights:
+            raise UserError(f"report {path!r} has a weights_file that is not a file name: "
+                            f"{weights!r}")
+        weights = os.path.join(os.path.dirname(path), weights)
+    return float(clock), predicted if isinstance(predicted, int) else None, weights
+
+
+def _read_weights(path, origin=""):
+    """The bytes of load image ``path``, checked (:func:`encode_load_request`).
+
+    ``origin`` says where the name came from, for the error message.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise UserError(f"cannot read weights file {path!r}{origin}: "
+                        f"{error.strerror or error}") from None
+    try:
+        encode_load_request(data)
+    except ValueError as error:
+        raise UserError(f"weights file {path!r}{origin}: {error}") from None
+    return data
 
 
 def _check_arguments(args):
@@ -574,6 +717,13 @@ def _check_arguments(args):
         raise UserError("give --clock-mhz or --report, not both")
     if args.clock_mhz is not None and not args.clock_mhz > 0:
         raise UserError(f"--clock-mhz must be positive, not {args.clock_mhz}")
+
+
+def _load(board, data, path, origin):
+    start = time.monotonic()
+    board.load(data)
+    print(f"loaded {len(data):,} bytes of weights from {path}{origin} in "
+          f"{time.monotonic() - start:.2f} s")
 
 
 def _accuracy(board, args):
@@ -640,7 +790,9 @@ def main(argv=None):
     parser = _ArgumentParser(prog="python -m sw.host",
                                      description="Classify MNIST test images on a board "
                                                  "over its UART and report the accuracy, or "
-                                                 "measure its speed (--bench).")
+                                                 "measure its speed (--bench); first send it "
+                                                 "the weights its bitstream does not hold "
+                                                 "(--load).")
     parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     parser.add_argument("--images", type=int, default=None,
                         help="test images to classify (default 100)")
@@ -650,7 +802,11 @@ def main(argv=None):
     parser.add_argument("--clock-mhz", type=float, default=None,
                         help="the board's core clock, for --bench's images/s")
     parser.add_argument("--report", default=None,
-                        help="hw.build's report.json, for --bench: its clock_mhz")
+                        help="hw.build's report.json, for --bench: its clock_mhz (and its "
+                             "weights_file, loaded first unless --load is given)")
+    parser.add_argument("--load", default=None, metavar="FILE",
+                        help="first send the board this load image (a build's weights.bin, "
+                             "once after configuration); alone, only that")
     parser.add_argument("--data", default=None, help="directory with the MNIST test set "
                                                      "(IDX files or mnist.npz)")
     parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
@@ -662,16 +818,21 @@ def main(argv=None):
                         help="resends after a damaged exchange")
     args = parser.parse_args(argv)
     _check_arguments(args)
-    clock_mhz, predicted = args.clock_mhz, None
+    clock_mhz, predicted, weights, origin = args.clock_mhz, None, args.load, ""
     if args.report is not None:
-        clock_mhz, predicted = _read_report(args.report)
+        clock_mhz, predicted, reported = _read_report(args.report)
+        if weights is None and reported is not None:
+            weights, origin = reported, f" (the weights_file of {args.report})"
+    data = None if weights is None else _read_weights(weights, origin)
     with Board.open(args.port, baud=args.baud, timeout=args.timeout,
                     retries=args.retries) as board:
-        if args.bench is None:
+        if data is not None:
+            _load(board, data, weights, origin)
+        if args.bench is not None:
+            _bench(board, args, clock_mhz, predicted)
+        elif args.images is not None or args.load is None:
             args.images = 100 if args.images is None else args.images
             _accuracy(board, args)
-        else:
-            _bench(board, args, clock_mhz, predicted)
 
 
 if __name__ == "__main__":

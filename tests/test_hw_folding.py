@@ -149,11 +149,48 @@ def test_fold_file_round_trip_and_short_form(tmp_path):
     ({"conv2d": (3, "five")}, "layer 'conv2d': expected [pe, simd, multiplier, hard_lanes]"),
     (Fold({}, pixels=3), "fold: 3 pixels per transfer do not suit the first layer 'conv2d'"),
     (Fold({}, pixels=0), "fold: pixels must be a positive integer"),
+    (Fold({}, loaded=["dense_9"]), "fold loads the weights of unknown layers ['dense_9']"),
+    (Fold({"conv2d": (6, 25, "constant")}, loaded=["conv2d"]),
+     "layer 'conv2d': multiplier 'constant' keeps its weights in logic, they cannot be loaded"),
+    (Fold({}, loaded=["dense"]), "layer 'dense': loaded weights take at most 16384 words of PE x "
+                                 "SIMD weights, not 30720"),
 ])
 def test_bad_folds_are_named(fold, message):
     with pytest.raises(UserError) as info:
         check_fold(_qmodel("lenet5", 4), fold)
     assert message in str(info.value)
+
+
+def test_lenet5_w2_on_the_up5k_loads_its_biggest_layer_into_spram():
+    """LeNet-5 at 2 bits does not fit the UP5K's block RAM even fully folded (the throughput
+    issue's row): the folder loads the first dense layer's weights into SPRAM (one block of
+    the four) and the rest fits, at most 12,800 cycles an image."""
+    qmodel, device = _qmodel("lenet5", 2), DEVICES["iCE40UP5K"]
+    rom_only = {layer.name: (1, 1, "lut") for layer in qmodel.weight_layers}
+    assert estimate(qmodel, rom_only, device).brams > device.brams
+    fold = auto_fold(qmodel, device)
+    need = estimate(qmodel, fold, device)
+    assert fold.loaded == {"dense"} and need.fits(device)
+    assert 1 <= need.sprams <= device.sprams
+    assert need.brams < estimate(qmodel, Fold(fold, loaded=()), device).brams
+    assert max(stage.cycles for stage in schedule(qmodel, fold)) <= 12800
+
+
+@pytest.mark.parametrize(("model", "bits", "device"), [
+    ("tiny_cnn", 4, "iCE40UP5K"), ("lenet5", 4, "LFE5U-85F"), ("tiny_cnn", 2, "iCE40UP5K")])
+def test_no_weights_loaded_where_block_ram_holds_them(model, bits, device):
+    """Loaded weights must be sent after every configuration: only where nothing else fits."""
+    assert auto_fold(_qmodel(model, bits), DEVICES[device]).loaded == frozenset()
+
+
+def test_loaded_layers_round_trip_through_the_fold_file(tmp_path):
+    qmodel = _qmodel("lenet5", 2)
+    fold = auto_fold(qmodel, DEVICES["iCE40UP5K"])
+    path = tmp_path / "fold.json"
+    path.write_text(json.dumps(fold.to_json()))
+    assert json.loads(path.read_text())["loaded"] == ["dense"]
+    again = load_fold(path, qmodel)
+    assert again == fold and again.loaded == fold.loaded and again.pixels == fold.pixels
 
 
 def test_packed_fold_that_does_not_fit_the_multiplier_is_refused():

@@ -430,3 +430,77 @@ def test_synthesis_16_bit_lanes_take_one_dsp_each(family, in_shape):
     dut = MACArray(layer.matrix, layer.bias, weight_bits=16, in_shape=in_shape,
                    acc_bits=layer.acc_bits, pe=2, simd=2, dsp_width=DSP_WIDTHS[family])
     assert synthesize(dut, family)["dsps"] == dut.pe * dut.simd
+
+
+def simulate_loaded(dut, x, *, seed=0, idle=0.0, stall=0.0):
+    """:func:`simulate` of a ``loaded`` array: its weights are sent through ``load`` first
+    (with gaps), then the vectors stream in."""
+    items = [list(row[sf * dut.simd:(sf + 1) * dut.simd])
+             for row in x for sf in range(dut.sf)]
+    count = len(x) * dut.nf
+    rng = random.Random(seed)
+    sim = Simulator(dut)
+    source = StreamSource(rng, idle, encode=lambda v: pack(v, dut.in_shape.width))
+    sink = StreamSink(rng, stall, decode=lambda w: unpack(w, dut.pe, dut.acc_bits, True))
+    chunks = dut.load_chunks()
+
+    async def load_then_send(ctx):
+        for index, chunk in enumerate(chunks):
+            if rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.load.valid, 1)
+            ctx.set(dut.load.payload, {"data": chunk, "first": index == 0})
+            await ctx.tick()
+            ctx.set(dut.load.valid, 0)
+        await stream_bench(source.send, dut.i, items)(ctx)
+
+    sim.add_testbench(load_then_send)
+    sim.add_testbench(stream_bench(sink.receive, dut.o, count))
+    budget = 2 * len(chunks) + (len(items) + count * dut.sf) * 4 + 200
+    run_simulation(sim, budget)
+    return sink.received
+
+
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_loaded_weights_random_shapes_with_stalls(bits, multiplier):
+    """Weights in a WeightRAM, loaded through ``load``: the same results as from ROMs."""
+    rng = np.random.default_rng(300 + bits)
+    in_shape = shape_for(multiplier, bits, unsigned(bits))
+    fan_in = int(rng.choice([6, 12, 20, 24]))
+    channels = int(rng.choice([2, 4, 6]))
+    pe = int(rng.choice(divisors(channels)[:3]))
+    simd = int(rng.choice([d for d in divisors(fan_in) if d <= 6]))
+    layer = make_layer(rng, fan_in, channels, bits, in_shape)
+    shape = in_shape
+    dut = MACArray(layer.matrix, layer.bias, weight_bits=bits, in_shape=shape,
+                   acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+                   loaded=True)
+    assert len(dut.load_chunks()) == dut.nf * dut.sf * -(-pe * simd * bits // 16)
+    x = random_inputs(rng, layer, 3)
+    assert simulate_loaded(dut, x, seed=bits, idle=0.3, stall=0.4) == expected_transfers(
+        layer, x, pe)
+    preloaded = MACArray(layer.matrix, layer.bias, weight_bits=bits, in_shape=shape,
+                         acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
+                         loaded=True, preload=True)
+    received, _ = simulate(preloaded, x, seed=bits, idle=0.3, stall=0.4)
+    assert received == expected_transfers(layer, x, pe)
+
+
+def test_loaded_weights_full_rate_same_cycles_as_roms():
+    rng = np.random.default_rng(7)
+    layer = make_layer(rng, 24, 6, 2, unsigned(2))
+    x = random_inputs(rng, layer, 4)
+    kwargs = dict(weight_bits=2, in_shape=unsigned(2), acc_bits=layer.acc_bits, pe=3, simd=4)
+    _, rom_times = simulate(MACArray(layer.matrix, layer.bias, **kwargs), x)
+    received, ram_times = simulate(MACArray(layer.matrix, layer.bias, loaded=True,
+                                            preload=True, **kwargs), x)
+    assert received == expected_transfers(layer, x, 3)
+    assert ram_times == rom_times
+
+
+def test_constant_weights_cannot_be_loaded():
+    layer = make_layer(np.random.default_rng(1), 4, 2, 4, unsigned(4))
+    with pytest.raises(ValueError, match="cannot load"):
+        MACArray(layer.matrix, layer.bias, weight_bits=4, in_shape=unsigned(4),
+                 acc_bits=layer.acc_bits, pe=2, simd=4, multiplier="constant", loaded=True)

@@ -120,3 +120,26 @@ def test_uart_top_tiny_cnn_bench_counts(tmp_path, mnist_test):
     check(results, qmodel, images, ())
     assert results["cycles_per_image"] == 11520
     check_bench(results, qmodel, images[0], (1, 2, 5))
+
+
+def test_uart_top_loads_weights_then_classifies(tmp_path, rng):
+    """A core whose dense layers' weights are loaded (SPRAM on the UP5K): classify requests
+    are refused (``NOT_LOADED``) before a load and after a damaged one, whose words were
+    written all the same; after ``Board.load`` every answer is the golden model's."""
+    import keras
+
+    from hw.network import Fold
+
+    qmodel = quantize(extract(small_model(keras, 11, image=8)),
+                      rng.integers(0, 256, size=(64, 8, 8)), QuantConfig(weight_bits=4))
+    conv, hidden, output = (layer.name for layer in qmodel.weight_layers)
+    fold = Fold({conv: (3, 1), hidden: (2, 3), output: (2, 2)}, loaded=[hidden, output])
+    images = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    results = simulate_uart_top(qmodel, fold, images, divisor=4, timeout_cycles=160,
+                                faults=("checksum",), bench=(1, 3), workdir=tmp_path)
+    loading = ["classify before the load", "damaged load", "classify after a damaged load"]
+    assert [fault["fault"] for fault in results["faults"][:3]] == loading
+    assert [fault["got"] for fault in results["faults"][:3]] == [7, 3, 7]
+    results["faults"] = results["faults"][3:]
+    check(results, qmodel, images, ("checksum",))
+    check_bench(results, qmodel, images[0], (1, 3))
