@@ -105,6 +105,12 @@ _WINDOW_LUTS_PER_BIT = 0.55
 #: (Yosys, tiny_cnn's and LeNet-5's first windows at 1, 2 and 4 pixels a word: 1.8 to 1.9
 #: LUT4s a bit on the iCE40, 0.8 to 1.1 on ECP5 counting a carry cell as two).
 _WINDOW_LUTS_PER_PIXEL_BIT = {"ice40": 1.85, "ecp5": 1.0}
+#: Window generator on its kernel-row path: LUT4s of its control, besides 10 a bit of the
+#: SIMD lanes it reads (iCE40: LeNet-5 W2A2's two windows, 500 and 229 LUT4s with Yosys at
+#: 5 x 8 and 6 x 2 bits a read).
+_KERNEL_ROW_LUTS = {"ice40": 110, "ecp5": 300}
+#: LUT4s of a stream FIFO in iCE40 block RAM (Yosys, LeNet-5 W2A2's five: 50 to 70).
+_ICE40_FIFO_LUTS = 60
 
 
 @dataclass(frozen=True)
@@ -217,8 +223,9 @@ def kinds(layer, pe, device, simd=None):
     hard multipliers where Yosys maps the product to one; packed pairs where two PEs share
     an input and the pair fits the device's multiplier (on the iCE40, whose DSPs take only
     products of 11 bits and more, even PEs only, so that no lane falls back to Yosys' own LUT
-    product). Operands wider than ``PROVEN_BITS``: hard multipliers only, on every lane
-    (:func:`check_widths` says when the device has none)."""
+    product, and only where the packed multiplication's product is that wide). Operands wider
+    than ``PROVEN_BITS``: hard multipliers only, on every lane (:func:`check_widths` says when
+    the device has none)."""
     shape = element_shape(layer.in_bits, layer.in_signed)
     product = product_bits(layer.weight_bits, shape)
     wide = product >= device.dsp_min_product
@@ -230,11 +237,13 @@ def kinds(layer, pe, device, simd=None):
         return (*constant, "lut")
     options = [*constant, "lut", "dsp"] if wide else [*constant, "lut"]
     try:
-        packing_shift(layer.weight_bits, element_shape(layer.in_bits, layer.in_signed),
-                      DSP_WIDTHS[device.family])
+        shift = packing_shift(layer.weight_bits, shape, DSP_WIDTHS[device.family])
     except ValueError:
         return tuple(options)
-    if pe >= 2 and (wide or pe % 2 == 0):
+    # The packed multiplication's own product: Yosys leaves one narrower than the device's
+    # DSPs take in LUTs too (iCE40: LeNet-5's second convolution at 2 bits, 2-bit inputs).
+    packed = shift + layer.weight_bits + shape.width + (0 if shape.signed else 1)
+    if pe >= 2 and (wide or pe % 2 == 0) and packed >= device.dsp_min_product:
         options.append("packed")
     return tuple(options)
 
@@ -327,13 +336,14 @@ def _window_cost(window, device):
         luts += (_WINDOW_LUTS_PER_PIXEL_BIT[device.family] * (pixels - 1)
                  * window.kernel ** 2 * window.channels * abits)
         return Resources(int(luts), window.register_bits + 100, brams, 0)
-    return Resources(300 + 10 * window.simd * abits, 200 + 2 * window.simd * abits, brams, 0)
+    return Resources(_KERNEL_ROW_LUTS[device.family] + 10 * window.simd * abits,
+                     200 + 2 * window.simd * abits, brams, 0)
 
 
 def _fifo_cost(fifo, device):
     """A :class:`~hw.fifo.StreamFIFO` (LUT RAM on ECP5, block RAM on the iCE40)."""
     depth, width = fifo.depth, Shape.cast(fifo.shape).width
-    return Resources(50 + depth * width // 8 if device.family == "ecp5" else 90, 30,
+    return Resources(50 + depth * width // 8 if device.family == "ecp5" else _ICE40_FIFO_LUTS, 30,
                      _bram_blocks(depth, width, device), 0)
 
 

@@ -10,7 +10,8 @@ board top (``UARTTop`` around the accelerator: UART receiver, frame parser, imag
 feeder, core, response writer) runs in Verilator under the real host driver
 (``sw.host.Board`` over a bit-level serial line, :func:`sim.uart.simulate_uart_top`), which
 sends test image 0 in one bench request per repeat count (``docs/protocol.md``, command
-``0x02``). The board answers with its hardware cycle count and the last result. The command
+``0x02``); a core with loaded weights gets its load request first (command ``0x03``, after
+checking that it refuses images before a load and after a damaged one). The board answers with its hardware cycle count and the last result. The command
 checks that every count is exactly ``L + (N - 1) * I`` (``L`` the count of ``N = 1``, the
 latency of one image; ``I`` the predicted interval) and that every result is the golden
 model's, prints the on-chip images/s at ``--clock`` (the clock a build's ``report.json``
@@ -63,6 +64,9 @@ def bench_counts(qmodel, fold, image, repeats, workdir=None):
                  if (bench["label"], bench["logits"]) != (int(labels[0]), logits[0].tolist())]
     if results["mismatches"]:
         problems.append("classification of image 0 differs from the golden model")
+    # A core with loaded weights is loaded first, over the same line, with its refusals before.
+    problems += [f"{fault['fault']}: answered {fault['got']}, expected {fault['expected']}"
+                 for fault in results["faults"] if fault["got"] != fault["expected"]]
     return {"model": qmodel.name, "weight_bits": qmodel.weight_bits,
             "act_bits": qmodel.act_bits, "fold": fold.to_json(),
             "cycles_per_image_predicted": interval, "latency": counts[1],

@@ -161,19 +161,19 @@ def test_bad_folds_are_named(fold, message):
     assert message in str(info.value)
 
 
-def test_lenet5_w2_on_the_up5k_loads_its_biggest_layer_into_spram():
+def test_lenet5_w2_on_the_up5k_loads_weights_into_spram():
     """LeNet-5 at 2 bits does not fit the UP5K's block RAM even fully folded (the throughput
-    issue's row): the folder loads the first dense layer's weights into SPRAM (one block of
-    the four) and the rest fits, at most 12,800 cycles an image."""
+    issue's row): the folder loads the weights of the layers with the biggest ROMs (the first
+    dense layer's first) into SPRAM and the rest fits, at most 12,000 cycles an image."""
     qmodel, device = _qmodel("lenet5", 2), DEVICES["iCE40UP5K"]
     rom_only = {layer.name: (1, 1, "lut") for layer in qmodel.weight_layers}
     assert estimate(qmodel, rom_only, device).brams > device.brams
     fold = auto_fold(qmodel, device)
     need = estimate(qmodel, fold, device)
-    assert fold.loaded == {"dense"} and need.fits(device)
+    assert "dense" in fold.loaded and need.fits(device)
     assert 1 <= need.sprams <= device.sprams
-    assert need.brams < estimate(qmodel, Fold(fold, loaded=()), device).brams
-    assert max(stage.cycles for stage in schedule(qmodel, fold)) <= 12800
+    assert estimate(qmodel, Fold(fold, loaded=()), device).brams > device.brams
+    assert max(stage.cycles for stage in schedule(qmodel, fold)) <= 12000
 
 
 @pytest.mark.parametrize(("model", "bits", "device"), [
@@ -188,7 +188,7 @@ def test_loaded_layers_round_trip_through_the_fold_file(tmp_path):
     fold = auto_fold(qmodel, DEVICES["iCE40UP5K"])
     path = tmp_path / "fold.json"
     path.write_text(json.dumps(fold.to_json()))
-    assert json.loads(path.read_text())["loaded"] == ["dense"]
+    assert "dense" in json.loads(path.read_text())["loaded"]
     again = load_fold(path, qmodel)
     assert again == fold and again.loaded == fold.loaded and again.pixels == fold.pixels
 
