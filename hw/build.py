@@ -161,16 +161,20 @@ def _write_reports(directory, report, stages):
             f"at {report['baud']} baud ({100 * report['baud_error']:+.2f}%): at most "
             f"{report['link_images_per_second']:.0f} (one request and response per image)",
             f"- bitstream: `{report['bitstream']}`",
-            *([f"- loaded weights: layers {', '.join(report['fold']['loaded'])} are in RAM the "
-               f"bitstream cannot initialize; send `{report['weights_file']}` "
-               f"({2 * report['load_words']:,} bytes) once after programming: `python -m "
-               f"sw.host --port PORT --load {report['weights_file']}`"]
-              if report.get("weights_file") else []),
+        ]
+    if report.get("weights_file"):
+        lines.append(f"- loaded weights ({', '.join(report['fold']['loaded'])}): in RAM the "
+                     f"bitstream cannot initialize; send `{report['weights_file']}` "
+                     f"({2 * report['load_words']:,} bytes) once after programming: `python -m "
+                     f"sw.host --port PORT --load {report['weights_file']}`")
+    if report["target"] == "bitstream":
+        keys = ("luts", "ffs", "brams", "dsps", *(("sprams",) if "sprams" in report else ()))
+        lines += [
             "",
             "| resource | used | available | estimated |",
             "|---|---|---|---|",
             *(f"| {key} | {report[key]} | {report.get(key + '_available', '')} | "
-              f"{report['estimate'][key]} |" for key in ("luts", "ffs", "brams", "dsps")),
+              f"{report['estimate'][key]} |" for key in keys),
         ]
     lines += ["", "| stage | kind | PE | SIMD | cycles/image | MACs |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.name} | {s.kind} | {s.pe} | {s.simd} | {s.cycles} | {s.macs} |"

@@ -183,9 +183,11 @@ def lane_luts(kind, weight_bits, in_bits, device):
 
 #: LUT4s (an ECP5 carry cell counted as two) of one adder of a ``"constant"`` layer's trees
 #: beyond the bits of its input (:func:`hw.multiplier.constant_sum`: its terms are shifted
-#: inputs, its sums a few bits wider), and the share of its adders whose sums are registered
-#: (every other level: about half the adders, as each level has half the last's), fitted to
-#: tiny_cnn's first layer on the UP5K (``hw.macbench --build``: 1,445 LUT4s, 1,247 FFs).
+#: inputs, its sums a few bits wider), and the share of its adders' bits that are registered:
+#: a register every second level holds a third of the adders' sums, plus the odd nodes carried
+#: past a level and the difference of the two trees, each as wide as a sum; the share itself
+#: fitted to tiny_cnn's first layer on the UP5K (``hw.macbench --build``: 1,445 LUT4s, 1,247
+#: FFs).
 _CONSTANT_ADDER_BITS = 3
 _CONSTANT_REGISTERED = 0.5
 
@@ -486,15 +488,23 @@ def _pixels_for(qmodel, fold, target):
     best = None
     for pixels in range(1, MAX_PIXELS + 1):
         candidate = Fold(fold, pixels)
-        try:
-            interval = max(stage.cycles for stage in schedule(qmodel, candidate))
-        except UserError:  # the first layer cannot take this many pixels per word
+        interval = _interval(qmodel, candidate)
+        if interval is None:
             continue
         if interval <= target:
             return candidate
         if best is None or interval < best[0]:
             best = (interval, candidate)
     return best[1]
+
+
+def _interval(qmodel, fold):
+    """The image interval of ``fold``'s schedule, or None where its first layer cannot take
+    ``fold.pixels`` pixels per word."""
+    try:
+        return max(stage.cycles for stage in schedule(qmodel, fold))
+    except UserError:
+        return None
 
 
 #: A layer may take this many more lanes than the fewest that meet the interval when the
@@ -633,9 +643,8 @@ def auto_fold(qmodel, device, max_lanes=None):
         # than the target asks, as a slower input may be what fits.
         for pixels in range(fold.pixels, 0, -1):
             candidate = Fold(fold, pixels)
-            try:
-                interval = max(stage.cycles for stage in schedule(qmodel, candidate))
-            except UserError:  # the first layer cannot take this many pixels per word
+            interval = _interval(qmodel, candidate)
+            if interval is None:
                 continue
             candidate = assign_multipliers(qmodel, candidate, device)
             if candidate is not None:

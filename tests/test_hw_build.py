@@ -118,3 +118,27 @@ def test_clock_auto_searches_for_the_fastest_met_clock(fmaxes, chosen, monkeypat
     # The chosen run's files are the bitstream's; the others are gone.
     assert [path.name for path in tmp_path.iterdir()] == ["gateware"]
     assert (tmp_path / "gateware" / "top.bit").read_text() == str(clocks[chosen])
+
+
+def test_lenet5_w2_for_the_icebreaker_writes_its_load_image(tmp_path):
+    """LeNet-5 W2A2 on the UP5K keeps some weights in SPRAM: the build writes the load image
+    the host sends after configuration, exactly the core's, and names it in the report."""
+    from hw.folding import DEVICES
+    from hw.network import Accelerator, fold_from_json
+    from sw.qmodel import load_qmodel
+
+    out = tmp_path / "lenet5"
+    result = _build("--bits", "2", "--board", "icebreaker", "--target", "verilog", "--out",
+                    str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "dense" in report["fold"]["loaded"] and report["weights_file"] == "weights.bin"
+    assert report["cycles_per_image"] <= 12000
+    assert 0 < report["estimate"]["sprams"] <= DEVICES["iCE40UP5K"].sprams
+    fold = fold_from_json(json.loads((out / "fold.json").read_text()))
+    assert fold.loaded == set(report["fold"]["loaded"])
+    core = Accelerator(load_qmodel(out / "export" / "model.npz"), fold, 16)
+    image = (out / "weights.bin").read_bytes()
+    assert image == core.load_image() and len(image) == 2 * report["load_words"]
+    assert "weights.bin" in (out / "report.md").read_text()
+    assert f"load {out}/weights.bin" in result.stdout
