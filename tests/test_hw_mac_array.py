@@ -79,8 +79,12 @@ def random_inputs(rng, layer, vectors):
     return x
 
 
-def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0):
-    """Stream ``x`` (vectors, fan_in) through ``dut``; return outputs and transfer cycles."""
+def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0, load=False):
+    """Stream ``x`` (vectors, fan_in) through ``dut``; return outputs and transfer cycles.
+
+    With ``load``, a ``loaded`` array's weights are sent through its ``load`` stream first,
+    with random gaps.
+    """
     items = [list(row[sf * dut.simd:(sf + 1) * dut.simd])
              for row in x for sf in range(dut.sf)]
     count = len(x) * dut.nf
@@ -91,9 +95,21 @@ def simulate(dut, x, *, seed=0, idle=0.0, stall=0.0):
     sent = check_protocol(sim, dut.i, "i")
     got = check_protocol(sim, dut.o, "o")
     times = {"i": transfer_cycles(sim, dut.i), "o": transfer_cycles(sim, dut.o)}
-    sim.add_testbench(stream_bench(source.send, dut.i, items))
+    chunks = dut.load_chunks() if load else []
+
+    async def load_then_send(ctx):
+        for index, chunk in enumerate(chunks):
+            if rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.load.valid, 1)
+            ctx.set(dut.load.payload, {"data": chunk, "first": index == 0})
+            await ctx.tick()
+            ctx.set(dut.load.valid, 0)
+        await stream_bench(source.send, dut.i, items)(ctx)
+
+    sim.add_testbench(load_then_send)
     sim.add_testbench(stream_bench(sink.receive, dut.o, count))
-    budget = (len(items) + count * dut.sf) * (4 if idle or stall else 1) + 200
+    budget = 2 * len(chunks) + (len(items) + count * dut.sf) * (4 if idle or stall else 1) + 200
     run_simulation(sim, budget)
     assert len(sent) == len(items) and len(got) == count
     return sink.received, times
@@ -432,35 +448,6 @@ def test_synthesis_16_bit_lanes_take_one_dsp_each(family, in_shape):
     assert synthesize(dut, family)["dsps"] == dut.pe * dut.simd
 
 
-def simulate_loaded(dut, x, *, seed=0, idle=0.0, stall=0.0):
-    """:func:`simulate` of a ``loaded`` array: its weights are sent through ``load`` first
-    (with gaps), then the vectors stream in."""
-    items = [list(row[sf * dut.simd:(sf + 1) * dut.simd])
-             for row in x for sf in range(dut.sf)]
-    count = len(x) * dut.nf
-    rng = random.Random(seed)
-    sim = Simulator(dut)
-    source = StreamSource(rng, idle, encode=lambda v: pack(v, dut.in_shape.width))
-    sink = StreamSink(rng, stall, decode=lambda w: unpack(w, dut.pe, dut.acc_bits, True))
-    chunks = dut.load_chunks()
-
-    async def load_then_send(ctx):
-        for index, chunk in enumerate(chunks):
-            if rng.random() < 0.3:
-                await ctx.tick()
-            ctx.set(dut.load.valid, 1)
-            ctx.set(dut.load.payload, {"data": chunk, "first": index == 0})
-            await ctx.tick()
-            ctx.set(dut.load.valid, 0)
-        await stream_bench(source.send, dut.i, items)(ctx)
-
-    sim.add_testbench(load_then_send)
-    sim.add_testbench(stream_bench(sink.receive, dut.o, count))
-    budget = 2 * len(chunks) + (len(items) + count * dut.sf) * 4 + 200
-    run_simulation(sim, budget)
-    return sink.received
-
-
 @pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 def test_loaded_weights_random_shapes_with_stalls(bits, multiplier):
@@ -478,8 +465,8 @@ def test_loaded_weights_random_shapes_with_stalls(bits, multiplier):
                    loaded=True)
     assert len(dut.load_chunks()) == dut.nf * dut.sf * -(-pe * simd * bits // 16)
     x = random_inputs(rng, layer, 3)
-    assert simulate_loaded(dut, x, seed=bits, idle=0.3, stall=0.4) == expected_transfers(
-        layer, x, pe)
+    received, _ = simulate(dut, x, seed=bits, idle=0.3, stall=0.4, load=True)
+    assert received == expected_transfers(layer, x, pe)
     preloaded = MACArray(layer.matrix, layer.bias, weight_bits=bits, in_shape=shape,
                          acc_bits=layer.acc_bits, pe=pe, simd=simd, multiplier=multiplier,
                          loaded=True, preload=True)

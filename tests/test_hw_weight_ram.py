@@ -6,10 +6,9 @@ import random
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.sim import Simulator
 
 from hw.weight_ram import BLOCK_DEPTH, WeightRAM, load_chunks
-from tests.streams import run_simulation
+from tests.test_hw_weight_rom import read_back
 
 pytestmark = pytest.mark.hw
 
@@ -18,9 +17,8 @@ def load_then_read(ram, loads, reads, seed):
     """Send each chunk list of ``loads`` (the first chunk marked ``first``), with random gaps;
     then read ``reads`` random words with random enables. Returns the reads' mismatches."""
     rng = random.Random(seed)
-    mismatches = []
 
-    async def testbench(ctx):
+    async def load(ctx):
         for chunks in loads:
             for index, chunk in enumerate(chunks):
                 while rng.random() < 0.3:
@@ -30,21 +28,8 @@ def load_then_read(ram, loads, reads, seed):
                 assert ctx.get(ram.load.ready)
                 await ctx.tick()
                 ctx.set(ram.load.valid, 0)
-        expected = None
-        for cycle in range(reads):
-            addr, en = rng.randrange(ram.depth), rng.random() < 0.7
-            ctx.set(ram.addr, addr)
-            ctx.set(ram.en, en)
-            await ctx.tick()
-            if en:
-                expected = ram.words[addr]
-            if expected is not None and ctx.get(ram.data) != expected:
-                mismatches.append((cycle, addr, ctx.get(ram.data), expected))
-
-    sim = Simulator(ram)
-    sim.add_testbench(testbench)
-    run_simulation(sim, 3 * sum(map(len, loads)) + reads + 100)
-    return mismatches
+    load.chunks = [chunk for chunks in loads for chunk in chunks]
+    return read_back(ram, reads, seed, before=load, expected=None)
 
 
 @pytest.mark.parametrize(("depth", "width"), [(1, 3), (5, 16), (40, 20), (33, 64), (7, 47)])

@@ -14,13 +14,18 @@ from tests.streams import run_simulation
 pytestmark = pytest.mark.hw
 
 
-def read_back(rom, steps, seed):
-    """Drive random ``addr``/``en`` for ``steps`` cycles; check ``data`` every cycle."""
+def read_back(rom, steps, seed, before=None, expected=0):
+    """Drive random ``addr``/``en`` for ``steps`` cycles; check ``data`` every cycle from
+    ``expected`` (what the read register starts with; None: unchecked until the first read)
+    on, after awaiting ``before(ctx)`` (for a RAM: its load)."""
     rng = random.Random(seed)
     mismatches = []
+    start = expected
 
     async def testbench(ctx):
-        expected = 0  # the read register starts at zero
+        if before is not None:
+            await before(ctx)
+        expected = start
         for cycle in range(steps):
             addr, en = rng.randrange(rom.depth), rng.random() < 0.7
             ctx.set(rom.addr, addr)
@@ -29,12 +34,12 @@ def read_back(rom, steps, seed):
             if en:
                 expected = rom.words[addr]
             # Valid the cycle after addr/en; held while en is low.
-            if ctx.get(rom.data) != expected:
+            if expected is not None and ctx.get(rom.data) != expected:
                 mismatches.append((cycle, addr, en, ctx.get(rom.data), expected))
 
     sim = Simulator(rom)
     sim.add_testbench(testbench)
-    run_simulation(sim, steps + 10)
+    run_simulation(sim, steps + 10 + 3 * len(getattr(before, "chunks", ())))
     return mismatches
 
 

@@ -632,15 +632,7 @@ def test_cli_bench_argument_errors(arguments, message, tmp_path, monkeypatch, ca
     (tmp_path / "broken.json").write_text("{")
     (tmp_path / "verilog.json").write_text('{"cycles_per_image": 100}')
 
-    def no_port(*args, **kwargs):
-        raise AssertionError("the port was opened")
-    monkeypatch.setattr(Board, "open", staticmethod(no_port))
-    with pytest.raises(SystemExit) as info:
-        host.main(["--port", "/dev/ttyFAKE", *arguments])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert err.startswith(f"error: {message}")
+    _one_line_error_before_any_port(arguments, message, monkeypatch, capsys)
 
 
 def test_cli_reports_accuracy(tmp_path, monkeypatch, capsys):
@@ -841,15 +833,7 @@ def test_cli_load_argument_errors(arguments, message, tmp_path, monkeypatch, cap
         '{"clock_mhz": 24.0, "weights_file": "nowhere.bin"}')
     (tmp_path / "number.json").write_text('{"clock_mhz": 24.0, "weights_file": 7}')
 
-    def no_port(*args, **kwargs):
-        raise AssertionError("the port was opened")
-    monkeypatch.setattr(Board, "open", staticmethod(no_port))
-    with pytest.raises(SystemExit) as info:
-        host.main(["--port", "/dev/ttyFAKE", *arguments])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert err.startswith(f"error: {message}")
+    _one_line_error_before_any_port(arguments, message, monkeypatch, capsys)
 
 
 def test_cli_load_of_a_missing_file_is_one_line_error(tmp_path):
@@ -859,3 +843,17 @@ def test_cli_load_of_a_missing_file_is_one_line_error(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"error: cannot read weights file '{tmp_path}/weights.bin': "
                              f"No such file or directory\n")
+
+
+def _one_line_error_before_any_port(arguments, message, monkeypatch, capsys):
+    """``sw.host`` with ``arguments`` exits 2 with the one line ``error: message...``, and
+    opens no port."""
+    def no_port(*args, **kwargs):
+        raise AssertionError("the port was opened")
+    monkeypatch.setattr(Board, "open", staticmethod(no_port))
+    with pytest.raises(SystemExit) as info:
+        host.main(["--port", "/dev/ttyFAKE", *arguments])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {message}")
