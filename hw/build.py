@@ -53,8 +53,8 @@ from .program import program
 from .toolchain import SCRIPT_AFTER_READ, tool_env
 from .uart_rx import uart_clock_filter, uart_divisor
 
-__all__ = ["AUTO_START_MHZ", "DEFAULT_BOARD", "DEFAULT_MODEL", "WEIGHTS_FILE", "board_plan",
-           "build", "main"]
+__all__ = ["AUTO_START_MHZ", "DEFAULT_BOARD", "DEFAULT_MODEL", "WEIGHTS_FILE", "DoesNotFit",
+           "board_plan", "build", "main"]
 
 DEFAULT_MODEL = "lenet5"
 DEFAULT_BOARD = "ulx3s-85f"
@@ -207,9 +207,28 @@ def build(args, progress):
     accuracy, test_images = _integer_accuracy(qmodel, test_set)
 
     progress(f"folding for {board.name} ({device.name})")
-    dsp_width = DSP_WIDTHS[device.family]
     fold = (auto_fold(qmodel, device) if args.fold == "auto"
-            else load_fold(args.fold, qmodel, dsp_width))
+            else load_fold(args.fold, qmodel, DSP_WIDTHS[device.family]))
+    quantized = {"weight_bits": weight_bits, "act_bits": act_bits, "quantization": method,
+                 "accuracy": accuracy, "test_images": test_images}
+    for attempt in range(_REFOLDS + 1):
+        try:
+            return _build_fold(args, board, qmodel, quantized, fold, out, progress)
+        except DoesNotFit as error:
+            if args.fold != "auto" or attempt == _REFOLDS:
+                raise
+            # The estimate said it fits and nextpnr could not place it: fold again for
+            # fewer LUTs than that estimate (an iCE40 placement can fail from 95% full).
+            budget = int(_REFOLD_SHARE * error.estimated_luts)
+            print(f"    {error.reason}: folding again within {budget} of the estimated "
+                  f"{error.estimated_luts} LUTs", file=sys.stderr)
+            fold = auto_fold(qmodel, device, max_luts=budget)
+
+
+def _build_fold(args, board, qmodel, quantized, fold, out, progress):
+    """:func:`build`'s steps after folding: ``qmodel`` folded as ``fold`` into ``out``."""
+    device = DEVICES[board.device]
+    dsp_width = DSP_WIDTHS[device.family]
     need = estimate(qmodel, fold, device)
     core = Accelerator(qmodel, fold, dsp_width)
     stages = core.stages
@@ -226,13 +245,15 @@ def build(args, progress):
         (scratch / "fold.json").write_text(json.dumps(fold.to_json(), indent=1) + "\n")
         report = {
             "board": board.name, "device": device.name, "model": qmodel.name,
-            "weight_bits": weight_bits, "act_bits": act_bits, "target": args.target,
+            "weight_bits": quantized["weight_bits"], "act_bits": quantized["act_bits"],
+            "target": args.target,
             # Each weight layer's widths: weights, and its output's (None for the logits).
             "layer_bits": {layer.name: [layer.weight_bits,
                                         None if layer.is_output else layer.out_bits]
                            for layer in qmodel.weight_layers},
-            "quantization": method,
-            "accuracy": accuracy, "test_images": test_images, "fold": fold.to_json(),
+            "quantization": quantized["quantization"],
+            "accuracy": quantized["accuracy"], "test_images": quantized["test_images"],
+            "fold": fold.to_json(),
             "cycles_per_image": interval, "macs_per_image": qmodel.macs,
             "multipliers": core.multipliers,
             "lanes_by_kind": lanes_by_kind(qmodel, fold, device),
@@ -267,6 +288,18 @@ def build(args, progress):
     return report
 
 
+class DoesNotFit(UserError):
+    """nextpnr could not place or route the design: ``reason`` (its error line), and the
+    resource model's ``estimated_luts`` of what it was given."""
+
+    def __init__(self, message, *, reason, estimated_luts):
+        super().__init__(message)
+        self.reason, self.estimated_luts = reason, estimated_luts
+
+
+#: ``--fold auto``: folds tried again after nextpnr could not place one, each within this
+#: share of the last one's estimated LUTs.
+_REFOLDS, _REFOLD_SHARE = 2, 0.97
 #: The load image of a build with loaded weights, beside its report.
 WEIGHTS_FILE = "weights.bin"
 #: ``--clock auto`` starts here (MHz), above what designs reach, and steps down to the Fmax.
@@ -311,10 +344,11 @@ def _run_toolchain(board, device, core, directory, pll, need, baud):
                 if int(count):
                     print(f"  {cell:<14} {count:>6} / {total:<6} {percent:>4}%",
                           file=sys.stderr)
-        raise UserError(
+        raise DoesNotFit(
             f"the design does not fit {device.name} ({reason}); estimated {need.luts} LUTs, "
             f"{need.brams} block RAMs, {need.dsps} DSPs of {device.luts}/{device.brams}/"
-            f"{device.dsps}: try fewer bits, a smaller --fold, or a bigger board") from None
+            f"{device.dsps}: try fewer bits, a smaller --fold, or a bigger board",
+            reason=reason, estimated_luts=need.luts) from None
     return _nextpnr_report(directory, family)
 
 

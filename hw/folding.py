@@ -609,7 +609,7 @@ def place_weights(qmodel, fold, device):
     return Fold(fold, loaded=loaded)
 
 
-def auto_fold(qmodel, device, max_lanes=None):
+def auto_fold(qmodel, device, max_lanes=None, max_luts=None):
     """The fastest balanced folding that the resource model says fits ``device``.
 
     For each candidate interval, from the slowest, every layer gets the fewest lanes that
@@ -622,6 +622,9 @@ def auto_fold(qmodel, device, max_lanes=None):
     device : Device
     max_lanes : int, optional
         Cap on MAC lanes per layer (keeps synthesis time in bounds).
+    max_luts : int, optional
+        Cap on the estimated LUTs, below the device's (``hw.build`` folds again with one when
+        nextpnr could not place a fold the estimate said fits).
 
     Raises
     ------
@@ -630,6 +633,11 @@ def auto_fold(qmodel, device, max_lanes=None):
         or a layer needs hard multipliers the device does not have (:func:`check_widths`).
     """
     check_widths(qmodel, device)
+
+    def fits(fold):
+        need = estimate(qmodel, fold, device)
+        return need.fits(device) and (max_luts is None or need.luts <= max_luts)
+
     targets = sorted({option[0] for layer in qmodel.weight_layers for option in _options(layer)})
     best, best_interval = None, math.inf
     for target in reversed(targets):
@@ -649,8 +657,7 @@ def auto_fold(qmodel, device, max_lanes=None):
             candidate = assign_multipliers(qmodel, candidate, device)
             if candidate is not None:
                 candidate = place_weights(qmodel, candidate, device)
-            if (candidate is not None and estimate(qmodel, candidate, device).fits(device)
-                    and interval <= best_interval):
+            if candidate is not None and fits(candidate) and interval <= best_interval:
                 best, best_interval = candidate, interval
     if best is None:
         fold = {layer.name: (1, 1, kinds(layer, 1, device)[0]) for layer in qmodel.weight_layers}
@@ -668,8 +675,7 @@ def auto_fold(qmodel, device, max_lanes=None):
         relaxed = place_weights(qmodel, relaxed, device)
     # The relaxed fold may take other shapes (and memories) than the best: keep it only if
     # it fits too.
-    fits = relaxed is not None and estimate(qmodel, relaxed, device).fits(device)
-    return relaxed if fits else best
+    return relaxed if relaxed is not None and fits(relaxed) else best
 
 
 def check_widths(qmodel, device):

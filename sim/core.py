@@ -16,8 +16,10 @@ TOPLEVEL = "nnfpga_core"
 
 def core_verilog(qmodel, fold, dsp_width=DSP_WIDTHS["ecp5"]):
     """Verilog of the accelerator for ``qmodel`` folded by ``fold`` for a device whose hard
-    multipliers take ``dsp_width`` bits, and the core itself."""
-    core = Accelerator(qmodel, fold, dsp_width)
+    multipliers take ``dsp_width`` bits, and the core itself: the core ``hw.build`` writes as
+    ``core.v``, loaded weights preloaded (as after a load request: a harness drives no load
+    port)."""
+    core = Accelerator(qmodel, fold, dsp_width, preload=True)
     return verilog.convert(core, name=TOPLEVEL), core
 
 

@@ -142,3 +142,33 @@ def test_lenet5_w2_for_the_icebreaker_writes_its_load_image(tmp_path):
     assert image == core.load_image() and len(image) == 2 * report["load_words"]
     assert "weights.bin" in (out / "report.md").read_text()
     assert f"load {out}/weights.bin" in result.stdout
+
+
+def test_a_fold_nextpnr_cannot_place_is_folded_again_smaller(tmp_path, monkeypatch, capsys):
+    """``--fold auto``: when nextpnr cannot place the fold the estimate said fits (an iCE40
+    placement can fail from 95% full), the build folds again within 0.97 of that estimate,
+    twice, and then gives up in one line, leaving nothing behind."""
+    import hw.build as build_module
+
+    tried = []
+
+    def cannot_place(board, device, core, directory, pll, need, baud):
+        tried.append((need.luts, core.cycles_per_image))
+        raise build_module.DoesNotFit(
+            "the design does not fit iCE40UP5K (ERROR: Unable to find legal placement)",
+            reason="ERROR: Unable to find legal placement", estimated_luts=need.luts)
+
+    monkeypatch.setattr(build_module, "_run_toolchain", cannot_place)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        build_module.main(["--model", "tiny_cnn", "--bits", "4", "--board", "icebreaker",
+                           "--out", str(out)])
+    assert info.value.code == 2
+    assert len(tried) == 3
+    for (luts, cycles), (smaller, slower) in zip(tried, tried[1:]):
+        assert smaller <= 0.97 * luts and slower >= cycles
+    err = capsys.readouterr().err
+    assert err.count("folding again within") == 2
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: the design does not fit iCE40UP5K (ERROR: Unable to find legal placement)"]
+    assert not out.exists()

@@ -99,6 +99,26 @@ def test_constant_first_layer_on_the_up5k_fold(mnist_test, tmp_path):
     assert full["interval"] == full["cycles_per_image_predicted"] == 784
 
 
+def test_lenet5_w2_up5k_fold_with_loaded_weights(mnist_test, tmp_path):
+    """LeNet-5 W2A2 folded for the UP5K keeps weights in SPRAM: the core's Verilog as
+    ``sim.regress`` and ``hw.build`` make it (``core_verilog``: those RAMs preloaded, as after
+    a load request) answers 40 images as the golden model does, under idle and stall, at the
+    predicted interval at full rate."""
+    from hw.folding import DEVICES, auto_fold
+    from sim.core import core_verilog
+
+    qmodel = _quantized("lenet5", 2)[0]
+    fold = auto_fold(qmodel, DEVICES["iCE40UP5K"])
+    assert "dense" in fold.loaded
+    verilog, _ = core_verilog(qmodel, fold, 16)
+    core = compiled.CompiledCore(qmodel, fold, verilog)
+    images = mnist_test[0][:40].reshape(40, *qmodel.input_shape)
+    stalled = core.run(images, idle=0.2, stall=0.2, seed=5, workdir=tmp_path / "stalled")
+    assert stalled["logits"] == golden.run(qmodel, images)[-1].tolist() and stalled["passed"]
+    full = core.run(images[:4], workdir=tmp_path / "full")
+    assert full["interval"] == full["cycles_per_image_predicted"] <= 12000
+
+
 def test_compiled_and_cocotb_harnesses_agree(mnist_test, tmp_path):
     qmodel, fold = _quantized("tiny_cnn", 2)
     images = mnist_test[0][:3].reshape(3, *qmodel.input_shape)
