@@ -11,11 +11,12 @@ feeder, core, response writer) runs in Verilator under the real host driver
 (``sw.host.Board`` over a bit-level serial line, :func:`sim.uart.simulate_uart_top`), which
 sends test image 0 in one bench request per repeat count (``docs/protocol.md``, command
 ``0x02``); a core with loaded weights gets its load request first (command ``0x03``, after
-checking that it refuses images before a load and after a damaged one). The board answers with its hardware cycle count and the last result. The command
-checks that every count is exactly ``L + (N - 1) * I`` (``L`` the count of ``N = 1``, the
-latency of one image; ``I`` the predicted interval) and that every result is the golden
-model's, prints the on-chip images/s at ``--clock`` (the clock a build's ``report.json``
-says its bitstream runs at; per MHz without it), and exits non-zero when a check fails.
+checking that it refuses images before a load and after a damaged one). The board answers
+with its hardware cycle count and the last result. The command checks that every count is
+exactly ``L + (N - 1) * I`` (``L`` the count of ``N = 1``, the latency of one image; ``I``
+the predicted interval) and that every result is the golden model's, prints the on-chip
+images/s at ``--clock`` (the clock a build's ``report.json`` says its bitstream runs at; per
+MHz without it), and exits non-zero when a check fails.
 
 The serial line runs at four clocks a bit (the count is of core cycles from the first image
 into the core to the last result out, so it does not depend on the baud rate).

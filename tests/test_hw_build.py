@@ -1,5 +1,6 @@
 """``python -m hw.build``: real builds, reports, and one-line errors that leave nothing behind."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -165,7 +166,7 @@ def test_a_fold_nextpnr_cannot_place_is_folded_again_smaller(tmp_path, monkeypat
                            "--out", str(out)])
     assert info.value.code == 2
     assert len(tried) == 3
-    for (luts, cycles), (smaller, slower) in zip(tried, tried[1:]):
+    for (luts, cycles), (smaller, slower) in itertools.pairwise(tried):
         assert smaller <= 0.97 * luts and slower >= cycles
     err = capsys.readouterr().err
     assert err.count("folding again within") == 2
