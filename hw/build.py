@@ -219,9 +219,9 @@ def build(args, progress):
                 raise
             # The estimate said it fits and nextpnr could not place it: fold again for
             # fewer LUTs than that estimate (an iCE40 placement can fail from 95% full).
-            budget = int(_REFOLD_SHARE * error.estimated_luts)
+            budget = error.budget(device)
             print(f"    {error.reason}: folding again within {budget} of the estimated "
-                  f"{error.estimated_luts} LUTs", file=sys.stderr)
+                  f"{error.estimated_luts} LUTs (nextpnr: {error.used_luts})", file=sys.stderr)
             fold = auto_fold(qmodel, device, max_luts=budget)
 
 
@@ -289,17 +289,29 @@ def _build_fold(args, board, qmodel, quantized, fold, out, progress):
 
 
 class DoesNotFit(UserError):
-    """nextpnr could not place or route the design: ``reason`` (its error line), and the
-    resource model's ``estimated_luts`` of what it was given."""
+    """nextpnr could not place or route the design: ``reason`` (its error line), the resource
+    model's ``estimated_luts`` of what it was given, and the LUTs (iCE40: logic cells) nextpnr
+    counted, ``used_luts`` (None when its log does not say)."""
 
-    def __init__(self, message, *, reason, estimated_luts):
+    def __init__(self, message, *, reason, estimated_luts, used_luts=None):
         super().__init__(message)
-        self.reason, self.estimated_luts = reason, estimated_luts
+        self.reason, self.estimated_luts, self.used_luts = reason, estimated_luts, used_luts
+
+    def budget(self, device):
+        """The estimated LUTs to fold again within: :data:`_REFOLD_SHARE` of this fold's
+        estimate, and less where nextpnr counted more than estimated, so that the next fold
+        lands near :data:`_PLACEABLE` of the device by nextpnr's count."""
+        share = _REFOLD_SHARE
+        if self.used_luts:
+            share = min(share, _PLACEABLE * device.luts / self.used_luts)
+        return int(share * self.estimated_luts)
 
 
-#: ``--fold auto``: folds tried again after nextpnr could not place one, each within this
-#: share of the last one's estimated LUTs.
-_REFOLDS, _REFOLD_SHARE = 2, 0.97
+#: ``--fold auto``: folds tried again after nextpnr could not place one, each within
+#: ``_REFOLD_SHARE`` of the last one's estimated LUTs, and within what would put nextpnr's
+#: count at ``_PLACEABLE`` of the device (LeNet-5 W1A1 on the UP5K failed placement at 95%
+#: and 98% of its cells, where LeNet-5 W2A2 placed at 93% and tiny_cnn W4A4 at 98.5%).
+_REFOLDS, _REFOLD_SHARE, _PLACEABLE = 3, 0.97, 0.92
 #: The load image of a build with loaded weights, beside its report.
 WEIGHTS_FILE = "weights.bin"
 #: ``--clock auto`` starts here (MHz), above what designs reach, and steps down to the Fmax.
@@ -344,11 +356,13 @@ def _run_toolchain(board, device, core, directory, pll, need, baud):
                 if int(count):
                     print(f"  {cell:<14} {count:>6} / {total:<6} {percent:>4}%",
                           file=sys.stderr)
+        luts = _NEXTPNR_CELLS[family]["luts"]
+        used_luts = next((int(count) for cell, count, _, _ in used_cells if cell == luts), None)
         raise DoesNotFit(
             f"the design does not fit {device.name} ({reason}); estimated {need.luts} LUTs, "
             f"{need.brams} block RAMs, {need.dsps} DSPs of {device.luts}/{device.brams}/"
             f"{device.dsps}: try fewer bits, a smaller --fold, or a bigger board",
-            reason=reason, estimated_luts=need.luts) from None
+            reason=reason, estimated_luts=need.luts, used_luts=used_luts) from None
     return _nextpnr_report(directory, family)
 
 

@@ -148,7 +148,7 @@ def test_lenet5_w2_for_the_icebreaker_writes_its_load_image(tmp_path):
 def test_a_fold_nextpnr_cannot_place_is_folded_again_smaller(tmp_path, monkeypatch, capsys):
     """``--fold auto``: when nextpnr cannot place the fold the estimate said fits (an iCE40
     placement can fail from 95% full), the build folds again within 0.97 of that estimate,
-    twice, and then gives up in one line, leaving nothing behind."""
+    three times, and then gives up in one line, leaving nothing behind."""
     import hw.build as build_module
 
     tried = []
@@ -157,7 +157,8 @@ def test_a_fold_nextpnr_cannot_place_is_folded_again_smaller(tmp_path, monkeypat
         tried.append((need.luts, core.cycles_per_image))
         raise build_module.DoesNotFit(
             "the design does not fit iCE40UP5K (ERROR: Unable to find legal placement)",
-            reason="ERROR: Unable to find legal placement", estimated_luts=need.luts)
+            reason="ERROR: Unable to find legal placement", estimated_luts=need.luts,
+            used_luts=None)
 
     monkeypatch.setattr(build_module, "_run_toolchain", cannot_place)
     out = tmp_path / "out"
@@ -165,11 +166,27 @@ def test_a_fold_nextpnr_cannot_place_is_folded_again_smaller(tmp_path, monkeypat
         build_module.main(["--model", "tiny_cnn", "--bits", "4", "--board", "icebreaker",
                            "--out", str(out)])
     assert info.value.code == 2
-    assert len(tried) == 3
+    assert len(tried) == 4
     for (luts, cycles), (smaller, slower) in itertools.pairwise(tried):
         assert smaller <= 0.97 * luts and slower >= cycles
     err = capsys.readouterr().err
-    assert err.count("folding again within") == 2
+    assert err.count("folding again within") == 3
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         "error: the design does not fit iCE40UP5K (ERROR: Unable to find legal placement)"]
     assert not out.exists()
+
+
+def test_refold_budget_follows_nextpnr_where_it_counted_more():
+    """The next fold's budget: 0.97 of the failed estimate, or less where nextpnr counted more
+    cells than estimated, aiming its count at 92% of the device (LeNet-5 W1A1 on the UP5K:
+    estimated 4,739, placed 5,194 and failed; then aimed at 4,431)."""
+    from hw.build import DoesNotFit
+    from hw.folding import DEVICES
+
+    device = DEVICES["iCE40UP5K"]
+
+    def error(estimated, used):
+        return DoesNotFit("x", reason="r", estimated_luts=estimated, used_luts=used)
+    assert error(4739, 5194).budget(device) == int(0.92 * 5280 / 5194 * 4739)
+    assert error(4963, 4990).budget(device) == int(0.97 * 4963) == error(4963, None).budget(
+        device)
